@@ -1,0 +1,238 @@
+"""Helpers for tests that use real ROS 2 (rclpy, DDS on loopback) and real processes.
+
+Importing this module never imports rclpy: non-ROS tests may use `wait_until` and the process
+helpers anywhere. The fixtures that wrap these helpers live in test/conftest.py.
+
+Traps these helpers avoid (details: /work/shared/ROS_ENV_NOTES.md):
+- Kilted's rcl ignores ROS_LOCALHOST_ONLY: isolation needs ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST,
+  and a domain of its own per test run.
+- The PyPI wheels re-exec Python with LD_LIBRARY_PATH set unless _ROS_WHEELS_BOOTSTRAP_COMPLETE
+  is set: a subprocess environment must keep both variables or neither.
+- A background job of a non-interactive shell ignores SIGINT: processes start in their own session
+  and are stopped with SIGINT sent to that session's process group.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_DIR = Path(__file__).resolve().parent
+MAX_ROS_DOMAIN_ID = 101          # 0..101 are valid on Linux for every RMW
+DOMAIN_ID_OVERRIDE_VAR = 'MTL_TEST_ROS_DOMAIN_ID'
+BOOTSTRAP_GUARD_VAR = '_ROS_WHEELS_BOOTSTRAP_COMPLETE'
+
+
+# ----------------------------------------------------------------------------- environment
+def pick_ros_domain_id(environ: Mapping[str, str] = os.environ) -> int:
+    """MTL_TEST_ROS_DOMAIN_ID when set (validated), else a random domain in 0..101."""
+    value = environ.get(DOMAIN_ID_OVERRIDE_VAR, '').strip()
+    if not value:
+        return random.SystemRandom().randint(0, MAX_ROS_DOMAIN_ID)
+    try:
+        domain_id = int(value)
+    except ValueError:
+        domain_id = -1
+    if not 0 <= domain_id <= MAX_ROS_DOMAIN_ID:
+        raise ValueError(f'{DOMAIN_ID_OVERRIDE_VAR}={value!r}: expected an integer in 0..{MAX_ROS_DOMAIN_ID}')
+    return domain_id
+
+
+def isolate_ros_environment(environ=os.environ, domain_id: int | None = None) -> int:
+    """Keep DDS traffic on this host and in one domain; returns the domain id set.
+
+    Sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (Jazzy and later), ROS_LOCALHOST_ONLY=1
+    (Humble), ROS_DOMAIN_ID; removes ROS_STATIC_PEERS (which would add peers off this host).
+    """
+    if domain_id is None:
+        domain_id = pick_ros_domain_id(environ)
+    environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    environ['ROS_LOCALHOST_ONLY'] = '1'
+    environ['ROS_DOMAIN_ID'] = str(domain_id)
+    environ.pop('ROS_STATIC_PEERS', None)
+    return domain_id
+
+
+def subprocess_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict:
+    """Environment for a Python subprocess that may import rclpy.
+
+    A copy of `base` (default os.environ, which carries the test run's ROS isolation) where
+    LD_LIBRARY_PATH and _ROS_WHEELS_BOOTSTRAP_COMPLETE are both kept or both dropped (the guard
+    without the library path makes `import rclpy` fail in the child), the repository root leads
+    PYTHONPATH (the child imports this checkout's mtl_perception_ros), and output is unbuffered.
+    """
+    env = dict(os.environ if base is None else base)
+    if extra:
+        env.update(extra)
+    if env.get(BOOTSTRAP_GUARD_VAR) and not env.get('LD_LIBRARY_PATH'):
+        del env[BOOTSTRAP_GUARD_VAR]   # let the child's bootstrapper rebuild LD_LIBRARY_PATH
+    paths = [str(REPO_ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                                if p and p != str(REPO_ROOT)]
+    env['PYTHONPATH'] = os.pathsep.join(paths)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+def import_script(path: str | os.PathLike, name: str | None = None):
+    """Import a script file (e.g. test/helpers/publish_samples.py) as a module, by path."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or f'_script_{path.stem}', path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'cannot import {path}')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- waiting
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str = 'condition',
+               interval_s: float = 0.02, step: Callable[[float], None] | None = None):
+    """Poll `predicate` until it returns a truthy value (returned) or fail after `timeout_s`.
+
+    `step(max_wait_s)` replaces the sleep between polls (e.g. spinning an executor).
+    Raises AssertionError naming `what` on timeout, so a test reads the reason.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f'timed out after {timeout_s:.1f} s waiting for {what}')
+        wait = min(interval_s, remaining)
+        if step is None:
+            time.sleep(wait)
+        else:
+            step(wait)
+
+
+# ----------------------------------------------------------------------------- rclpy in-process
+class RosTestContext:
+    """rclpy with a fresh Context of its own: node factory, executor, spin-until-condition.
+
+    SIGINT handlers are left alone (pytest keeps Ctrl-C). Call `shutdown()` when done (the
+    `rclpy_context` fixture does).
+    """
+
+    def __init__(self):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self.context = Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self._nodes = []
+
+    def create_node(self, name: str, **kwargs):
+        """A node in this context, already added to `executor` (kwargs go to rclpy.create_node)."""
+        import rclpy
+
+        node = rclpy.create_node(name, context=self.context, **kwargs)
+        self.executor.add_node(node)
+        self._nodes.append(node)
+        return node
+
+    __call__ = create_node
+
+    def spin_once(self, timeout_s: float = 0.05) -> None:
+        self.executor.spin_once(timeout_sec=timeout_s)
+
+    def spin_until(self, predicate: Callable[[], Any], timeout_s: float, what: str = 'condition'):
+        """Spin the executor until `predicate()` is truthy (returned); AssertionError on timeout."""
+        return wait_until(predicate, timeout_s, what, interval_s=0.05, step=self.spin_once)
+
+    def shutdown(self) -> None:
+        import rclpy
+
+        for node in self._nodes:
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self._nodes.clear()
+        self.executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown(context=self.context)
+
+
+# ----------------------------------------------------------------------------- processes
+class RosProcess:
+    """A subprocess in its own session, its stdout + stderr in a log file."""
+
+    def __init__(self, args: Sequence[str], log_path: str | os.PathLike, env: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None):
+        self.args = [str(a) for a in args]
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, 'wb')
+        self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
+                                      cwd=str(cwd or REPO_ROOT), start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self):
+        return self.popen.poll()
+
+    def output(self) -> str:
+        """Everything the process wrote so far (stdout and stderr interleaved)."""
+        return self.log_path.read_text(errors='replace')
+
+    def assert_running(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise AssertionError(f'{self.args} exited early with code {code}; its output:\n{self.output()}')
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)   # start_new_session: the group id is the pid
+        except ProcessLookupError:
+            pass
+
+    def interrupt(self, timeout_s: float = 20.0) -> int:
+        """SIGINT (Ctrl-C) to the process group, then wait; returns the exit code.
+
+        Raises AssertionError (after killing the group) when it does not exit within timeout_s.
+        """
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGINT)
+        try:
+            code = self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f'{self.args} ignored SIGINT for {timeout_s} s; its output:\n{self.output()}')
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the process group and reap it (clean-up after failures)."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._log.close()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Best-effort clean stop: SIGINT, then SIGKILL if it does not leave in time."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+def python_command(script: str | os.PathLike, *args: str) -> list[str]:
+    """argv running `script` with this interpreter (the venv's, so the child gets its rclpy)."""
+    return [sys.executable, str(script), *map(str, args)]
