@@ -1,0 +1,47 @@
+"""Start mtl_perception_node (and optionally RViz).
+
+  ros2 launch mtl_perception_ros mtl_perception.launch.py model:=/path/to/model.pt \
+      points:=/sensors/lidar/points image:=/sensors/camera/image_raw rviz:=true
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    share = FindPackageShare('mtl_perception_ros')
+    arguments = [
+        DeclareLaunchArgument('model', description='Checkpoint file (.pt) to load.'),
+        DeclareLaunchArgument('params_file', default_value=PathJoinSubstitution([share, 'config', 'mtl_perception.yaml']),
+                              description='Node parameters (YAML).'),
+        DeclareLaunchArgument('namespace', default_value='', description='Namespace of the node and its topics.'),
+        DeclareLaunchArgument('use_sim_time', default_value='false', description='Use /clock (bag replay).'),
+        DeclareLaunchArgument('device', default_value='auto', description='auto | cpu | cuda | cuda:N'),
+        DeclareLaunchArgument('points', default_value='points', description='Input PointCloud2 topic.'),
+        DeclareLaunchArgument('image', default_value='image', description='Input Image topic.'),
+        DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with our config.'),
+    ]
+    node = Node(
+        package='mtl_perception_ros',
+        executable='mtl_perception_node',
+        name='mtl_perception',
+        namespace=LaunchConfiguration('namespace'),
+        output='screen',
+        emulate_tty=True,
+        parameters=[LaunchConfiguration('params_file'), {
+            'model_path': LaunchConfiguration('model'),
+            'device': LaunchConfiguration('device'),
+            'use_sim_time': LaunchConfiguration('use_sim_time'),
+        }],
+        remappings=[('points', LaunchConfiguration('points')), ('image', LaunchConfiguration('image'))],
+    )
+    rviz = Node(
+        package='rviz2', executable='rviz2', name='rviz2', output='log',
+        arguments=['-d', PathJoinSubstitution([share, 'config', 'mtl_perception.rviz'])],
+        parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
+        condition=IfCondition(LaunchConfiguration('rviz')),
+    )
+    return LaunchDescription(arguments + [node, rviz])
