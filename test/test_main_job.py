@@ -1,0 +1,43 @@
+"""The README's main job (`make run`), in its reduced size (--ci), as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from mtl_perception_ros.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_main_job_reduced_size_produces_every_output(tmp_path):
+    venv = Path(sys.executable).parent.parent
+    env = dict(os.environ, MTL_OUTPUT=str(tmp_path))
+    result = subprocess.run(['bash', str(REPO / 'scripts/main_job.sh'), str(venv), '--ci'], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert '[run] done' in result.stdout
+
+    manifest = json.loads((tmp_path / 'chunks/manifest.json').read_text())
+    assert manifest['complete']
+    run_dir = tmp_path / 'runs/tiny_ci'
+    model, info = load_checkpoint(run_dir / 'model_best.pt')
+    assert info.detection_labels.names == ('car', 'truck', 'pedestrian', 'cyclist')
+    history = json.loads((run_dir / 'metrics_history.json').read_text())
+    assert len(history) == 2
+    evaluation = json.loads((tmp_path / 'evaluation.json').read_text())
+    assert 'map' in json.dumps(evaluation).lower() and 'miou' in json.dumps(evaluation).lower()
+    picture = cv2.imread(str(tmp_path / 'sample_frame.png'))
+    assert picture is not None and picture.shape[0] > 100
+
+    # a second run finds everything done and is quick
+    again = subprocess.run(['bash', str(REPO / 'scripts/main_job.sh'), str(venv), '--ci'], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert 'already there' in again.stdout and 'resumed' in again.stdout + again.stderr
