@@ -70,7 +70,7 @@ def decode_detections(bbox_heatmap: torch.Tensor, bbox_reg: torch.Tensor, grid: 
 
     peaks = heatmap_peaks(torch.sigmoid(bbox_heatmap.float()))
     k = min(max_detections, num_classes * height * width)
-    scores, flat = peaks.reshape(batch, -1).topk(k, dim=1)               # [B, K]
+    scores, flat = peaks.reshape(batch, -1).topk(k, dim=1)            # [B, K]
     classes = flat // (height * width)
     cells = flat % (height * width)
     rows, cols = cells // width, cells % width

@@ -124,3 +124,50 @@ def test_augmented_flip_mirrors_targets_and_class_map(chunk_dir):
 def test_missing_chunk_folder_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match='no chunk files'):
         ChunkDataset(tmp_path)
+
+
+def test_show_draws_a_sample_of_the_chunks(chunk_dir, tmp_path, capsys):
+    import cv2
+    from training.show import main
+    out = tmp_path / 'pictures' / 'frame.png'
+    assert main(['--chunks', str(chunk_dir), '--name', 's1/000000002', '--out', str(out),
+                 '--input-hw', '30', '48']) == 0
+    picture = cv2.imread(str(out))
+    # BEV 64 x 8 = 512 px (+ 22 px title band), images stacked on its right.
+    assert picture.shape[0] == 512 + 22 and picture.shape[1] > 512
+    assert 's1/000000002' in capsys.readouterr().out
+
+
+def test_draw_bev_puts_a_box_where_forward_is_up_and_left_is_left():
+    from training.draw import draw_bev
+    grid = BevGrid()
+    heatmap = np.zeros((1, 64, 64), np.float32)
+    # Box 2 m ahead of the grid's far edge centre-left: x 60 m, y 10 m, 4 m x 2 m, heading +x.
+    picture = draw_bev(heatmap, np.array([[60.0, 10.0, 0, 4.0, 2.0, 1.5, 0.0]]), np.array([0]), grid,
+                       [(0, 255, 0)], pixels_per_cell=8)
+    assert picture.shape == (512, 512, 3)
+    # 8 px per metre: centre at u = (32 - 10) * 8 = 176, v = (64 - 60) * 8 = 32; the front edge
+    # (x 62 m) is the row v = 16, the left edge (y 11 m) the column u = 168.
+    assert tuple(picture[16, 176]) == (0, 255, 0)
+    assert tuple(picture[32, 168]) == (0, 255, 0)
+    assert picture[32, 150].max() < 50
+
+
+def test_draw_points_on_image_marks_the_projected_pixel():
+    from training.draw import draw_points_on_image
+    image = np.zeros((60, 96, 3), np.uint8)
+    # 10 m straight ahead of a camera at the vehicle origin: the principal point (47.5, 29.5).
+    drawn = draw_points_on_image(image, np.array([[10.0, 0.0, 0.0, 1.0]]), OPTICAL_FROM_FORWARD_LEFT_UP,
+                                 CAMERA_MATRIX, radius_px=0)
+    assert np.argwhere(drawn.any(axis=2)).tolist() == [[30, 48]]
+    assert image.max() == 0
+
+
+def test_config_from_a_yaml_like_dict():
+    config = DatasetConfig.from_dict({'input_hw': [160, 256], 'augment': True, 'max_objects': 64,
+                                      'grid': {'x_max_m': 32.0, 'output_stride': 2},
+                                      'augment_config': {'flip_probability': 0.0, 'scale_range': [0.95, 1.05]}})
+    assert config.input_hw == (160, 256) and config.grid.output_shape == (64, 128)
+    assert config.augment_config.scale_range == (0.95, 1.05) and config.augment_config.brightness == 0.2
+    with pytest.raises(ValueError, match='unknown keys'):
+        DatasetConfig.from_dict({'input_size': [1, 2]})

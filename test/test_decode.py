@@ -89,6 +89,17 @@ def test_batch_threshold_and_max_detections():
     assert len(decode_detections(logits, torch.cat([reg_a, reg_b]), GRID, score_threshold=0.1)[1]) == 2
 
 
+def test_maps_sliced_from_one_head_output_decode_the_same():
+    logits, reg = targets_as_model_outputs(BOXES, CLASSES)
+    # One [B, 4 + 8, H, W] tensor for a batch of two, split by channel: non-contiguous views.
+    head = torch.cat([torch.cat([logits, reg], dim=1)] * 2)
+    assert not head[:, 4:].is_contiguous()
+    dets = decode_detections(head[:, :4], head[:, 4:], GRID)
+    [expected] = decode_detections(logits, reg, GRID)
+    for det in dets:
+        np.testing.assert_array_equal(det.boxes, expected.boxes)
+
+
 def test_circle_nms_suppresses_close_boxes_of_the_same_class_only():
     height, width = GRID.output_shape
     logits = torch.full((1, 2, height, width), -10.0)
@@ -100,7 +111,9 @@ def test_circle_nms_suppresses_close_boxes_of_the_same_class_only():
     logits[0, 1, 10, 12] = 1.5      # other class 2 m away
     assert len(decode_detections(logits, reg, GRID)[0]) == 4
     [det] = decode_detections(logits, reg, GRID, nms_radius_m=3.0)
-    assert sorted(map(tuple, det.boxes[:, :2].round(3).tolist())) == [(10.0, -22.0), (10.0, -20.0), (10.0, -12.0)]
+    # Cell (r, c) with zero offsets decodes to x = r m, y = c - 32 m.
+    centres = sorted(map(tuple, det.boxes[:, :2].round(3).tolist()))
+    assert centres == [(10.0, -22.0), (10.0, -20.0), (10.0, -12.0)]
     [det] = decode_detections(logits, reg, GRID, nms_radius_m={1: 3.0})
     assert len(det) == 4
 

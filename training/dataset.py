@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ from training.chunks import ChunkReader
 from training.frame import Frame
 from training.targets import MAX_OBJECTS, build_targets
 
+# The process that imported this module: a forked DataLoader worker has another pid.
+_IMPORTED_IN_PID = os.getpid()
+
 # Keys of a sample that are per-frame lists in a batch (everything else is stacked).
 LIST_KEYS = ('gt_boxes', 'gt_classes', 'name')
 
@@ -41,6 +45,28 @@ class DatasetConfig:
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     chunk_cache_size: int = 4
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'DatasetConfig':
+        """From a plain dict (e.g. a YAML training config): `grid` and `augment_config` as dicts."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f'DatasetConfig: unknown keys {sorted(unknown)}, '
+                             f'expected some of {sorted(cls.__dataclass_fields__)}')
+        values = dict(values)
+        if isinstance(values.get('grid'), dict):
+            values['grid'] = BevGrid.from_dict(values['grid'])
+        if isinstance(values.get('augment_config'), dict):
+            augment = dict(values['augment_config'])
+            unknown = set(augment) - set(AugmentConfig.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f'DatasetConfig.augment_config: unknown keys {sorted(unknown)}')
+            if 'scale_range' in augment:
+                augment['scale_range'] = tuple(float(v) for v in augment['scale_range'])
+            values['augment_config'] = AugmentConfig(**augment)
+        if 'input_hw' in values:
+            values['input_hw'] = tuple(int(v) for v in values['input_hw'])
+        return cls(**values)
 
 
 def find_chunks(sources: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -202,13 +228,28 @@ def collate_samples(samples: Sequence[dict]) -> dict:
 
 
 def init_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: one OpenCV thread per worker (workers already run in parallel)."""
-    cv2.setNumThreads(1)
+    """DataLoader worker_init_fn: one OpenCV thread per worker (workers already run in parallel).
+
+    Only in a fresh (spawned) worker: in a forked one, cv2.setNumThreads can hang on the
+    parent's thread pool (seen: stuck in pthread_cond_destroy). A parent that forks workers
+    should call cv2.setNumThreads(0) itself first (training.trainer_utils does).
+    """
+    if os.getpid() == _IMPORTED_IN_PID:
+        cv2.setNumThreads(1)
 
 
 def make_loader(dataset: ChunkDataset, batch_size: int, shuffle: bool = False, num_workers: int = 2,
-                drop_last: bool = False, **kwargs) -> DataLoader:
-    """A DataLoader with this module's collate function and worker setup."""
+                drop_last: bool = False, multiprocessing_context: str | None = 'spawn',
+                **kwargs) -> DataLoader:
+    """A DataLoader with this module's collate function and worker setup.
+
+    Workers are spawned, not forked: a forked child inherits OpenCV's thread pool in whatever
+    state the parent left it, and can hang in cv2 (seen with opencv 5.0, pthreads backend).
+    Workers are persistent, so the start-up cost (a few seconds) is paid once.
+    """
+    if num_workers == 0:
+        multiprocessing_context = None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       collate_fn=collate_samples, worker_init_fn=init_worker, drop_last=drop_last,
-                      persistent_workers=num_workers > 0, **kwargs)
+                      persistent_workers=num_workers > 0,
+                      multiprocessing_context=multiprocessing_context, **kwargs)

@@ -127,6 +127,18 @@ def add_title(image: np.ndarray, text: str, band_px: int = 22) -> np.ndarray:
     return np.concatenate([band, image], axis=0)
 
 
+def draw_legend(image: np.ndarray, names: Sequence[str], colors: Sequence,
+                line_px: int = 18) -> np.ndarray:
+    """Class names in their colours, one per line, in the bottom-left corner (in place; returned)."""
+    bottom = image.shape[0] - 6 - line_px * (len(names) - 1)
+    for i, (name, color) in enumerate(zip(names, colors)):
+        origin = (6, bottom + i * line_px)
+        cv2.putText(image, name, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, name, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, tuple(int(c) for c in color), 1,
+                    cv2.LINE_AA)
+    return image
+
+
 def _resize_to(image: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
     h, w = image.shape[:2]
     size = (int(round(w * height / h)), height) if height is not None else (width, int(round(h * width / w)))

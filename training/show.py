@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mtl_perception_ros.labels import LabelSet
 from training.dataset import ChunkDataset, DatasetConfig
-from training.draw import (add_title, draw_bev, draw_points_on_image, semantic_overlay, side_by_side,
-                           stacked, write_png)
+from training.draw import (add_title, draw_bev, draw_legend, draw_points_on_image, semantic_overlay,
+                           side_by_side, stacked, write_png)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'config' / 'a2d2'
 
@@ -29,8 +30,8 @@ def sample_picture(sample: dict, config: DatasetConfig, box_labels: LabelSet,
     points = sample['points'].numpy()
     bev = draw_bev(sample['heatmap'].numpy(), sample['gt_boxes'].numpy(), sample['gt_classes'].numpy(),
                    config.grid, box_labels.colors, points=points)
-    legend = ', '.join(f'{name}' for name in box_labels.names)
-    bev = add_title(bev, f'{sample["name"]}  BEV targets, {len(sample["gt_boxes"])} boxes ({legend})')
+    draw_legend(bev, box_labels.names, box_labels.colors)
+    bev = add_title(bev, f'{sample["name"]}  BEV targets and {len(sample["gt_boxes"])} GT boxes, forward up')
     overlay = add_title(semantic_overlay(image, sample['class_map'].numpy(), semantic_labels),
                         'semantic classes')
     lidar = add_title(draw_points_on_image(image, points, sample['vehicle_to_camera'].numpy(),
@@ -61,7 +62,6 @@ def main(argv=None) -> int:
     index = dataset.index_of(args.name) if args.name else args.index
     if not 0 <= index < len(dataset):
         parser.error(f'--index {index} out of range: the chunks hold {len(dataset)} frames')
-    import torch
     torch.manual_seed(args.seed)
     picture = sample_picture(dataset[index], config, box_labels, semantic_labels)
     print(f'wrote {write_png(args.out, picture)} ({picture.shape[1]}x{picture.shape[0]}) '
