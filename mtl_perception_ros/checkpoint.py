@@ -15,9 +15,7 @@ A node rebuilds the exact network from the file alone with `load_checkpoint`.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtl_perception_ros.atomic_file import atomic_write
 from mtl_perception_ros.bev_grid import BevGrid
 from mtl_perception_ros.labels import LabelSet
 from mtl_perception_ros.model import ModelConfig, MultiTaskNet
@@ -120,18 +119,7 @@ def save_checkpoint(path, model: MultiTaskNet, semantic_labels: LabelSet, detect
     """Write the model and its metadata to `path` atomically (temp file + os.replace)."""
     path = Path(path)
     payload = checkpoint_payload(model, semantic_labels, detection_labels, extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     return path
 
 

@@ -35,7 +35,6 @@ naming the file.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from mtl_perception_ros.atomic_file import atomic_write
 from training.frame import Frame
 
 CHUNK_VERSION = 1
@@ -151,30 +151,6 @@ def frame_arrays(frames: Iterable[Frame]) -> dict[str, np.ndarray]:
         'track_ids': cat('track_ids', np.int64),
         'box_offsets': _offsets([len(b) for b in parts['boxes']]),
     }
-
-
-def atomic_write(path, write) -> Path:
-    """Call `write(binary_stream)` on a temporary file beside `path`, then os.replace it there.
-
-    Readers never see a half-written file; the file gets the usual permissions (0666 & ~umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 def write_chunk(path, frames: Iterable[Frame]) -> Path:

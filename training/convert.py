@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from training.a2d2_reader import A2D2Reader, FrameFiles, ReadStats
-from training.chunks import CHUNK_VERSION, ChunkError, ChunkReader, atomic_write, write_chunk
+from mtl_perception_ros.atomic_file import atomic_write_text
+from training.chunks import CHUNK_VERSION, ChunkError, ChunkReader, write_chunk
 from training.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 
 MANIFEST_NAME = 'manifest.json'
@@ -175,7 +176,7 @@ def write_json_atomically(path: Path, values: dict) -> None:
     text = json.dumps(values, indent=1)
     text = re.sub(r'\[\n([^\[\]{}]*?)\n\s*\]',
                   lambda m: '[' + ' '.join(line.strip() for line in m.group(1).split('\n')) + ']', text)
-    atomic_write(path, lambda stream: stream.write((text + '\n').encode('utf-8')))
+    atomic_write_text(path, text + '\n')
 
 
 def load_manifest(out_dir) -> dict | None:

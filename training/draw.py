@@ -6,14 +6,13 @@ array layout of the grid (rows along +x, cols along +y).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from mtl_perception_ros.atomic_file import atomic_write_bytes
 from mtl_perception_ros.bev_grid import BevGrid
 from mtl_perception_ros.boxes import BOX_DIM, bev_corners
 from mtl_perception_ros.camera import project_points
@@ -175,14 +174,5 @@ def write_png(path, image_rgb: np.ndarray) -> Path:
     ok, encoded = cv2.imencode('.png', cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f'{path}: cannot PNG-encode a picture of shape {image_rgb.shape}')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_write_bytes(path, encoded.tobytes())
     return path

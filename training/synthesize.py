@@ -27,7 +27,8 @@ from training.synthetic_lidar import LIDAR_IDS, LidarRig, cast_rays, to_a2d2_arr
 from training.synthetic_render import CameraRig, render_camera, scene_look
 from training.synthetic_shapes import CLASS_LIST_PATH
 from training.synthetic_world import FRAME_PERIOD_S, generate_scene
-from training.synthetic_writer import (atomic_write_bytes, camera_json, frame_paths, json_bytes, label3d_json,
+from mtl_perception_ros.atomic_file import atomic_write_bytes
+from training.synthetic_writer import (camera_json, frame_paths, json_bytes, label3d_json,
                                        npz_bytes, png_bytes, scene_folder_name, tai_microseconds)
 
 MIN_VISIBLE_PX = 30        # boxes are written for road users with at least this many visible pixels

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,19 +56,6 @@ def tai_microseconds(utc: datetime) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Atomic, deterministic writers
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(temporary, 'wb') as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
 
 def npz_bytes(arrays: dict) -> bytes:
     """What np.savez_compressed writes, with fixed zip dates so equal arrays give equal bytes."""

@@ -52,6 +52,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from mtl_perception_ros.atomic_file import atomic_write_text
 from mtl_perception_ros.checkpoint import save_checkpoint
 from mtl_perception_ros.model import ModelConfig, MultiTaskNet, parameter_summary
 from training.chunks import ChunkError, ChunkReader
@@ -433,9 +434,7 @@ def _run(args, ctx: DistContext) -> int:
     if ctx.is_main:
         import yaml
         text = yaml.safe_dump(json_ready(config), sort_keys=False)
-        tmp = run_dir / f'.{CONFIG_NAME}.tmp'
-        tmp.write_text(text, encoding='utf-8')
-        os.replace(tmp, run_dir / CONFIG_NAME)
+        atomic_write_text(run_dir / CONFIG_NAME, text)
     LOG.info('run %s: %d train / %d val frames, %d processes on %s, %d steps per epoch, AMP %s',
              run_dir, len(train_set), len(val_set) if val_set else 0, ctx.world_size, device, steps_per_epoch,
              amp_dtype if amp_dtype is not None else 'off')

@@ -17,7 +17,6 @@ import copy
 import math
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from mtl_perception_ros.atomic_file import atomic_write, atomic_write_text
 from mtl_perception_ros.labels import LabelSet
 from training.convert import MANIFEST_NAME, load_manifest
 from training.dataset import ChunkDataset, DatasetConfig, collate_samples, init_worker
@@ -293,6 +293,7 @@ def make_train_loader(dataset, batch_size: int, num_workers: int, seed: int, ran
     RNG: a resumed run (RNG restored) repeats the augmentations of an uninterrupted one.
     """
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    prepare_for_loader_workers(num_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_samples, worker_init_fn=init_worker, pin_memory=pin_memory)
 
@@ -300,6 +301,7 @@ def make_train_loader(dataset, batch_size: int, num_workers: int, seed: int, ran
 def make_eval_loader(dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1,
                      pin_memory: bool = False) -> DataLoader:
     """In-order loader over this rank's shard of the frames (all of them when world_size = 1)."""
+    prepare_for_loader_workers(num_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
                       num_workers=num_workers, collate_fn=collate_samples, worker_init_fn=init_worker,
                       pin_memory=pin_memory)
@@ -369,39 +371,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, schedule
 
 def atomic_torch_save(obj, path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def write_json_atomic(path, values) -> Path:
-    """JSON (NaN written as null) to a temporary file in the same folder, then os.replace."""
+    """JSON (NaN written as null), written atomically."""
     import json
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'w', encoding='utf-8') as stream:
-            json.dump(json_ready(values), stream, indent=1, allow_nan=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(json_ready(values), indent=1, allow_nan=False))
 
 
 def json_ready(value):
