@@ -5,8 +5,8 @@ parameters, the metric BEV box convention). Threads:
 - the executor thread runs the subscription callbacks, which only stamp and queue messages
   (never convert or infer), and the diagnostics timer;
 - one worker thread takes the newest synchronized pair from a latest-only slot, converts,
-  runs the model and publishes. A slow model therefore drops old pairs (counted) instead of
-  building up latency.
+  runs the model, updates the tracker and publishes. A slow model therefore drops old pairs
+  (counted) instead of building up latency; the tracker predicts across the dropped frames.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from mtl_perception_ros.inference import PerceptionInference
 from mtl_perception_ros.labels import blend
 from mtl_perception_ros.output_messages import box_markers, detection2d_array, detection3d_array, label_info
 from mtl_perception_ros.pointcloud2 import pointcloud2_to_array
+from mtl_perception_ros.tracking import ASSOCIATIONS, Tracker, TrackerConfig
 
 POINTS, IMAGE = 0, 1
 
@@ -93,7 +94,7 @@ class LatencyStats:
 
 
 class MtlPerceptionNode(Node):
-    """Subscribes `points` + `image`, publishes `~/detections`, `~/semantic/*`, `/diagnostics`."""
+    """Subscribes `points` + `image`, publishes `~/detections`, `~/tracks`, `~/semantic/*`, `/diagnostics`."""
 
     def __init__(self, **kwargs):
         super().__init__('mtl_perception', **kwargs)
@@ -120,6 +121,7 @@ class MtlPerceptionNode(Node):
                 p['lidar_to_camera'], p['camera_matrix'], p['distortion'], p['calibration_image_size'])
         except CalibrationError as error:
             raise StartupError(f'bad calibration parameters: {error}') from None
+        self.tracker = self._make_tracker(p) if p['tracking_enabled'] else None
 
         self.synchronizer = ApproximateTimeSync(
             num_streams=2, slop_s=p['slop_s'], queue_size=p['queue_size'],
@@ -140,6 +142,7 @@ class MtlPerceptionNode(Node):
         self.pub_detections = self.create_publisher(Detection2DArray, '~/detections', 10)
         self.pub_detections_3d = self.create_publisher(Detection3DArray, '~/detections_3d', 10)
         self.pub_markers = self.create_publisher(MarkerArray, '~/markers', 10)
+        self.pub_tracks = self.create_publisher(MarkerArray, '~/tracks', 10)
         self.pub_labels = self.create_publisher(Image, '~/semantic/labels', 10)
         self.pub_color = self.create_publisher(Image, '~/semantic/color', 10)
         self.pub_overlay = self.create_publisher(Image, '~/semantic/overlay', 10)
@@ -187,6 +190,20 @@ class MtlPerceptionNode(Node):
             ('score_threshold', 0.3, 'Minimum detection score.'),
             ('max_detections', 100, 'At most this many boxes per frame.'),
             ('nms_radius_m', 0.0, 'Circle NMS radius on BEV centres (0 = off).'),
+            ('tracking_enabled', True, 'Track detections over frames: Detection2D/3D id = track id, velocity '
+                                       'arrows in ~/markers, confirmed tracks with velocities on ~/tracks.'),
+            ('tracking_gate_classes', ['car', 'truck', 'pedestrian', 'cyclist'],
+             'Class names that tracking_gates_m gives a gate for (the model\'s detection class names).'),
+            ('tracking_gates_m', [4.0, 5.0, 1.5, 2.5], 'Per class of tracking_gate_classes: the largest distance (m) '
+                                                       'of a detection from its track\'s predicted centre.'),
+            ('tracking_default_gate_m', 2.0, 'Gate (m) of classes not in tracking_gate_classes.'),
+            ('tracking_birth_hits', 2, 'Consecutive frames with a detection before a new track gets an id.'),
+            ('tracking_death_misses', 3, 'Consecutive frames without a detection that end a track; before '
+                                         'that it coasts on its prediction and keeps its id.'),
+            ('tracking_association', 'hungarian', "'hungarian' (least total distance) or 'greedy' "
+                                                  "(highest score first)."),
+            ('tracking_max_gap_s', 1.0, 'A longer time between two clouds, or a stamp going back, restarts '
+                                        'tracking (new ids).'),
             ('publish_detections_3d', True, 'Publish ~/detections_3d (Detection3DArray).'),
             ('publish_markers', True, 'Publish ~/markers (MarkerArray).'),
             ('publish_semantic', True, 'Publish ~/semantic/labels, color and overlay.'),
@@ -204,6 +221,29 @@ class MtlPerceptionNode(Node):
             raise StartupError('parameter model_path is empty: pass a checkpoint, e.g. '
                                '--ros-args -p model_path:=/path/to/model.pt')
         return values
+
+    def _make_tracker(self, p: dict) -> Tracker:
+        """The tracker from the tracking_* parameters; gates by class name -> the model's class ids."""
+        names, gates = list(p['tracking_gate_classes']), list(p['tracking_gates_m'])
+        if len(names) != len(gates):
+            raise StartupError(f'tracking_gate_classes has {len(names)} names but tracking_gates_m has '
+                               f'{len(gates)} gates: expected one gate per class name')
+        model_names = list(self.inference.detection_labels.names)
+        unknown = [name for name in names if name not in model_names]
+        if unknown:
+            self.get_logger().warn(f'tracking_gate_classes {unknown} are not classes of the model {model_names}: '
+                                   f'ignored (tracking_default_gate_m applies to the others)')
+        if p['tracking_association'] not in ASSOCIATIONS:
+            raise StartupError(f"tracking_association must be one of {ASSOCIATIONS}, got {p['tracking_association']!r}")
+        try:
+            config = TrackerConfig(
+                gates_m={model_names.index(n): float(g) for n, g in zip(names, gates) if n in model_names},
+                default_gate_m=p['tracking_default_gate_m'], birth_hits=p['tracking_birth_hits'],
+                death_misses=p['tracking_death_misses'], association=p['tracking_association'],
+                max_gap_s=p['tracking_max_gap_s'])
+        except ValueError as error:
+            raise StartupError(f'bad tracking_* parameters: {error}') from None
+        return Tracker(config)
 
     # ----------------------------------------------------------------------------- callbacks
     def _on_points(self, msg: PointCloud2):
@@ -290,10 +330,15 @@ class MtlPerceptionNode(Node):
             self._skip('calibration_projects_nothing', 'no LiDAR point projects into the image: '
                        'check lidar_to_camera / camera_matrix (camera features were unused)', count_only=False)
 
-        self._publish_detections(cloud_msg.header, result)
+        tracks = None
+        if self.tracker is not None:
+            tracks = self.tracker.update(result.boxes, result.classes, result.scores,
+                                         stamp_ns(cloud_msg.header) * 1e-9)
+        t3 = time.monotonic()
+        self._publish_detections(cloud_msg.header, result, tracks)
         if result.class_map is not None:
             self._publish_semantics(image_msg.header, result.class_map, image)
-        t3 = time.monotonic()
+        t4 = time.monotonic()
 
         with self._lock:
             self.counts['processed'] += 1
@@ -301,10 +346,12 @@ class MtlPerceptionNode(Node):
                 self.counts['processed_lidar_only'] += 1
             self.latency.add('convert', (t1 - t0) * 1000)
             self.latency.add('inference', (t2 - t1) * 1000)
-            self.latency.add('publish', (t3 - t2) * 1000)
+            if tracks is not None:
+                self.latency.add('tracking', (t3 - t2) * 1000)
+            self.latency.add('publish', (t4 - t3) * 1000)
             for stage, value in result.timings_ms.items():
                 self.latency.add(f'model.{stage}', value)
-            self.latency.add('end_to_end', (t3 - receipt) * 1000)
+            self.latency.add('end_to_end', (t4 - receipt) * 1000)
 
     @staticmethod
     def _projects_into_image(points, camera_matrix, lidar_to_camera, image_shape) -> bool:
@@ -312,15 +359,26 @@ class MtlPerceptionNode(Node):
         _, _, valid = project_points(points[::8], lidar_to_camera, camera_matrix, image_shape[:2])
         return bool(valid.any())
 
-    def _publish_detections(self, header, result):
+    def _publish_detections(self, header, result, tracks):
+        """This frame's detections (id = the confirmed track each one updated, '' for none; marker
+        arrows = that track's velocity) and, when tracking, the confirmed tracks on ~/tracks."""
         names = self.inference.detection_labels.names
-        self.pub_detections.publish(detection2d_array(result.boxes, names, result.classes, result.scores, header))
+        colors = self.inference.detection_labels.colors
+        count = len(result.boxes)
+        track_ids = None if tracks is None else tracks.detection_track_ids(count)
+        self.pub_detections.publish(detection2d_array(result.boxes, names, result.classes, result.scores, header,
+                                                      track_ids=track_ids))
         if self.params['publish_detections_3d'] and self.pub_detections_3d.get_subscription_count() > 0:
             self.pub_detections_3d.publish(
-                detection3d_array(result.boxes, names, result.classes, result.scores, header))
+                detection3d_array(result.boxes, names, result.classes, result.scores, header, track_ids=track_ids))
         if self.params['publish_markers'] and self.pub_markers.get_subscription_count() > 0:
-            self.pub_markers.publish(box_markers(result.boxes, names, result.classes, result.scores, header,
-                                                 self.inference.detection_labels.colors))
+            velocities = None if tracks is None else tracks.detection_velocities(count)
+            self.pub_markers.publish(box_markers(result.boxes, names, result.classes, result.scores, header, colors,
+                                                 track_ids=track_ids, velocities=velocities))
+        if tracks is not None and self.pub_tracks.get_subscription_count() > 0:
+            self.pub_tracks.publish(box_markers(tracks.boxes, names, tracks.classes, tracks.scores, header, colors,
+                                                track_ids=tracks.track_ids, velocities=tracks.velocities,
+                                                namespace='tracks'))
 
     def _publish_semantics(self, header, class_map: np.ndarray, image: np.ndarray):
         labels = self.inference.semantic_labels
@@ -368,6 +426,9 @@ class MtlPerceptionNode(Node):
             'received_image': str(self._received['image']),
         }
         values.update({k: str(v) for k, v in sorted(counts.items())})
+        if self.tracker is not None:
+            values['tracking.confirmed_tracks'] = str(self.tracker.num_confirmed)
+            values['tracking.resets'] = str(self.tracker.resets)
         values.update(_sync_values(sync_stats))
         for stage, (p50, p95) in sorted(latency.items()):
             values[f'latency_ms.{stage}.p50'] = f'{p50:.1f}'

@@ -23,6 +23,10 @@ Metric BEV convention (what a subscriber can rely on):
   "class score [track id]" 0.5 m above the box, and, when velocities are given, an ARROW from
   the box centre to where the box will be in 1 s (skipped for speeds < 0.05 m/s or non-finite
   velocities). All markers share `namespace`; ids count up from 0 in that order.
+- Velocity: vision_msgs has no field for it, so it is only in the ARROW markers: points[0] is
+  the box centre, points[1] the centre plus the velocity times 1 s, so points[1] - points[0] is
+  (vx, vy) in m/s in the header frame (the node's `~/tracks` topic: one arrow per moving
+  confirmed track, after its outline and label; README "Tracking").
 
 Numbers are computed with numpy for all boxes at once; only message objects are built per box.
 """

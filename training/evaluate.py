@@ -50,6 +50,9 @@ class EvaluationResult:
     segmentation: dict
     losses: dict = field(default_factory=dict)
     num_frames: int = 0
+    # with evaluate(keep_predictions=True): [(dataset index, boxes (N, 7), classes (N,), scores (N,))]
+    # per frame in dataset order (training.evaluate_tracking runs the tracker over them)
+    predictions: list = field(default_factory=list)
 
     @property
     def map(self) -> float:
@@ -141,11 +144,13 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
              semantic_labels: LabelSet, device: torch.device, criterion=None,
              score_threshold: float = 0.05, max_detections: int = 100, nms_radius_m=None,
              amp_dtype: torch.dtype | None = None, ctx: DistContext | None = None,
-             progress: bool = True, description: str = 'evaluate') -> EvaluationResult | None:
+             progress: bool = True, description: str = 'evaluate',
+             keep_predictions: bool = False) -> EvaluationResult | None:
     """Run `model` (the bare network, not a DDP wrapper) over `loader`; metrics on rank 0.
 
     Returns an EvaluationResult on rank 0 (or without DDP), None on the other ranks. The model
-    is put in eval mode and back into its previous mode afterwards.
+    is put in eval mode and back into its previous mode afterwards. keep_predictions: also return
+    every frame's decoded boxes (EvaluationResult.predictions).
     """
     ctx = ctx or DistContext(device=device)
     was_training = model.training
@@ -198,7 +203,8 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
         for name, value in part['loss_sums'].items():
             losses[name] = losses.get(name, 0.0) + value
     losses = {name: value / max(total_batches, 1) for name, value in losses.items()}
-    return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames))
+    predictions = [f[:4] for f in all_frames] if keep_predictions else []
+    return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions)
 
 
 # ----------------------------------------------------------------------------- CLI
