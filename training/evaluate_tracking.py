@@ -279,7 +279,6 @@ def main(argv=None) -> int:
                   f"chunks' {list(folder.detection_labels.names)} ({args.chunks})", file=sys.stderr)
             return 2
         model_config, grid, class_names = info.model_config, info.bev_grid, info.detection_labels.names
-        torch.set_grad_enabled(False)
     else:
         from mtl_perception_ros.model import ModelConfig
         model_config, grid, class_names = ModelConfig(), BevGrid(), folder.detection_labels.names
