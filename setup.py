@@ -27,6 +27,8 @@ setup(
     entry_points={
         'console_scripts': [
             'mtl_perception_node = mtl_perception_ros.node:main',
+            'mtl_bag_play = mtl_perception_ros.bag_play:main',
+            'mtl_bag_record = mtl_perception_ros.bag_record:main',
         ],
     },
 )

@@ -264,8 +264,6 @@ def main(argv=None) -> int:
 
     model = info = None
     if args.checkpoint:
-        import torch
-
         from mtl_perception_ros.checkpoint import CheckpointError, load_checkpoint
         from mtl_perception_ros.inference import pick_device
         try:
