@@ -28,7 +28,7 @@ mkdir -p "$out"
 start=$(date +%s)
 step() { echo; echo "[run] ($(( $(date +%s) - start )) s) $*"; }
 
-step "1/5 synthetic A2D2-layout data: $scenes scenes x $frames frames -> $out/a2d2"
+step "1/6 synthetic A2D2-layout data: $scenes scenes x $frames frames -> $out/a2d2"
 stamp="$out/a2d2/.complete"
 want="scenes=$scenes frames=$frames seed=0"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -39,22 +39,26 @@ else
   echo "$want" > "$stamp"
 fi
 
-step "2/5 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
+step "2/6 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
 "$py" -m training.convert --root "$out/a2d2" --out "$out/chunks"
 
 run_dir="$out/runs/$(basename "$config" .yaml)"
-step "3/5 training ($config) -> $run_dir"
+step "3/6 training ($config) -> $run_dir"
 if [ -f "$run_dir/training_state.pt" ]; then
   "$py" -m training.train --out "$run_dir" --resume
 else
   "$py" -m training.train --config "$config" "data.chunks=$out/chunks" --out "$run_dir"
 fi
 
-step "4/5 evaluation of $run_dir/model_best.pt on the validation scenes"
+step "4/6 evaluation of $run_dir/model_best.pt on the validation scenes"
 "$py" -m training.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
   --json "$out/evaluation.json"
 
-step "5/5 debug picture of a validation frame -> $out/sample_frame.png"
+step "5/6 tracking (MOTA, IDF1, ID switches) on the validation scenes -> $out/tracking.json, $out/tracks/"
+"$py" -m training.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
+  --json "$out/tracking.json" --plots "$out/tracks" --no-progress
+
+step "6/6 debug picture of a validation frame -> $out/sample_frame.png"
 "$py" -m training.show --chunks "$out/chunks/$(cd "$out/chunks" && ls val_*.npz | head -1)" --out "$out/sample_frame.png"
 
 cat <<DONE
@@ -65,6 +69,8 @@ cat <<DONE
   $run_dir/   model_best.pt / model_last.pt (node checkpoints), metrics_history.json,
                            pictures/ (GT vs predicted heatmaps and semantics), tensorboard/
   $out/evaluation.json     per-class AP at 0.5/1/2/4 m, mAP, per-class IoU, mIoU, pixel accuracy
+  $out/tracking.json       MOTA, IDF1, ID switches (per 100 frames), fragmentations per class
+  $out/tracks/             BEV plots of tracks over time (GT dashed) per validation scene
   $out/sample_frame.png    BEV targets, semantic overlay and LiDAR on a validation frame
 Run the node on the trained model:
   mtl_perception_node --ros-args --params-file config/mtl_perception.yaml -p model_path:=$run_dir/model_best.pt

@@ -33,6 +33,9 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
     assert len(history) == 2
     evaluation = json.loads((tmp_path / 'evaluation.json').read_text())
     assert 'map' in json.dumps(evaluation).lower() and 'miou' in json.dumps(evaluation).lower()
+    tracking = json.loads((tmp_path / 'tracking.json').read_text())
+    assert 'overall' in json.dumps(tracking)
+    assert list((tmp_path / 'tracks').glob('*.png'))
     picture = cv2.imread(str(tmp_path / 'sample_frame.png'))
     assert picture is not None and picture.shape[0] > 100
 
