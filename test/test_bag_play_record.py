@@ -1,0 +1,220 @@
+"""mtl_bag_play and mtl_bag_record as users run them: real processes, real DDS on loopback.
+
+The player keeps the recorded rate (measured where it matters: at a subscriber in this process),
+publishes the bag's bytes unchanged, serves /clock, and leaves on Ctrl-C with exit code 0; the
+recorder stores exactly what a publisher sends, latched topics included.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.serialization import deserialize_message  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
+
+from mtl_perception_ros import bag_messages as bm  # noqa: E402
+from mtl_perception_ros.labels import LabelSet  # noqa: E402
+from mtl_perception_ros.output_messages import detection2d_array, label_info  # noqa: E402
+from mtl_perception_ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from training.export_bag import export_bag  # noqa: E402
+from training.toy_chunks import write_toy_chunks  # noqa: E402
+
+pytestmark = pytest.mark.ros
+FRAMES = 30                   # one scene at 10 Hz: a 2.9 s recorded span
+RATE_TOLERANCE = 0.05
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """The venv's console script (pip install -e .), else the module with this interpreter."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    return [found] if found else [sys.executable, '-m', module]
+
+
+@pytest.fixture(scope='module')
+def bag_30_frames(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('bag')
+    write_toy_chunks(root / 'chunks', scenes=2, frames=FRAMES, val_scenes=1, seed=2, image_hw=(24, 40))
+    export_bag(root / 'chunks', root / 'bag', split='val', log=lambda *a: None)
+    return root / 'bag'
+
+
+def recorded_points(bag: Path) -> dict[int, np.ndarray]:
+    with bm.BagReader(bag) as reader:
+        return {m.stamp_ns: m.data for m in reader.decoded([bm.POINTS_TOPIC], intensity_scale=1.0)}
+
+
+def receive_points(ros, clock: list | None = None, images: list | None = None):
+    """Subscribe (reliable) to /points; returns the list of (monotonic receive s, stamp ns, msg).
+    /clock stamps and /image messages go to `clock` / `images` when given."""
+    node = ros.create_node('bag_play_test')
+    received = []
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_points(msg):
+        received.append((time.monotonic(), bm.time_to_ns(msg.header.stamp), msg))
+    node.create_subscription(PointCloud2, '/points', on_points, reliable)
+    if clock is not None:
+        node.create_subscription(Clock, '/clock', lambda m: clock.append(bm.time_to_ns(m.clock)), 1000)
+    if images is not None:
+        node.create_subscription(Image, '/image', images.append, reliable)
+    return received
+
+
+def spin_until_done(ros, process, received, count: int, timeout_s: float) -> None:
+    """Spin until `count` messages arrived and the player ended (or timeout), then 0.3 s more for /clock."""
+    deadline = time.monotonic() + timeout_s
+    while (len(received) < count or process.poll() is None) and time.monotonic() < deadline:
+        ros.spin_once(0.01)
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        ros.spin_once(0.01)
+
+
+def span_ratio(received, rate: float) -> tuple[float, float]:
+    """(receive span / (recorded span / rate), the recorded span in s) over the received messages."""
+    stamps = [stamp for _, stamp, _ in received]
+    arrival = [t for t, _, _ in received]
+    recorded_s = (max(stamps) - min(stamps)) / 1e9
+    return (arrival[-1] - arrival[0]) / (recorded_s / rate), recorded_s
+
+
+def test_player_keeps_the_recorded_rate(rclpy_context, ros_process, bag_30_frames):
+    received = receive_points(rclpy_context)
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+        str(bag_30_frames), '--wait-for-subscribers', '20', '--topics', '/points'], name='player')
+    spin_until_done(rclpy_context, player, received, FRAMES, timeout_s=40)
+    assert player.popen.wait(timeout=20) == 0, player.output()
+    assert len(received) == FRAMES, player.output()
+    ratio, recorded_s = span_ratio(received, rate=1.0)
+    print(f'rate 1.0: {FRAMES} clouds over {recorded_s:.3f} s recorded, received span ratio {ratio:.4f}')
+    assert recorded_s == pytest.approx(2.9)
+    assert abs(ratio - 1.0) < RATE_TOLERANCE
+    gaps = np.diff([t for t, _, _ in received])
+    assert np.median(gaps) == pytest.approx(0.1, abs=0.01)
+    assert [stamp for _, stamp, _ in received] == sorted(recorded_points(bag_30_frames))
+
+
+def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, bag_30_frames):
+    clock, images = [], []
+    received = receive_points(rclpy_context, clock=clock, images=images)
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+        str(bag_30_frames), '--rate', '2.5', '--clock', '50', '--wait-for-subscribers', '20',
+        '--topics', '/points', '/image'], name='player')
+    spin_until_done(rclpy_context, player, received, FRAMES, timeout_s=40)
+    assert player.popen.wait(timeout=20) == 0, player.output()
+    assert len(received) == len(images) == FRAMES, player.output()
+    assert images[0].encoding == 'rgb8' and (images[0].height, images[0].width) == (24, 40)
+    # The shorter span (1.16 s) is judged by a line fit, which one late message cannot tip over.
+    stamps_s = np.array([stamp for _, stamp, _ in received]) / 1e9
+    slope = np.polyfit(stamps_s - stamps_s[0], [t for t, _, _ in received], 1)[0]
+    print(f'rate 2.5: receive time per recorded second x 2.5 = {slope * 2.5:.4f}, '
+          f'span ratio {span_ratio(received, rate=2.5)[0]:.4f}')
+    assert abs(slope * 2.5 - 1.0) < RATE_TOLERANCE
+    expected = recorded_points(bag_30_frames)
+    for _, stamp, msg in received:
+        cloud, _ = pointcloud2_to_array(msg, drop_nonfinite=False)
+        np.testing.assert_array_equal(cloud, expected[stamp])
+        assert msg.header.frame_id == 'vehicle'
+    # /clock runs in bag time, never backwards, and reaches every cloud's stamp.
+    assert len(clock) > 20 and clock == sorted(clock)
+    assert clock[-1] >= max(expected) and min(clock) <= min(expected)
+
+
+def test_player_leaves_on_ctrl_c_with_exit_code_0(rclpy_context, ros_process, bag_30_frames):
+    received = receive_points(rclpy_context)
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+        str(bag_30_frames), '--loop', '--topics', '/points'], name='player')
+    rclpy_context.spin_until(lambda: len(received) >= 2 or player.poll() is not None, 30, 'the first clouds')
+    player.assert_running()
+    assert player.interrupt() == 0, player.output()
+
+
+def test_player_refuses_unknown_topics(ros_process, bag_30_frames):
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+        str(bag_30_frames), '--topics', '/nothing'], name='player')
+    assert player.popen.wait(timeout=30) == 1
+    assert '/nothing' in player.output()
+
+
+def test_recorder_records_what_a_publisher_sends(rclpy_context, ros_process, tmp_path):
+    node = rclpy_context.create_node('bag_record_test')
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    labels = LabelSet.from_yaml(Path(__file__).resolve().parent.parent / 'config/a2d2/box_classes.yaml')
+    info_pub = node.create_publisher(LabelInfo, '/rec/label_info', latched)
+    info = label_info(labels, Header(frame_id='vehicle'), threshold=0.3)
+    info_pub.publish(info)                      # before the recorder exists: only transient local catches it
+    cloud_pub = node.create_publisher(PointCloud2, '/rec/points', reliable)
+    detection_pub = node.create_publisher(Detection2DArray, 'rec/detections', reliable)
+
+    out = tmp_path / 'recorded'
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+        '--topics', '/rec/points', '/rec/detections', '/rec/label_info', '--out', str(out)], name='recorder')
+    rclpy_context.spin_until(lambda: (recorder.assert_running() or True) and cloud_pub.get_subscription_count() > 0
+                             and detection_pub.get_subscription_count() > 0, 30, 'the recorder to subscribe')
+    rng = np.random.default_rng(5)
+    sent_clouds, sent_detections = [], []
+    for i in range(20):
+        header = Header(frame_id='vehicle')
+        header.stamp.sec, header.stamp.nanosec = 100 + i, 5
+        cloud = array_to_pointcloud2(rng.normal(size=(40 + i, 4)).astype(np.float32), header=header)
+        boxes = rng.normal(size=(i % 3, 7))
+        detections = detection2d_array(boxes, labels.names, np.arange(len(boxes)) % 4, np.full(len(boxes), 0.5),
+                                       header, track_ids=np.arange(len(boxes)))
+        cloud_pub.publish(cloud)
+        detection_pub.publish(detections)
+        sent_clouds.append(cloud)
+        sent_detections.append(detections)
+        rclpy_context.spin_once(0.01)
+    for publisher in (cloud_pub, detection_pub):
+        assert publisher.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
+    assert recorder.interrupt() == 0, recorder.output()
+
+    with bm.BagReader(out) as reader:
+        assert reader.metadata['version'] == 8
+        assert reader.topics == {'/rec/points': ('sensor_msgs/msg/PointCloud2', 20),
+                                 '/rec/detections': ('vision_msgs/msg/Detection2DArray', 20),
+                                 '/rec/label_info': ('vision_msgs/msg/LabelInfo', 1)}
+        raw = {topic: [(t, data) for tp, _, t, data in reader.raw() if tp == topic]
+               for topic in reader.topics}
+        (latched_qos,) = reader.offered_qos('/rec/label_info')
+        assert latched_qos.durability.name == 'TRANSIENT_LOCAL'
+        stored_boxes = [m.data for m in reader.decoded(['/rec/detections'])]
+        points = [m.data for m in reader.decoded(['/rec/points'], intensity_scale=1.0)]
+    times = [t for t, _ in raw['/rec/points']]
+    assert times == sorted(times) and times[0] > 1e18        # receive times of the node clock (ns)
+    # Fields compared after deserialising (Fast CDR leaves alignment padding bytes uninitialised).
+    for (_, data), sent in zip(raw['/rec/points'], sent_clouds):
+        assert deserialize_message(data, PointCloud2) == sent
+    for (_, data), sent in zip(raw['/rec/detections'], sent_detections):
+        assert deserialize_message(data, Detection2DArray) == sent
+    stored_info = deserialize_message(raw['/rec/label_info'][0][1], LabelInfo)
+    assert stored_info.class_map == info.class_map and stored_info.threshold == pytest.approx(0.3)  # float32
+    for cloud, sent in zip(points, sent_clouds):
+        np.testing.assert_array_equal(cloud, pointcloud2_to_array(sent)[0])
+    assert [len(d.boxes) for d in stored_boxes] == [i % 3 for i in range(20)]
+
+
+def test_recorder_stops_after_duration_and_refuses_existing_folders(ros_process, tmp_path):
+    out = tmp_path / 'empty'
+    start = time.monotonic()
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+        '--topics', '/never', '--out', str(out), '--duration', '1.0', '--storage', 'mcap'], name='recorder')
+    assert recorder.popen.wait(timeout=30) == 0, recorder.output()
+    assert time.monotonic() - start >= 1.0
+    with bm.BagReader(out) as reader:
+        assert reader.topics == {} and reader.metadata['storage_identifier'] == 'mcap'
+    again = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+        '--topics', '/never', '--out', str(out)], name='again')
+    assert again.popen.wait(timeout=30) == 1
+    assert 'exists' in again.output()
