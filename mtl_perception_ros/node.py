@@ -107,6 +107,7 @@ class MtlPerceptionNode(Node):
         self._received = Counter()
         self._started = time.monotonic()
         self._last_image_receipt = None
+        self._first_points_receipt = None
         self._lidar_only_active = False
 
         try:
@@ -249,9 +250,13 @@ class MtlPerceptionNode(Node):
     def _on_points(self, msg: PointCloud2):
         receipt = time.monotonic()
         self._received['points'] += 1
-        camera_silent = (self._last_image_receipt is None
-                         or receipt - self._last_image_receipt > self.params['camera_timeout_s'])
-        if camera_silent and receipt - self._started > self.params['camera_timeout_s']:
+        if self._first_points_receipt is None:
+            self._first_points_receipt = receipt
+        # The camera counts as silent when no image came for camera_timeout_s: since the last
+        # image, or since the first cloud when none has come yet (not since start-up, so the
+        # first pair of a replay started long after the node is still fused).
+        last_heard = self._last_image_receipt if self._last_image_receipt is not None else self._first_points_receipt
+        if receipt - last_heard > self.params['camera_timeout_s']:
             if not self._lidar_only_active:
                 self.get_logger().warn(f"no image for {self.params['camera_timeout_s']} s: running LiDAR-only")
                 self._lidar_only_active = True

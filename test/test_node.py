@@ -274,3 +274,21 @@ def test_50hz_for_10s_keeps_up_with_flat_memory_and_exits_on_sigint(harness, sma
     half = len(rss_samples) // 2
     assert max(rss_samples[half:]) - rss_samples[half] < 30 * 1024, rss_samples
     assert node.interrupt() == 0, node.output()
+
+
+def test_the_first_pair_after_a_long_idle_start_is_fused_not_lidar_only(harness, small_checkpoint, ros_process):
+    """A replay started long after the node: its first cloud must still wait for its image."""
+    rng = np.random.default_rng(5)
+    node = ros_process(node_args(small_checkpoint, ['camera_timeout_s:=0.3']), name='node')
+    assert harness.spin_until(lambda: 'ready' in node.output() and harness.pub_points.get_subscription_count() > 0
+                              and harness.pub_image.get_subscription_count() > 0, 60.0, node), node.output()
+    time.sleep(1.0)                       # idle for more than camera_timeout_s
+    cloud_msg, image_msg = sensor_pair(rng, 6000.0)
+    harness.pub_points.publish(cloud_msg)
+    time.sleep(0.1)                       # the image follows its cloud a moment later
+    harness.pub_image.publish(image_msg)
+    assert harness.spin_until(lambda: any(s.header == image_msg.header for s in harness.received['labels']),
+                              20.0, node), node.output()
+    assert harness.spin_until(lambda: 'processed' in harness.last_status(), 10.0, node)
+    assert int(harness.last_status().get('processed_lidar_only', 0)) == 0
+    assert node.interrupt() == 0, node.output()
