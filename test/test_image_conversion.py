@@ -5,7 +5,9 @@ import struct
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
+
+pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message packages (make setup, or a sourced ROS)')
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header
 
 from mtl_perception_ros.image_conversion import (ConversionError, image_to_mono8, image_to_rgb, mono8_to_image,

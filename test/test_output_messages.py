@@ -5,7 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from rclpy.serialization import deserialize_message, serialize_message
+
+pytest.importorskip('vision_msgs.msg', reason='needs rclpy and vision_msgs (make setup, or a sourced ROS)')
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import Marker, MarkerArray

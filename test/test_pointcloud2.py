@@ -10,7 +10,9 @@ import struct
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import PointCloud2, PointField
+
+pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message packages (make setup, or a sourced ROS)')
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header
 
 from mtl_perception_ros.pointcloud2 import ConversionError, array_to_pointcloud2, pointcloud2_to_array
