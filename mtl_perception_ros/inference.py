@@ -163,6 +163,15 @@ class PerceptionInference:
         return labels
 
 
+def camera_inputs(image_rgb: np.ndarray, calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, camera_matrix, vehicle_to_camera) as PerceptionInference takes them, for an RGB
+    image as received: undistorted and with K scaled to its size by `calibration`
+    (mtl_perception_ros.camera_calibration.CameraCalibration; raises its CalibrationError for an
+    image of another aspect ratio). The node and offline bag evaluation both prepare frames so."""
+    image, camera_matrix = calibration.prepare_image(image_rgb)
+    return image, camera_matrix, calibration.lidar_to_camera
+
+
 def _elapsed_ms(start: float, device: torch.device) -> float:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)

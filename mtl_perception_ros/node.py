@@ -31,7 +31,7 @@ from mtl_perception_ros.camera_calibration import CameraCalibration, Calibration
 from mtl_perception_ros.checkpoint import CheckpointError
 from mtl_perception_ros.conversion_errors import ConversionError
 from mtl_perception_ros.image_conversion import image_to_rgb, mono8_to_image, rgb_to_image
-from mtl_perception_ros.inference import PerceptionInference
+from mtl_perception_ros.inference import PerceptionInference, camera_inputs
 from mtl_perception_ros.labels import blend
 from mtl_perception_ros.output_messages import box_markers, detection2d_array, detection3d_array, label_info
 from mtl_perception_ros.pointcloud2 import pointcloud2_to_array
@@ -320,9 +320,7 @@ class MtlPerceptionNode(Node):
         image = camera_matrix = lidar_to_camera = None
         if image_msg is not None:
             try:
-                image = image_to_rgb(image_msg)
-                image, camera_matrix = self.calibration.prepare_image(image)
-                lidar_to_camera = self.calibration.lidar_to_camera
+                image, camera_matrix, lidar_to_camera = camera_inputs(image_to_rgb(image_msg), self.calibration)
             except (ConversionError, CalibrationError) as error:
                 self._skip('bad_image', f'{error}; running LiDAR-only for this frame')
                 image = None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (README: `make run`): synthetic A2D2-layout data -> NPZ chunks -> the short
-# training -> evaluation table -> a debug picture. Re-running continues where it stopped
+# training -> evaluation table -> tracking -> a debug picture -> a bag of the validation scenes replayed
+# through the real node over DDS, its recorded outputs scored into a report. Re-running continues where it stopped
 # (each step skips or resumes finished work).
 #
 #   scripts/main_job.sh [VENV_DIR] [--ci]     (--ci: a reduced size that runs in ~1 minute)
@@ -20,15 +21,16 @@ py="$(cd "$venv" && pwd)/bin/python"
 cd "$repo"
 
 if $ci; then
-  out=${MTL_OUTPUT:-output/ci}; scenes=2; frames=3; config=training/configs/tiny_ci.yaml
+  out=${MTL_OUTPUT:-output/ci}; scenes=2; frames=3; config=training/configs/tiny_ci.yaml; rate=0.5
 else
-  out=${MTL_OUTPUT:-output}; scenes=10; frames=16; config=training/configs/short.yaml
+  out=${MTL_OUTPUT:-output}; scenes=10; frames=16; config=training/configs/short.yaml; rate=0.1
 fi
+rate=${MTL_REPLAY_RATE:-$rate}   # bag replay speed: slow enough for the CPU node to process every pair
 mkdir -p "$out"
 start=$(date +%s)
 step() { echo; echo "[run] ($(( $(date +%s) - start )) s) $*"; }
 
-step "1/6 synthetic A2D2-layout data: $scenes scenes x $frames frames -> $out/a2d2"
+step "1/8 synthetic A2D2-layout data: $scenes scenes x $frames frames -> $out/a2d2"
 stamp="$out/a2d2/.complete"
 want="scenes=$scenes frames=$frames seed=0"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -39,27 +41,83 @@ else
   echo "$want" > "$stamp"
 fi
 
-step "2/6 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
+step "2/8 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
 "$py" -m training.convert --root "$out/a2d2" --out "$out/chunks"
 
 run_dir="$out/runs/$(basename "$config" .yaml)"
-step "3/6 training ($config) -> $run_dir"
+step "3/8 training ($config) -> $run_dir"
 if [ -f "$run_dir/training_state.pt" ]; then
   "$py" -m training.train --out "$run_dir" --resume
 else
   "$py" -m training.train --config "$config" "data.chunks=$out/chunks" --out "$run_dir"
 fi
 
-step "4/6 evaluation of $run_dir/model_best.pt on the validation scenes"
+step "4/8 evaluation of $run_dir/model_best.pt on the validation scenes"
 "$py" -m training.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
   --json "$out/evaluation.json"
 
-step "5/6 tracking (MOTA, IDF1, ID switches) on the validation scenes -> $out/tracking.json, $out/tracks/"
+step "5/8 tracking (MOTA, IDF1, ID switches) on the validation scenes -> $out/tracking.json, $out/tracks/"
 "$py" -m training.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
   --json "$out/tracking.json" --plots "$out/tracks" --no-progress
 
-step "6/6 debug picture of a validation frame -> $out/sample_frame.png"
+step "6/8 debug picture of a validation frame -> $out/sample_frame.png"
 "$py" -m training.show --chunks "$out/chunks/$(cd "$out/chunks" && ls val_*.npz | head -1)" --out "$out/sample_frame.png"
+
+step "7/8 bag of the validation scenes -> $out/bags/val"
+if [ -f "$out/bags/val/metadata.yaml" ]; then
+  echo "already there"
+else
+  "$py" -m training.export_bag --chunks "$out/chunks" --split val --out "$out/bags/val"
+fi
+
+step "8/8 replay through mtl_perception_node over DDS (rate $rate), record its outputs, report -> $out/report"
+bin=$(dirname "$py")
+if ! "$py" -c 'import rclpy.node, sensor_msgs.msg, vision_msgs.msg' 2>/dev/null; then
+  echo "skipped: rclpy / vision_msgs are not importable with $py (run scripts/setup_env.sh)"
+else
+  # DDS stays on this host, in a domain of its own unless ROS_DOMAIN_ID is set.
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} ROS_LOCALHOST_ONLY=${ROS_LOCALHOST_ONLY:-1}
+  export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( RANDOM % 100 + 1 ))}
+  logs="$out/logs"; recorded="$out/bags/val_node_outputs"
+  mkdir -p "$logs"; rm -rf "$recorded"
+  pids=()
+  stop() {  # Ctrl-C (SIGINT) to each process group we started, then wait for it
+    for pid in "$@"; do kill -INT -- "-$pid" 2>/dev/null || true; done
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  }
+  trap 'stop ${pids[@]+"${pids[@]}"}' EXIT
+  wait_for() {  # wait_for FILE TEXT SECONDS PID
+    for _ in $(seq $(( $3 * 5 ))); do
+      grep -q "$2" "$1" && return 0
+      kill -0 "$4" 2>/dev/null || { echo "it stopped; $1:"; tail -20 "$1"; return 1; }
+      sleep 0.2
+    done
+    echo "timed out waiting for '$2' in $1"; tail -20 "$1"; return 1
+  }
+  # camera_timeout_s is wall time: at rate r the frames come 1/r times further apart
+  camera_timeout=$(awk -v r="$rate" 'BEGIN { printf "%.3f", 0.5 / r }')
+  set -m   # job control: background jobs get their own process group and keep SIGINT
+  "$bin/mtl_perception_node" --ros-args --params-file config/mtl_perception.yaml \
+    -p model_path:="$run_dir/model_best.pt" -p input_qos:=reliable -p camera_timeout_s:="$camera_timeout" \
+    >"$logs/node.log" 2>&1 &
+  node_pid=$!; pids+=("$node_pid")
+  wait_for "$logs/node.log" "ready" 180 "$node_pid"
+  "$bin/mtl_bag_record" --topics /mtl_perception/detections /mtl_perception/semantic/labels /diagnostics \
+    --out "$recorded" >"$logs/recorder.log" 2>&1 &
+  recorder_pid=$!; pids+=("$recorder_pid")
+  wait_for "$logs/recorder.log" "recording /mtl_perception/semantic/labels" 60 "$recorder_pid"
+  wait_for "$logs/recorder.log" "recording /mtl_perception/detections" 60 "$recorder_pid"
+  sleep 1
+  "$bin/mtl_bag_play" "$out/bags/val" --rate "$rate" --qos reliable --wait-for-subscribers 60 \
+    --topics /points /image 2>&1 | tee "$logs/player.log"
+  sleep 3   # the last frame's outputs and one more /diagnostics reach the recorder
+  stop "$recorder_pid" "$node_pid"
+  pids=(); trap - EXIT; set +m
+  tracking_args=()
+  [ -f "$out/tracking.json" ] && tracking_args=(--tracking-json "$out/tracking.json" --track-plots "$out/tracks")
+  "$py" -m training.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" --out "$out/report" \
+    ${tracking_args[@]+"${tracking_args[@]}"}
+fi
 
 cat <<DONE
 
@@ -72,6 +130,9 @@ cat <<DONE
   $out/tracking.json       MOTA, IDF1, ID switches (per 100 frames), fragmentations per class
   $out/tracks/             BEV plots of tracks over time (GT dashed) per validation scene
   $out/sample_frame.png    BEV targets, semantic overlay and LiDAR on a validation frame
+  $out/bags/val/           rosbag2 of the validation scenes (sensors + ground truth); val_node_outputs/: what
+                           the node published while it played; logs/: node, recorder and player output
+  $out/report/report.md    the node's replayed outputs scored: AP, mIoU, sync/drops, latency, tracking, pictures
 Run the node on the trained model:
   mtl_perception_node --ros-args --params-file config/mtl_perception.yaml -p model_path:=$run_dir/model_best.pt
 DONE

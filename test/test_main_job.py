@@ -39,6 +39,20 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
     picture = cv2.imread(str(tmp_path / 'sample_frame.png'))
     assert picture is not None and picture.shape[0] > 100
 
+    # the validation bag replayed through the real node over DDS, its recorded outputs scored
+    report = tmp_path / 'report'
+    assert f'report: {report}/report.md' in result.stdout
+    metrics = json.loads((report / 'metrics.json').read_text())
+    counts = metrics['counts']
+    assert counts['gt_frames'] == counts['recorded.detections'] == counts['class_maps_scored'] > 0
+    assert counts['gt_frames_without_prediction'] == 0 and int(counts['node.processed']) == counts['gt_frames']
+    assert metrics['source'].startswith('recorded') and metrics['latency_ms']
+    assert metrics['tracking'] is not None and 'overall' in metrics['tracking']['metrics']
+    text = (report / 'report.md').read_text()
+    assert '**mAP' in text and '**mIoU' in text and 'end_to_end' in text and 'Tracking' in text
+    for name in ('confusion_matrix.png', 'latency.png', 'pr_car.png', 'sample_0.png', 'tracks.png'):
+        assert cv2.imread(str(report / name)) is not None, name
+
     # a second run finds everything done and is quick
     again = subprocess.run(['bash', str(REPO / 'scripts/main_job.sh'), str(venv), '--ci'], env=env, cwd=REPO,
                            capture_output=True, text=True, timeout=600)
