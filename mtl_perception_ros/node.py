@@ -106,8 +106,8 @@ class MtlPerceptionNode(Node):
         self._last_warning = {}
         self._received = Counter()
         self._started = time.monotonic()
-        self._last_image_receipt = None
-        self._first_points_receipt = None
+        self._last_image = None             # (header stamp s, arrival monotonic s) of the newest image
+        self._first_points = None           # the same for the first cloud
         self._lidar_only_active = False
 
         try:
@@ -179,7 +179,8 @@ class MtlPerceptionNode(Node):
                                           'stamped 25 ms late).'),
             ('points_min_interval_s', 0.05, 'Smallest time between two clouds (a 10 Hz LiDAR: up to 0.1). Lets a '
                                             'pair leave the synchronizer without waiting for the next cloud; 0 = wait.'),
-            ('camera_timeout_s', 0.5, 'No image for this long -> clouds are processed LiDAR-only.'),
+            ('camera_timeout_s', 0.5, 'No image for this long, by header stamps and by the clock -> clouds '
+                                  'are processed LiDAR-only.'),
             ('lidar_to_camera', [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
              '4x4 row-major transform from the point cloud frame into the camera optical frame.'),
             ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
@@ -250,13 +251,15 @@ class MtlPerceptionNode(Node):
     def _on_points(self, msg: PointCloud2):
         receipt = time.monotonic()
         self._received['points'] += 1
-        if self._first_points_receipt is None:
-            self._first_points_receipt = receipt
-        # The camera counts as silent when no image came for camera_timeout_s: since the last
-        # image, or since the first cloud when none has come yet (not since start-up, so the
-        # first pair of a replay started long after the node is still fused).
-        last_heard = self._last_image_receipt if self._last_image_receipt is not None else self._first_points_receipt
-        if receipt - last_heard > self.params['camera_timeout_s']:
+        stamp_s = stamp_ns(msg.header) * 1e-9
+        if self._first_points is None:
+            self._first_points = (stamp_s, receipt)
+        # The camera is silent when no image came for camera_timeout_s both by header stamps and
+        # by the clock (before the first image: since the first cloud). Stamps alone would call a
+        # jump forward in time (a new bag) a dropout; the clock alone a slowly replayed bag.
+        last_stamp_s, last_receipt = self._last_image if self._last_image is not None else self._first_points
+        timeout_s = self.params['camera_timeout_s']
+        if stamp_s - last_stamp_s > timeout_s and receipt - last_receipt > timeout_s:
             if not self._lidar_only_active:
                 self.get_logger().warn(f"no image for {self.params['camera_timeout_s']} s: running LiDAR-only")
                 self._lidar_only_active = True
@@ -267,7 +270,8 @@ class MtlPerceptionNode(Node):
     def _on_image(self, msg: Image):
         receipt = time.monotonic()
         self._received['image'] += 1
-        self._last_image_receipt = receipt
+        stamp_s = stamp_ns(msg.header) * 1e-9
+        self._last_image = (max(stamp_s, self._last_image[0]) if self._last_image else stamp_s, receipt)
         if self._lidar_only_active:
             self.get_logger().info('images are back: fusing camera and LiDAR again')
             self._lidar_only_active = False

@@ -94,11 +94,9 @@ else
     done
     echo "timed out waiting for '$2' in $1"; tail -20 "$1"; return 1
   }
-  # camera_timeout_s is wall time: at rate r the frames come 1/r times further apart
-  camera_timeout=$(awk -v r="$rate" 'BEGIN { printf "%.3f", 0.5 / r }')
   set -m   # job control: background jobs get their own process group and keep SIGINT
   "$bin/mtl_perception_node" --ros-args --params-file config/mtl_perception.yaml \
-    -p model_path:="$run_dir/model_best.pt" -p input_qos:=reliable -p camera_timeout_s:="$camera_timeout" \
+    -p model_path:="$run_dir/model_best.pt" -p input_qos:=reliable \
     >"$logs/node.log" 2>&1 &
   node_pid=$!; pids+=("$node_pid")
   wait_for "$logs/node.log" "ready" 180 "$node_pid"

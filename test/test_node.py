@@ -292,3 +292,24 @@ def test_the_first_pair_after_a_long_idle_start_is_fused_not_lidar_only(harness,
     assert harness.spin_until(lambda: 'processed' in harness.last_status(), 10.0, node)
     assert int(harness.last_status().get('processed_lidar_only', 0)) == 0
     assert node.interrupt() == 0, node.output()
+
+
+def test_a_slow_replay_stays_fused(harness, small_checkpoint, ros_process):
+    """Frames stamped 0.1 s apart but arriving 0.8 s apart (a bag at 1/8 speed) keep the camera."""
+    rng = np.random.default_rng(6)
+    node = ros_process(node_args(small_checkpoint, ['camera_timeout_s:=0.3']), name='node')
+    wait_for_ready(harness, node, rng)
+    before = int(harness.last_status().get('processed_lidar_only', 0)) if harness.last_status() else 0
+    harness.received['labels'].clear()
+    stamp = 7000.0
+    for _ in range(4):
+        stamp += 0.1
+        cloud_msg, image_msg = publish_pair(harness, rng, stamp)
+        assert harness.spin_until(lambda: any(s.header == image_msg.header for s in harness.received['labels']),
+                                  20.0, node), node.output()
+        end = time.monotonic() + 0.8
+        while time.monotonic() < end:
+            harness.ros.spin_once(0.05)
+    assert harness.spin_until(lambda: int(harness.last_status().get('processed', 0)) > 0, 10.0, node)
+    assert int(harness.last_status().get('processed_lidar_only', 0)) == before
+    assert node.interrupt() == 0, node.output()
