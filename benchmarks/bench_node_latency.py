@@ -48,6 +48,8 @@ def main():
     parser.add_argument('--points', type=int, default=8000)
     parser.add_argument('--image_hw', type=int, nargs=2, default=(1208, 1920))
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--detections_only', action='store_true',
+                        help='subscribe to the detections only (the node then computes no semantic images)')
     parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='sensor_data',
                         help='input QoS of the node and of the publishers here')
     args = parser.parse_args()
@@ -74,10 +76,11 @@ def main():
     statuses = []
     node.create_subscription(Detection2DArray, '/bench/mtl_perception/detections',
                              lambda m: outputs.__setitem__('detections', outputs['detections'] + 1), 10)
-    node.create_subscription(Image, '/bench/mtl_perception/semantic/labels',
-                             lambda m: outputs.__setitem__('labels', outputs['labels'] + 1), 10)
-    node.create_subscription(Image, '/bench/mtl_perception/semantic/overlay',
-                             lambda m: outputs.__setitem__('overlay', outputs['overlay'] + 1), 10)
+    if not args.detections_only:
+        node.create_subscription(Image, '/bench/mtl_perception/semantic/labels',
+                                 lambda m: outputs.__setitem__('labels', outputs['labels'] + 1), 10)
+        node.create_subscription(Image, '/bench/mtl_perception/semantic/overlay',
+                                 lambda m: outputs.__setitem__('overlay', outputs['overlay'] + 1), 10)
     node.create_subscription(DiagnosticArray, '/diagnostics',
                              lambda m: statuses.extend(s for s in m.status if 'mtl_perception' in s.name), 10)
     input_qos = qos_profile_sensor_data if args.qos == 'sensor_data' else 10
