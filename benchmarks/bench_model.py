@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_perception_ros.bev_grid import BevGrid  # noqa: E402
 from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP  # noqa: E402
 from mtl_perception_ros.model import ModelConfig, MultiTaskNet, parameter_summary  # noqa: E402
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import yaml
 
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP
 from mtl_perception_ros.inference import PerceptionInference
 from mtl_perception_ros.labels import LabelSet
 from sensor_samples import make_small_checkpoint

@@ -38,7 +38,7 @@ from mtl_perception_ros.labels import LabelSet
 from training.detection_metrics import DetectionAccumulator, DetectionMetrics
 from training.segmentation_metrics import SegmentationAccumulator
 from training.trainer_utils import (DistContext, ShardSampler, gather_to_main, json_ready, make_dataset,
-                                    make_eval_loader, prepare_for_loader_workers, read_chunk_folder,
+                                    make_eval_loader, prepare_for_loader_workers, read_split,
                                     to_device, write_json_atomic)
 
 
@@ -211,6 +211,7 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
 
 def main(argv=None) -> int:
     from mtl_perception_ros.checkpoint import CheckpointError, load_checkpoint
+    from mtl_perception_ros.inference import pick_device
 
     parser = argparse.ArgumentParser(prog='python -m training.evaluate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', required=True, help='deployable checkpoint (RUN_DIR/model_best.pt)')
@@ -225,19 +226,12 @@ def main(argv=None) -> int:
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
 
-    device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
+        device = pick_device(args.device)
         model, info = load_checkpoint(args.checkpoint, map_location=device)
-    except CheckpointError as error:
+        folder = read_split(args.chunks, args.split)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
-        return 2
-    try:
-        folder = read_chunk_folder(args.chunks, splits=(args.split,))
-    except (FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    if not folder.files[args.split]:
-        print(f'error: {args.chunks}: no chunks of split {args.split!r}', file=sys.stderr)
         return 2
     for what, ours, theirs in (('detection', info.detection_labels, folder.detection_labels),
                                ('semantic', info.semantic_labels, folder.semantic_labels)):

@@ -250,16 +250,13 @@ def main(argv=None) -> int:
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
 
-    from training.trainer_utils import make_dataset, read_chunk_folder, write_json_atomic
+    from training.trainer_utils import make_dataset, read_split, write_json_atomic
     if not args.gt_detections and not args.checkpoint:
         parser.error('--checkpoint is required (or --gt-detections to track the ground truth)')
     try:
-        folder = read_chunk_folder(args.chunks, splits=(args.split,))
+        folder = read_split(args.chunks, args.split)
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
-        return 2
-    if not folder.files[args.split]:
-        print(f'error: {args.chunks}: no chunks of split {args.split!r}', file=sys.stderr)
         return 2
 
     model = info = None

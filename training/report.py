@@ -31,6 +31,7 @@ import numpy as np
 from mtl_perception_ros.atomic_file import atomic_write_bytes, atomic_write_text
 from mtl_perception_ros.bev_grid import BevGrid
 from mtl_perception_ros.labels import LabelSet
+from training.trainer_utils import json_ready
 from training.draw import add_title, draw_bev, semantic_overlay, side_by_side, write_png
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -221,25 +222,10 @@ def _safe_name(name: str) -> str:
     return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)
 
 
-def _clean(value):
-    """numpy and NaN -> JSON values (NaN -> None)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
-
-
 def metrics_dict(evaluation, tracking: dict | None = None) -> dict:
     """Everything report.md shows, as JSON-ready values."""
     seg = evaluation.segmentation
-    return _clean({
+    return json_ready({
         'source': evaluation.predictions.source,
         'detection': evaluation.detection.to_dict(),
         'segmentation': {'miou': seg['miou'], 'pixel_accuracy': seg['pixel_accuracy'],
@@ -260,7 +246,7 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     det, seg, counts = evaluation.detection, evaluation.segmentation, evaluation.counts
-    md = [f'# Bag evaluation\n', f'- predictions: {evaluation.predictions.source}']
+    md = ['# Bag evaluation\n', f'- predictions: {evaluation.predictions.source}']
     if params_file:
         md.append(f'- node parameters: `{params_file}`')
     md.append(f"- {counts.get('gt_frames', 0)} ground-truth frames, {counts.get('class_maps_scored', 0)} "

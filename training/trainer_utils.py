@@ -213,6 +213,14 @@ class ChunkFolder:
     complete: bool
 
 
+def read_split(chunk_dir, split: str) -> 'ChunkFolder':
+    """`read_chunk_folder` for one split; ValueError when that split has no chunks."""
+    folder = read_chunk_folder(chunk_dir, splits=(split,))
+    if not folder.files[split]:
+        raise ValueError(f'{chunk_dir}: no chunks of split {split!r}')
+    return folder
+
+
 def read_chunk_folder(chunk_dir, splits=('train', 'val')) -> ChunkFolder:
     """Chunk files per split and label sets, from CHUNK_DIR/manifest.json when there is one.
 
