@@ -105,7 +105,8 @@ def time_loader(dataset: ChunkDataset, workers: int, batch_size: int, epochs: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--chunks', required=True, type=Path, help='chunk folder or .npz file')
+    parser.add_argument('--chunks', type=Path, default=None,
+                        help='chunk folder or .npz file (default: 32 synthetic frames in a temporary folder)')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--epochs', type=int, default=1, help='passes over the chunks per measurement')
@@ -113,6 +114,10 @@ def main(argv=None) -> int:
     parser.add_argument('--make-synthetic', type=int, default=0, metavar='N',
                         help='first write N synthetic full-size frames into --chunks')
     args = parser.parse_args(argv)
+    if args.chunks is None:
+        import tempfile
+        args.chunks = Path(tempfile.mkdtemp(prefix='bench_loader_'))
+        args.make_synthetic = args.make_synthetic or 32
     if args.make_synthetic:
         make_synthetic_chunks(args.chunks, args.make_synthetic)
     torch.manual_seed(0)

@@ -50,8 +50,9 @@ def main():
     parser.add_argument('--device', default='auto')
     parser.add_argument('--detections_only', action='store_true',
                         help='subscribe to the detections only (the node then computes no semantic images)')
-    parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='sensor_data',
-                        help='input QoS of the node and of the publishers here')
+    parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='reliable',
+                        help='input QoS of the node and of the publishers here (best effort loses '
+                             'large images in Fast DDS: README, Known limits)')
     args = parser.parse_args()
 
     import rclpy
