@@ -48,12 +48,19 @@ def main():
     parser.add_argument('--points', type=int, default=8000)
     parser.add_argument('--image_hw', type=int, nargs=2, default=(1208, 1920))
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--default_transport', action='store_true',
+                        help="Fast DDS's default transports instead of config/fastdds_large_images.xml")
     parser.add_argument('--detections_only', action='store_true',
                         help='subscribe to the detections only (the node then computes no semantic images)')
     parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='reliable',
                         help='input QoS of the node and of the publishers here (best effort loses '
                              'large images in Fast DDS: README, Known limits)')
     args = parser.parse_args()
+    profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
+    if profile is not None:   # for this process's participant and the node's (inherited)
+        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
+    else:
+        os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -116,7 +123,8 @@ def main():
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.1)
         values = {kv.key: kv.value for kv in statuses[-1].values}
-        print(f'\nnode on {values["device"]} ({values["precision"]}), input QoS {args.qos}, {args.points} points, '
+        print(f'\nFast DDS profile: {profile or "default transports"}')
+        print(f'node on {values["device"]} ({values["precision"]}), input QoS {args.qos}, {args.points} points, '
               f'{args.image_hw[1]}x{args.image_hw[0]} rgb8 images, {args.rate_hz:g} Hz for {args.seconds:g} s')
         print(f'sent {sent} pairs; received {outputs["detections"]} detections, {outputs["labels"]} label images, '
               f'{outputs["overlay"]} overlays; dropped_busy={values.get("dropped_busy", "0")}, '

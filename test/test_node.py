@@ -313,3 +313,15 @@ def test_a_slow_replay_stays_fused(harness, small_checkpoint, ros_process):
     assert harness.spin_until(lambda: int(harness.last_status().get('processed', 0)) > 0, 10.0, node)
     assert int(harness.last_status().get('processed_lidar_only', 0)) == before
     assert node.interrupt() == 0, node.output()
+
+
+def test_the_node_runs_with_the_shipped_large_image_dds_profile(harness, small_checkpoint, ros_process, ros_env):
+    """config/fastdds_large_images.xml parses (Fast DDS reports XML errors on the console) and the
+    node talks to a participant with default transports."""
+    rng = np.random.default_rng(7)
+    env = dict(ros_env, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config/fastdds_large_images.xml'))
+    node = ros_process(node_args(small_checkpoint), name='node', env=env)
+    wait_for_ready(harness, node, rng)
+    output = node.output()
+    assert 'XML' not in output and 'Error' not in output, output
+    assert node.interrupt() == 0, node.output()
