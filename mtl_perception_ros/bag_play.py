@@ -12,7 +12,7 @@ best-effort subscribers such as the node's sensor-data inputs also receive). `--
 rosgraph_msgs/Clock on /clock at HZ (default 100) and before every message, for nodes with
 use_sim_time. Topics whose message package is not installed (e.g. tf2_msgs in the pip
 environment) are skipped with a warning. Ends after the last message (or loops with --loop);
-Ctrl-C (SIGINT) stops it; both exit 0. On a ROS installation `ros2 bag play BAG_DIR` plays the
+Ctrl-C (SIGINT) or SIGTERM stops it; both exit 0. On a ROS installation `ros2 bag play BAG_DIR` plays the
 same bags.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.interfaces import QosDurability
 
 from mtl_perception_ros.bag_messages import BagReader, is_latched_topic
+from mtl_perception_ros.shutdown_signals import StopRequest, init_ros
 
 READ_AHEAD = 64            # messages buffered by the reader thread
 MAX_SLEEP_S = 0.05         # longest sleep, so Ctrl-C and the clock are served promptly
@@ -78,10 +79,11 @@ class BagPlayer:
     """Publishers for a bag's topics and the paced publishing loop."""
 
     def __init__(self, node, bag_path, topics=None, rate: float = 1.0, reliable: bool = True,
-                 clock_hz: float | None = None):
+                 clock_hz: float | None = None, stop: StopRequest | None = None):
         if rate <= 0:
             raise ValueError(f'--rate must be > 0, got {rate}')
         self.node = node
+        self.stop = stop
         self.bag_path = bag_path
         self.rate = float(rate)
         self.logger = node.get_logger()
@@ -117,7 +119,7 @@ class BagPlayer:
     def wait_for_subscribers(self, timeout_s: float) -> bool:
         """Wait until every publisher has a subscriber, at most timeout_s; True when they all do."""
         deadline = time.monotonic() + timeout_s
-        while rclpy.ok(context=self.node.context):
+        while not self._stopped():
             if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
                 return True
             if time.monotonic() >= deadline:
@@ -127,6 +129,10 @@ class BagPlayer:
             self._publish_clock(self.start_ns)
             time.sleep(MAX_SLEEP_S)
         return False
+
+    def _stopped(self) -> bool:
+        """A stop was requested (SIGINT / SIGTERM) or the context is shut down."""
+        return (self.stop is not None and self.stop.requested) or not rclpy.ok(context=self.node.context)
 
     def _publish_clock(self, bag_ns) -> None:
         if self.clock_publisher is None or bag_ns is None:
@@ -144,7 +150,6 @@ class BagPlayer:
         reader = threading.Thread(target=_read_messages, args=(self.bag_path, list(self.publishers), buffer, stop),
                                   daemon=True)
         reader.start()
-        context = self.node.context
         wall_start = None
         next_clock = time.monotonic()
         try:
@@ -152,7 +157,7 @@ class BagPlayer:
                 try:
                     item = buffer.get(timeout=MAX_SLEEP_S)
                 except queue.Empty:       # the reader is slow: keep serving Ctrl-C
-                    if not rclpy.ok(context=context):
+                    if self._stopped():
                         return False
                     continue
                 if wall_start is None:   # the clock starts once the first message is at hand
@@ -164,7 +169,7 @@ class BagPlayer:
                 topic, timestamp, data = item
                 target = wall_start + (timestamp - self.start_ns) / 1e9 / self.rate
                 while True:
-                    if not rclpy.ok(context=context):
+                    if self._stopped():
                         return False
                     now = time.monotonic()
                     if self.clock_period_s is not None and now >= next_clock:
@@ -187,7 +192,7 @@ class BagPlayer:
     def wait_for_acks(self, timeout_s: float = 2.0) -> None:
         """Give reliable subscribers the last messages before the process ends."""
         for publisher in self.publishers.values():
-            if rclpy.ok(context=self.node.context):
+            if not self._stopped():
                 publisher.wait_for_all_acked(Duration(seconds=timeout_s))
 
 
@@ -212,12 +217,13 @@ def parse_args(argv):
 def main(args=None) -> int:
     argv = rclpy.utilities.remove_ros_args(args=sys.argv if args is None else args)[1:]
     options = parse_args(argv)
-    rclpy.init(args=args)
+    stop = init_ros(args)
     node = rclpy.create_node('mtl_bag_play')
     logger = node.get_logger()
     exit_code = 0
     try:
-        player = BagPlayer(node, options.bag, options.topics, options.rate, options.qos == 'reliable', options.clock)
+        player = BagPlayer(node, options.bag, options.topics, options.rate, options.qos == 'reliable', options.clock,
+                            stop)
         if options.wait_for_subscribers > 0:
             player.wait_for_subscribers(options.wait_for_subscribers)
         logger.info(f'playing {options.bag} at rate {options.rate}: {sorted(player.publishers)}')

@@ -13,7 +13,7 @@ the node clock's receive time (sim time under `--ros-args -p use_sim_time:=true`
 reliable, transient local when all of them are (so latched topics such as LabelInfo are caught);
 their offered profiles are stored in the bag. The bag is rosbag2 metadata version 8 (Humble and
 later read it); types are rosbags' plus vision_msgs plus any .msg an installed ROS prefix has.
-Stops after --duration seconds or on Ctrl-C (SIGINT), writes metadata.yaml and exits 0.
+Stops after --duration seconds or on Ctrl-C (SIGINT) or SIGTERM, writes metadata.yaml and exits 0.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 
 from mtl_perception_ros.bag_messages import BagWriter, msg_class
 from mtl_perception_ros.bag_play import message_class
+from mtl_perception_ros.shutdown_signals import init_ros
 
 DISCOVERY_PERIOD_S = 0.2
 RECORD_DEPTH = 100          # subscriber queue: a busy recorder loses nothing in short bursts
@@ -136,7 +137,7 @@ def main(args=None) -> int:
         print(f'error: {options.out} exists; rosbag2 folders are never overwritten (choose another --out)',
               file=sys.stderr)
         return 1
-    rclpy.init(args=args)
+    stop = init_ros(args)
     node = rclpy.create_node('mtl_bag_record')
     bag = BagWriter(options.out, storage=options.storage).open()
     recorder = BagRecorder(node, options.topics, bag, options.qos)
@@ -144,7 +145,7 @@ def main(args=None) -> int:
     deadline = None if options.duration is None else time.monotonic() + options.duration
     try:
         next_discovery = 0.0
-        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+        while not stop.requested and rclpy.ok() and (deadline is None or time.monotonic() < deadline):
             if recorder.waiting and time.monotonic() >= next_discovery:
                 recorder.discover()
                 next_discovery = time.monotonic() + DISCOVERY_PERIOD_S

@@ -35,6 +35,7 @@ from mtl_perception_ros.inference import PerceptionInference, camera_inputs
 from mtl_perception_ros.labels import blend
 from mtl_perception_ros.output_messages import box_markers, detection2d_array, detection3d_array, label_info
 from mtl_perception_ros.pointcloud2 import pointcloud2_to_array
+from mtl_perception_ros.shutdown_signals import init_ros, spin_until_stopped
 from mtl_perception_ros.tracking import ASSOCIATIONS, Tracker, TrackerConfig
 
 POINTS, IMAGE = 0, 1
@@ -469,12 +470,12 @@ def _sync_values(stats: dict) -> dict:
 
 
 def main(args=None):
-    rclpy.init(args=args)
+    stop = init_ros(args)
     node = None
     exit_code = 0
     try:
         node = MtlPerceptionNode()
-        rclpy.spin(node)
+        spin_until_stopped(node, stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as error:

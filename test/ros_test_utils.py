@@ -197,18 +197,19 @@ class RosProcess:
         except ProcessLookupError:
             pass
 
-    def interrupt(self, timeout_s: float = 20.0) -> int:
-        """SIGINT (Ctrl-C) to the process group, then wait; returns the exit code.
+    def interrupt(self, timeout_s: float = 20.0, sig: int = signal.SIGINT) -> int:
+        """SIGINT (Ctrl-C; or `sig`, e.g. SIGTERM) to the process group, then wait; returns the exit code.
 
         Raises AssertionError (after killing the group) when it does not exit within timeout_s.
         """
         if self.popen.poll() is None:
-            self._signal_group(signal.SIGINT)
+            self._signal_group(sig)
         try:
             code = self.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f'{self.args} ignored SIGINT for {timeout_s} s; its output:\n{self.output()}')
+            raise AssertionError(f'{self.args} ignored {signal.Signals(sig).name} for {timeout_s} s; '
+                                 f'its output:\n{self.output()}')
         self._log.close()
         return code
 

@@ -7,6 +7,7 @@ recorder stores exactly what a publisher sends, latched topics included.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from mtl_perception_ros.output_messages import detection2d_array, label_info  # 
 from mtl_perception_ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
 from training.export_bag import export_bag  # noqa: E402
 from training.toy_chunks import write_toy_chunks  # noqa: E402
+from ros_test_utils import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
 FRAMES = 30                   # one scene at 10 Hz: a 2.9 s recorded span
@@ -130,13 +132,26 @@ def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, ba
     assert clock[-1] >= max(expected) and min(clock) <= min(expected)
 
 
-def test_player_leaves_on_ctrl_c_with_exit_code_0(rclpy_context, ros_process, bag_30_frames):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_player_leaves_on_ctrl_c_or_sigterm_with_exit_code_0(rclpy_context, ros_process, bag_30_frames, sig):
     received = receive_points(rclpy_context)
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
         str(bag_30_frames), '--loop', '--topics', '/points'], name='player')
     rclpy_context.spin_until(lambda: len(received) >= 2 or player.poll() is not None, 30, 'the first clouds')
     player.assert_running()
-    assert player.interrupt() == 0, player.output()
+    assert player.interrupt(sig=sig) == 0, player.output()
+    assert 'Traceback' not in player.output(), player.output()
+
+
+def test_recorder_closes_its_bag_on_sigterm(ros_process, tmp_path):
+    """`ros2 launch` stops processes with SIGINT, then SIGTERM: either way the bag is complete."""
+    out = tmp_path / 'terminated'
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+        '--topics', '/never', '--out', str(out)], name='recorder')
+    wait_until(lambda: (recorder.assert_running() or True) and out.exists(), 30, 'the recorder to open its bag')
+    assert recorder.interrupt(sig=signal.SIGTERM) == 0, recorder.output()
+    with bm.BagReader(out) as reader:
+        assert reader.topics == {} and reader.metadata['version'] == 8
 
 
 def test_player_refuses_unknown_topics(ros_process, bag_30_frames):

@@ -2,7 +2,9 @@
 a small checkpoint, real DDS on loopback. Synthetic sensor data in, messages out."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -274,6 +276,27 @@ def test_50hz_for_10s_keeps_up_with_flat_memory_and_exits_on_sigint(harness, sma
     half = len(rss_samples) // 2
     assert max(rss_samples[half:]) - rss_samples[half] < 30 * 1024, rss_samples
     assert node.interrupt() == 0, node.output()
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_signal_in_the_middle_of_a_stream_ends_the_node_cleanly(harness, small_checkpoint, ros_process, sig):
+    """Ctrl-C or `ros2 launch`'s SIGTERM while messages arrive and the worker publishes: exit 0, no traceback."""
+    rng = np.random.default_rng(7)
+    node = ros_process(node_args(small_checkpoint), name='node')
+    wait_for_ready(harness, node, rng)
+    cloud, image = synthetic_cloud(rng, 8000), synthetic_image(rng)
+    stamp = 5500.0
+    deadline = time.monotonic() + 20.0
+    signalled_at = time.monotonic() + 1.0
+    while node.poll() is None and time.monotonic() < deadline:
+        stamp += 0.02
+        publish_pair(harness, rng, stamp, cloud=cloud, image_msg=rgb_to_image(image, header(stamp, 'camera_front')))
+        if signalled_at is not None and time.monotonic() >= signalled_at:
+            os.killpg(node.pid, sig)      # keep publishing: the signal lands while callbacks run
+            signalled_at = None
+        harness.ros.spin_once(0.02)
+    assert node.interrupt(timeout_s=5.0) == 0, node.output()
+    assert 'Traceback' not in node.output() and 'context is invalid' not in node.output(), node.output()
 
 
 def test_the_first_pair_after_a_long_idle_start_is_fused_not_lidar_only(harness, small_checkpoint, ros_process):

@@ -1,0 +1,69 @@
+"""Ctrl-C and SIGTERM for the console scripts: a flag that the main loop polls, never an exception.
+
+rclpy's default signal handling shuts the context down from the signal handler and then raises
+KeyboardInterrupt in the main thread wherever it happens to be. When that is inside a pybind11
+call (taking a message, publishing), pybind11 reports it as
+`RuntimeError: Unable to convert call argument ...` and the process dies with a traceback,
+while worker threads publish into the dead context. Here SIGINT and SIGTERM (what `ros2 launch`
+sends) only set a flag; the main loop sees it within one spin timeout, stops its own threads,
+and shuts rclpy down in order, so the exit is clean (code 0) and no output is lost.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+import rclpy
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Set by SIGINT / SIGTERM; `requested` tells the main loop to leave."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.signal_name = None
+
+    def install(self) -> 'StopRequest':
+        """Handle STOP_SIGNALS in this process (call from the main thread)."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to timeout_s, waking at once when a stop is requested; True when it was."""
+        return self._event.wait(timeout_s)
+
+
+def init_ros(args=None) -> StopRequest:
+    """rclpy.init without rclpy's signal handlers, and a StopRequest for SIGINT / SIGTERM."""
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    return StopRequest().install()
+
+
+def spin_until_stopped(node, stop: StopRequest, timeout_s: float = 0.1) -> None:
+    """Serve `node`'s callbacks until a stop is requested or the context shuts down."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not stop.requested and rclpy.ok(context=node.context):
+            executor.spin_once(timeout_sec=timeout_s)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
