@@ -402,29 +402,49 @@ class MultiTaskNet(nn.Module):
                 raise ValueError(f'MultiTaskNet: expected camera_matrix ({batch_size}, 3, 3) and '
                                  f'vehicle_to_camera ({batch_size}, 4, 4), got {tuple(camera_matrix.shape)} '
                                  f'and {tuple(vehicle_to_camera.shape)}')
-            normalised = (image.float() - self.image_mean) / self.image_std
-            camera_features = self.camera_decoder(self.camera_encoder(normalised))
-            sem_logits = self.semantic_head(camera_features)
+            camera_features, sem_logits = self.camera_branch(image)
             image_hw = tuple(image.shape[-2:])
         else:
-            camera_features = None
+            camera_features, image_hw = None, None
             h, w = (-(-s // CAMERA_STRIDE) for s in cfg.image_hw)  # ceil, as the strided convs
             sem_logits = points.new_zeros(batch_size, cfg.num_sem_classes, h, w)
 
         # which samples may use their camera
         camera_on = torch.ones(batch_size, dtype=torch.bool, device=device)
         if camera_valid is not None:
-            camera_on &= camera_valid.to(device=device, dtype=torch.bool)
+            camera_on = camera_on & camera_valid.to(device=device, dtype=torch.bool)
         if self.training and cfg.camera_dropout_p > 0:
-            camera_on &= torch.rand(batch_size, device=device) >= cfg.camera_dropout_p
+            camera_on = camera_on & (torch.rand(batch_size, device=device) >= cfg.camera_dropout_p)
 
-        # LiDAR branch: pillar geometry + camera features sampled at each point's projection
+        canvas = self.lidar_canvas(points, points_batch, batch_size, camera_features, camera_on,
+                                   camera_matrix, vehicle_to_camera, image_hw)
+        bbox_heatmap, bbox_reg = self.bev_branch(canvas)
+        return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
+
+    # The three stages of forward(). The dense ones (camera_branch, bev_branch) have fixed shapes
+    # and are what training.export_onnx exports; lidar_canvas has data-dependent shapes (points
+    # in range, pillars) and stays in torch, as in PointPillars deployments.
+    def camera_branch(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B,3,Hi,Wi) 0..255 -> camera features (B,Dc,Hi/4,Wi/4), sem_logits (B,K,Hi/4,Wi/4)."""
+        normalised = (image.float() - self.image_mean) / self.image_std
+        camera_features = self.camera_decoder(self.camera_encoder(normalised))
+        return camera_features, self.semantic_head(camera_features)
+
+    def lidar_canvas(self, points: torch.Tensor, points_batch: torch.Tensor, batch_size: int,
+                     camera_features: torch.Tensor | None, camera_on: torch.Tensor,
+                     camera_matrix: torch.Tensor | None, vehicle_to_camera: torch.Tensor | None,
+                     image_hw: tuple[int, int] | None) -> torch.Tensor:
+        """Camera-painted pillars: points (P,4) float, points_batch (P,) int64 -> canvas (B,Cp,Hg,Wg).
+
+        camera_features None (no image) or camera_on[b] False: LiDAR-only for those samples.
+        """
+        cfg = self.cfg
         keep, cell, geometry = pillar_geometry(points, points_batch, cfg.bev_grid, batch_size)
         kept_batch = points_batch[keep]
         if camera_features is not None:
             grid_xy, visible = project_to_grid_sample_coords(geometry[:, :3], kept_batch, camera_matrix,
                                                              vehicle_to_camera, image_hw)
-            visible &= camera_on[kept_batch]
+            visible = visible & camera_on[kept_batch]
             point_camera = sample_per_point(camera_features, grid_xy, kept_batch)   # (P_kept, Dc)
             point_camera = point_camera * visible.unsqueeze(-1).to(point_camera.dtype)
         else:
@@ -435,10 +455,12 @@ class MultiTaskNet(nn.Module):
 
         rows, cols = cfg.bev_grid.shape
         canvas = self.pillar_encoder(point_features, cell, batch_size * rows * cols)  # (B*Hg*Wg, Cp)
-        canvas = canvas.view(batch_size, rows, cols, -1).permute(0, 3, 1, 2)        # (B, Cp, Hg, Wg)
-        bev = self.bev_neck(self.bev_backbone(canvas), cfg.bev_grid.output_shape)    # (B, N, H, W)
-        bbox_heatmap, bbox_reg = self.detection_head(bev)
-        return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
+        return canvas.view(batch_size, rows, cols, -1).permute(0, 3, 1, 2)          # (B, Cp, Hg, Wg)
+
+    def bev_branch(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """canvas (B,Cp,Hg,Wg) -> bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W)."""
+        bev = self.bev_neck(self.bev_backbone(canvas), self.cfg.bev_grid.output_shape)  # (B, N, H, W)
+        return self.detection_head(bev)
 
     @staticmethod
     def _batch_size(points_batch, image, camera_valid, batch_size) -> int:

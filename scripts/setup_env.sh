@@ -39,13 +39,15 @@ py="$venv/bin/python"
 if [ "$mode" = wheels ]; then
   say "installing pinned Python libraries and the ROS 2 Kilted wheels"
   "$py" -m pip install --quiet -c "$repo/requirements/constraints.txt" \
-    -r "$repo/requirements/python.txt" -r "$repo/requirements/ros-wheels.txt"
+    -r "$repo/requirements/python.txt" -r "$repo/requirements/ros-wheels.txt" -r "$repo/requirements/onnx.txt"
   "$repo/scripts/build_vision_msgs.sh" "$venv"
 else
   say "using ROS 2 $ROS_DISTRO from the environment; adding torch, rosbags, tqdm, pytest"
   # Keep the distro's numpy: its message packages are compiled against it.
   system_numpy=$("$py" -c 'import numpy; print(numpy.__version__)')
   "$py" -m pip install --quiet "numpy==$system_numpy" -r "$repo/requirements/ros-distro.txt"
+  "$py" -m pip install --quiet "numpy==$system_numpy" -r "$repo/requirements/onnx.txt" \
+    || say "ONNX export (training.export_onnx) unavailable: onnx / onnxruntime do not install beside numpy $system_numpy"
   "$py" -c 'import vision_msgs.msg' 2>/dev/null || {
     echo "[setup] vision_msgs is missing from ROS $ROS_DISTRO: sudo apt-get install ros-$ROS_DISTRO-vision-msgs" >&2
     exit 1; }
