@@ -61,7 +61,7 @@ def test_report_has_tables_pictures_and_json(tmp_path):
     text = report.read_text()
     assert '| car | 0.4505 | 0.4505 | 0.4505 | 0.4505 | 0.4505 | 2 | 1 |' in text      # AP = 41/91
     assert '**mAP 0.4505**' in text and '**mIoU 1.0000**' in text
-    assert '| total | 12.0000 | 28.2000 |' in text
+    assert '| total | 12.0 | 28.2 |' in text
     assert '| overall | 0.5000 | 0.6000 | 2 | 6.2500 | 10 |' in text
     assert '| gt_frames_without_prediction | 1 |' in text
     folder = report.parent

@@ -277,7 +277,7 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
     md.append('## Latency\n')
     summary = evaluation.predictions.latency_summary
     if summary:
-        md.append(_table(['stage', 'p50 ms', 'p95 ms'], [[s, float(a), float(b)] for s, (a, b) in summary.items()]))
+        md.append(_table(['stage', 'p50 ms', 'p95 ms'], [[s, f'{a:.1f}', f'{b:.1f}'] for s, (a, b) in summary.items()]))
     else:
         md.append('no latency recorded')
     write_png(out / 'latency.png', latency_picture(evaluation.predictions.latency_samples, summary))
