@@ -223,7 +223,7 @@ def main(args=None) -> int:
     exit_code = 0
     try:
         player = BagPlayer(node, options.bag, options.topics, options.rate, options.qos == 'reliable', options.clock,
-                            stop)
+                           stop)
         if options.wait_for_subscribers > 0:
             player.wait_for_subscribers(options.wait_for_subscribers)
         logger.info(f'playing {options.bag} at rate {options.rate}: {sorted(player.publishers)}')

@@ -23,7 +23,6 @@ class StopRequest:
 
     def __init__(self):
         self._event = threading.Event()
-        self.signal_name = None
 
     def install(self) -> 'StopRequest':
         """Handle STOP_SIGNALS in this process (call from the main thread)."""
@@ -31,20 +30,12 @@ class StopRequest:
             signal.signal(signum, self._handle)
         return self
 
-    def _handle(self, signum, _frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self._event.set()
-
-    def set(self) -> None:
+    def _handle(self, _signum, _frame) -> None:
         self._event.set()
 
     @property
     def requested(self) -> bool:
         return self._event.is_set()
-
-    def wait(self, timeout_s: float) -> bool:
-        """Sleep up to timeout_s, waking at once when a stop is requested; True when it was."""
-        return self._event.wait(timeout_s)
 
 
 def init_ros(args=None) -> StopRequest:

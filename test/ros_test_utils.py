@@ -191,9 +191,10 @@ class RosProcess:
         if code is not None:
             raise AssertionError(f'{self.args} exited early with code {code}; its output:\n{self.output()}')
 
-    def _signal_group(self, sig: int) -> None:
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to the process group (start_new_session: the group id is the pid)."""
         try:
-            os.killpg(self.popen.pid, sig)   # start_new_session: the group id is the pid
+            os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
             pass
 
@@ -203,7 +204,7 @@ class RosProcess:
         Raises AssertionError (after killing the group) when it does not exit within timeout_s.
         """
         if self.popen.poll() is None:
-            self._signal_group(sig)
+            self.signal_group(sig)
         try:
             code = self.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -216,7 +217,7 @@ class RosProcess:
     def kill(self) -> None:
         """SIGKILL the process group and reap it (clean-up after failures)."""
         if self.popen.poll() is None:
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
             try:
                 self.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -226,7 +227,7 @@ class RosProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Best-effort clean stop: SIGINT, then SIGKILL if it does not leave in time."""
         if self.popen.poll() is None:
-            self._signal_group(signal.SIGINT)
+            self.signal_group(signal.SIGINT)
             try:
                 self.popen.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

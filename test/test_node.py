@@ -2,7 +2,6 @@
 a small checkpoint, real DDS on loopback. Synthetic sensor data in, messages out."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
@@ -292,7 +291,7 @@ def test_a_signal_in_the_middle_of_a_stream_ends_the_node_cleanly(harness, small
         stamp += 0.02
         publish_pair(harness, rng, stamp, cloud=cloud, image_msg=rgb_to_image(image, header(stamp, 'camera_front')))
         if signalled_at is not None and time.monotonic() >= signalled_at:
-            os.killpg(node.pid, sig)      # keep publishing: the signal lands while callbacks run
+            node.signal_group(sig)        # keep publishing: the signal lands while callbacks run
             signalled_at = None
         harness.ros.spin_once(0.02)
     assert node.interrupt(timeout_s=5.0) == 0, node.output()

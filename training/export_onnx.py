@@ -155,8 +155,8 @@ class CheckResult:
 def check_onnx(model: MultiTaskNet, info: CheckpointInfo, onnx_dir, frames: int = 3, rtol: float = 1e-3,
                atol: float = 1e-4, seed: int = 0) -> CheckResult:
     """Compare OnnxRuntimeNet(onnx_dir) with `model`'s forward on synthetic frames."""
-    model = model.cpu().eval()
     runner = OnnxRuntimeNet(model, onnx_dir)
+    model = runner.model                      # on the CPU, in eval mode
     worst = {name: 0.0 for name in OUTPUTS}
     allowed = {name: float('inf') for name in OUTPUTS}
     for points, image, camera_matrix, vehicle_to_camera in synthetic_frames(model, info, frames, seed):
