@@ -26,9 +26,9 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'mtl_perception_node = mtl_perception_ros.node:main',
-            'mtl_bag_play = mtl_perception_ros.bag_play:main',
-            'mtl_bag_record = mtl_perception_ros.bag_record:main',
+            'mtl_perception_node = mtl_perception_ros.ros.node:main',
+            'mtl_bag_play = mtl_perception_ros.ros.bag_play:main',
+            'mtl_bag_record = mtl_perception_ros.ros.bag_record:main',
         ],
     },
 )

@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_perception_ros.boxes import points_in_boxes  # noqa: E402
-from mtl_perception_ros.camera import project_points  # noqa: E402
-from training.a2d2_calibration import front_center_camera, load_calibration  # noqa: E402
-from training.chunks import write_chunk  # noqa: E402
-from training.dataset import ChunkDataset, DatasetConfig, make_loader, prepare_sample  # noqa: E402
-from training.frame import Frame  # noqa: E402
+from mtl_perception_ros.core.boxes import points_in_boxes  # noqa: E402
+from mtl_perception_ros.core.camera import project_points  # noqa: E402
+from training.data.a2d2_calibration import front_center_camera, load_calibration  # noqa: E402
+from training.data.chunks import write_chunk  # noqa: E402
+from training.data.dataset import ChunkDataset, DatasetConfig, make_loader, prepare_sample  # noqa: E402
+from training.data.frame import Frame  # noqa: E402
 
 
 def synthetic_frame(index: int, rng: np.random.Generator) -> Frame:

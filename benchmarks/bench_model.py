@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP  # noqa: E402
-from mtl_perception_ros.model import ModelConfig, MultiTaskNet, parameter_summary  # noqa: E402
+from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP  # noqa: E402
+from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary  # noqa: E402
 
 
 def synthetic_batch(cfg: ModelConfig, batch: int, points_per_sample: int, device: torch.device,

@@ -15,8 +15,8 @@ import numpy as np
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
-from mtl_perception_ros.image_conversion import image_to_rgb, rgb_to_image
-from mtl_perception_ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array
+from mtl_perception_ros.messages.image import image_to_rgb, rgb_to_image
+from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array
 
 CLOUD_FIELDS = ('x', 'y', 'z', 'intensity', 'ring', 'time')
 
@@ -98,7 +98,7 @@ def bench_images(repeats: int) -> None:
 
 def bench_builders(repeats: int) -> None:
     try:
-        from mtl_perception_ros.output_messages import box_markers, detection2d_array, detection3d_array
+        from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array
     except ImportError as error:  # vision_msgs missing
         print(f'\n(detection builders skipped: {error})')
         return

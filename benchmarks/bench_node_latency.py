@@ -30,9 +30,9 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(0, 101)))
 
 
 def default_checkpoint(path: Path) -> Path:
-    from mtl_perception_ros.checkpoint import save_checkpoint
-    from mtl_perception_ros.labels import LabelSet
-    from mtl_perception_ros.model import ModelConfig, MultiTaskNet
+    from mtl_perception_ros.core.checkpoint import save_checkpoint
+    from mtl_perception_ros.core.labels import LabelSet
+    from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet
     semantic = LabelSet.from_yaml(REPO / 'config/a2d2/semantic_classes.yaml')
     detection = LabelSet.from_yaml(REPO / 'config/a2d2/box_classes.yaml')
     model = MultiTaskNet(ModelConfig(num_det_classes=len(detection), num_sem_classes=len(semantic)))

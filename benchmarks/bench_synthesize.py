@@ -1,4 +1,4 @@
-"""Speed of the synthetic A2D2-layout generator (training/synthesize.py), PNG / npz writing included.
+"""Speed of the synthetic A2D2-layout generator (training/synthetic/synthesize.py), PNG / npz writing included.
 
 Run (single-threaded, as on a shared machine):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_synthesize.py --scenes 2 --frames 10 --cv-threads 1
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.synthesize import Summary, Synthesizer  # noqa: E402
+from training.synthetic.synthesize import Summary, Synthesizer  # noqa: E402
 
 
 def main() -> None:

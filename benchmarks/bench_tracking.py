@@ -1,4 +1,4 @@
-"""Time per frame of the BEV tracker (mtl_perception_ros.tracking) on a synthetic scene (prints figures).
+"""Time per frame of the BEV tracker (mtl_perception_ros.core.tracking) on a synthetic scene (prints figures).
 
     .venv/bin/python benchmarks/bench_tracking.py                 # 100 objects, 300 frames
     .venv/bin/python benchmarks/bench_tracking.py --objects 50 100 200 --frames 500
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_perception_ros.tracking import Tracker, TrackerConfig  # noqa: E402
+from mtl_perception_ros.core.tracking import Tracker, TrackerConfig  # noqa: E402
 
 
 def synthetic_frames(num_objects: int, num_frames: int, seed: int = 0, dt_s: float = 0.1) -> list:

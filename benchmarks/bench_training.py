@@ -5,11 +5,11 @@
     .venv/bin/python benchmarks/bench_training.py --device cuda --preset gpu_large --batch 8
 
 1. Optimizer steps on ready batches (forward + MultiTaskLoss + backward + clip + AdamW), i.e.
-   the trainer's own step (training.train.TrainStep) without data loading: fp32, and on CUDA
+   the trainer's own step (training.engine.train.TrainStep) without data loading: fp32, and on CUDA
    also bf16 and fp16 autocast (fp16 with a GradScaler).
 2. With --chunks: the DataLoader alone (decode PNGs, resize, targets; --workers processes) and
-   loader + step together, as training.train runs them.
-Batches for (1) are toy frames (training.toy_chunks) at the model's input size with
+   loader + step together, as training.engine.train runs them.
+Batches for (1) are toy frames (training.data.toy_chunks) at the model's input size with
 --points LiDAR points each, passed through the real sample preparation (targets included).
 """
 from __future__ import annotations
@@ -25,15 +25,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_perception_ros.labels import LabelSet  # noqa: E402
-from training.dataset import DatasetConfig, collate_samples, prepare_sample  # noqa: E402
-from training.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES  # noqa: E402
-from training.losses import MultiTaskLoss  # noqa: E402
-from training.toy_chunks import toy_frame  # noqa: E402
-from training.train import TrainStep, build_model_config, build_optimizer  # noqa: E402
-from training.trainer_utils import (make_dataset, make_train_loader, prepare_for_loader_workers,  # noqa: E402
-                                    read_chunk_folder, to_device)
-from mtl_perception_ros.model import MultiTaskNet  # noqa: E402
+from mtl_perception_ros.core.labels import LabelSet  # noqa: E402
+from training.data.dataset import DatasetConfig, collate_samples, prepare_sample  # noqa: E402
+from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES  # noqa: E402
+from training.engine.losses import MultiTaskLoss  # noqa: E402
+from training.data.toy_chunks import toy_frame  # noqa: E402
+from training.engine.train import TrainStep, build_model_config, build_optimizer  # noqa: E402
+from training.engine.trainer_utils import (make_dataset, make_train_loader, prepare_for_loader_workers,  # noqa: E402
+                                           read_chunk_folder, to_device)
+from mtl_perception_ros.core.model import MultiTaskNet  # noqa: E402
 
 
 def toy_batches(model_cfg, detection: LabelSet, semantic: LabelSet, batch: int, count: int,

@@ -37,37 +37,37 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "already there ($want)"
 else
   rm -rf "$out/a2d2"
-  "$py" -m training.synthesize --out "$out/a2d2" --scenes "$scenes" --frames "$frames" --seed 0
+  "$py" -m training.synthetic.synthesize --out "$out/a2d2" --scenes "$scenes" --frames "$frames" --seed 0
   echo "$want" > "$stamp"
 fi
 
 step "2/8 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
-"$py" -m training.convert --root "$out/a2d2" --out "$out/chunks"
+"$py" -m training.data.convert --root "$out/a2d2" --out "$out/chunks"
 
 run_dir="$out/runs/$(basename "$config" .yaml)"
 step "3/8 training ($config) -> $run_dir"
 if [ -f "$run_dir/training_state.pt" ]; then
-  "$py" -m training.train --out "$run_dir" --resume
+  "$py" -m training.engine.train --out "$run_dir" --resume
 else
-  "$py" -m training.train --config "$config" "data.chunks=$out/chunks" --out "$run_dir"
+  "$py" -m training.engine.train --config "$config" "data.chunks=$out/chunks" --out "$run_dir"
 fi
 
 step "4/8 evaluation of $run_dir/model_best.pt on the validation scenes"
-"$py" -m training.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
+"$py" -m training.evaluation.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
   --json "$out/evaluation.json"
 
 step "5/8 tracking (MOTA, IDF1, ID switches) on the validation scenes -> $out/tracking.json, $out/tracks/"
-"$py" -m training.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
+"$py" -m training.evaluation.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
   --json "$out/tracking.json" --plots "$out/tracks" --no-progress
 
 step "6/8 debug picture of a validation frame -> $out/sample_frame.png"
-"$py" -m training.show --chunks "$out/chunks/$(cd "$out/chunks" && ls val_*.npz | head -1)" --out "$out/sample_frame.png"
+"$py" -m training.pictures.show --chunks "$out/chunks/$(cd "$out/chunks" && ls val_*.npz | head -1)" --out "$out/sample_frame.png"
 
 step "7/8 bag of the validation scenes -> $out/bags/val"
 if [ -f "$out/bags/val/metadata.yaml" ]; then
   echo "already there"
 else
-  "$py" -m training.export_bag --chunks "$out/chunks" --split val --out "$out/bags/val"
+  "$py" -m training.export.to_bag --chunks "$out/chunks" --split val --out "$out/bags/val"
 fi
 
 step "8/8 replay through mtl_perception_node over DDS (rate $rate), record its outputs, report -> $out/report"
@@ -113,7 +113,7 @@ else
   pids=(); trap - EXIT; set +m
   tracking_args=()
   [ -f "$out/tracking.json" ] && tracking_args=(--tracking-json "$out/tracking.json" --track-plots "$out/tracks")
-  "$py" -m training.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" --out "$out/report" \
+  "$py" -m training.evaluation.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" --out "$out/report" \
     ${tracking_args[@]+"${tracking_args[@]}"}
 fi
 

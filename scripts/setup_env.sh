@@ -47,7 +47,7 @@ else
   system_numpy=$("$py" -c 'import numpy; print(numpy.__version__)')
   "$py" -m pip install --quiet "numpy==$system_numpy" -r "$repo/requirements/ros-distro.txt"
   "$py" -m pip install --quiet "numpy==$system_numpy" -r "$repo/requirements/onnx.txt" \
-    || say "ONNX export (training.export_onnx) unavailable: onnx / onnxruntime do not install beside numpy $system_numpy"
+    || say "ONNX export (training.export.to_onnx) unavailable: onnx / onnxruntime do not install beside numpy $system_numpy"
   "$py" -c 'import vision_msgs.msg' 2>/dev/null || {
     echo "[setup] vision_msgs is missing from ROS $ROS_DISTRO: sudo apt-get install ros-$ROS_DISTRO-vision-msgs" >&2
     exit 1; }

@@ -13,10 +13,10 @@ def make_small_checkpoint(path: Path) -> Path:
     """A tiny randomly initialised network with the A2D2 label sets; some peaks pass 0.3."""
     import torch
 
-    from mtl_perception_ros.bev_grid import BevGrid
-    from mtl_perception_ros.checkpoint import save_checkpoint
-    from mtl_perception_ros.labels import LabelSet
-    from mtl_perception_ros.model import ModelConfig, MultiTaskNet
+    from mtl_perception_ros.core.bev_grid import BevGrid
+    from mtl_perception_ros.core.checkpoint import save_checkpoint
+    from mtl_perception_ros.core.labels import LabelSet
+    from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet
 
     torch.manual_seed(0)
     semantic = LabelSet.from_yaml(REPO / 'config/a2d2/semantic_classes.yaml')
@@ -58,8 +58,8 @@ def synthetic_image(rng, image_hw=IMAGE_HW) -> np.ndarray:
 
 def sensor_pair(rng, stamp_s: float, cloud=None, image=None, camera_delay_s: float = 0.004):
     """(PointCloud2 in frame 'vehicle', rgb8 Image in 'camera_front' stamped camera_delay_s later)."""
-    from mtl_perception_ros.image_conversion import rgb_to_image
-    from mtl_perception_ros.pointcloud2 import array_to_pointcloud2
+    from mtl_perception_ros.messages.image import rgb_to_image
+    from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
     cloud = synthetic_cloud(rng) if cloud is None else cloud
     image = synthetic_image(rng) if image is None else image
     return (array_to_pointcloud2(cloud, ('x', 'y', 'z', 'intensity'), header(stamp_s, 'vehicle')),

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_perception_ros.boxes import transform_boxes
-from training.a2d2_calibration import front_center_camera, load_calibration
-from training.a2d2_reader import A2D2Reader
-from training.label_mapping import BoxClassMapping, SemanticMapping, pack_rgb
+from mtl_perception_ros.core.boxes import transform_boxes
+from training.data.a2d2_calibration import front_center_camera, load_calibration
+from training.data.a2d2_reader import A2D2Reader
+from training.data.label_mapping import BoxClassMapping, SemanticMapping, pack_rgb
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'a2d2'
 FULL_HW = (1208, 1920)

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from mtl_perception_ros.approx_time_sync import DROP_REASONS, ApproximateTimeSync, stamp_to_ns
+from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTimeSync, stamp_to_ns
 
 MS = 1_000_000
 

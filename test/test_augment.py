@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtl_perception_ros.boxes import points_in_boxes
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP, invert_rigid, project_points
-from training.augment import (AugmentConfig, augment_frame, drop_points, flip_frame_horizontally,
-                              photometric_jitter, rotate_scale_frame)
-from training.frame import Frame
+from mtl_perception_ros.core.boxes import points_in_boxes
+from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, invert_rigid, project_points
+from training.data.augment import (AugmentConfig, augment_frame, drop_points, flip_frame_horizontally,
+                                   photometric_jitter, rotate_scale_frame)
+from training.data.frame import Frame
 
 HEIGHT, WIDTH = 40, 60
 PIXEL_POINTS = 200  # the first points of the synthetic frame, made to project onto pixel centres

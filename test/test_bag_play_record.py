@@ -23,12 +23,12 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
-from mtl_perception_ros import bag_messages as bm  # noqa: E402
-from mtl_perception_ros.labels import LabelSet  # noqa: E402
-from mtl_perception_ros.output_messages import detection2d_array, label_info  # noqa: E402
-from mtl_perception_ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
-from training.export_bag import export_bag  # noqa: E402
-from training.toy_chunks import write_toy_chunks  # noqa: E402
+from mtl_perception_ros.bags import bag_messages as bm  # noqa: E402
+from mtl_perception_ros.core.labels import LabelSet  # noqa: E402
+from mtl_perception_ros.messages.outputs import detection2d_array, label_info  # noqa: E402
+from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from training.export.to_bag import export_bag  # noqa: E402
+from training.data.toy_chunks import write_toy_chunks  # noqa: E402
 from ros_test_utils import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -92,7 +92,7 @@ def span_ratio(received, rate: float) -> tuple[float, float]:
 
 def test_player_keeps_the_recorded_rate(rclpy_context, ros_process, bag_30_frames):
     received = receive_points(rclpy_context)
-    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag_30_frames), '--wait-for-subscribers', '20', '--topics', '/points'], name='player')
     spin_until_done(rclpy_context, player, received, FRAMES, timeout_s=40)
     assert player.popen.wait(timeout=20) == 0, player.output()
@@ -109,7 +109,7 @@ def test_player_keeps_the_recorded_rate(rclpy_context, ros_process, bag_30_frame
 def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, bag_30_frames):
     clock, images = [], []
     received = receive_points(rclpy_context, clock=clock, images=images)
-    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag_30_frames), '--rate', '2.5', '--clock', '50', '--wait-for-subscribers', '20',
         '--topics', '/points', '/image'], name='player')
     spin_until_done(rclpy_context, player, received, FRAMES, timeout_s=40)
@@ -135,7 +135,7 @@ def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, ba
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_player_leaves_on_ctrl_c_or_sigterm_with_exit_code_0(rclpy_context, ros_process, bag_30_frames, sig):
     received = receive_points(rclpy_context)
-    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag_30_frames), '--loop', '--topics', '/points'], name='player')
     rclpy_context.spin_until(lambda: len(received) >= 2 or player.poll() is not None, 30, 'the first clouds')
     player.assert_running()
@@ -146,7 +146,7 @@ def test_player_leaves_on_ctrl_c_or_sigterm_with_exit_code_0(rclpy_context, ros_
 def test_recorder_closes_its_bag_on_sigterm(ros_process, tmp_path):
     """`ros2 launch` stops processes with SIGINT, then SIGTERM: either way the bag is complete."""
     out = tmp_path / 'terminated'
-    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/never', '--out', str(out)], name='recorder')
     wait_until(lambda: (recorder.assert_running() or True) and out.exists(), 30, 'the recorder to open its bag')
     assert recorder.interrupt(sig=signal.SIGTERM) == 0, recorder.output()
@@ -155,7 +155,7 @@ def test_recorder_closes_its_bag_on_sigterm(ros_process, tmp_path):
 
 
 def test_player_refuses_unknown_topics(ros_process, bag_30_frames):
-    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag_30_frames), '--topics', '/nothing'], name='player')
     assert player.popen.wait(timeout=30) == 1
     assert '/nothing' in player.output()
@@ -173,7 +173,7 @@ def test_recorder_records_what_a_publisher_sends(rclpy_context, ros_process, tmp
     detection_pub = node.create_publisher(Detection2DArray, 'rec/detections', reliable)
 
     out = tmp_path / 'recorded'
-    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/rec/points', '/rec/detections', '/rec/label_info', '--out', str(out)], name='recorder')
     rclpy_context.spin_until(lambda: (recorder.assert_running() or True) and cloud_pub.get_subscription_count() > 0
                              and detection_pub.get_subscription_count() > 0, 30, 'the recorder to subscribe')
@@ -223,13 +223,13 @@ def test_recorder_records_what_a_publisher_sends(rclpy_context, ros_process, tmp
 def test_recorder_stops_after_duration_and_refuses_existing_folders(ros_process, tmp_path):
     out = tmp_path / 'empty'
     start = time.monotonic()
-    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/never', '--out', str(out), '--duration', '1.0', '--storage', 'mcap'], name='recorder')
     assert recorder.popen.wait(timeout=30) == 0, recorder.output()
     assert time.monotonic() - start >= 1.0
     with bm.BagReader(out) as reader:
         assert reader.topics == {} and reader.metadata['storage_identifier'] == 'mcap'
-    again = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+    again = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/never', '--out', str(out)], name='again')
     assert again.popen.wait(timeout=30) == 1
     assert 'exists' in again.output()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint,
-                                          save_checkpoint)
-from mtl_perception_ros.labels import LabelSet
-from mtl_perception_ros.model import ModelConfig, MultiTaskNet
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint,
+                                                save_checkpoint)
+from mtl_perception_ros.core.labels import LabelSet
+from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = BevGrid(x_min_m=0.0, x_max_m=16.0, y_min_m=-8.0, y_max_m=8.0, cell_m=0.5, output_stride=4)

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from training.chunks import CHUNK_VERSION, ChunkError, ChunkReader, frame_arrays, write_chunk
-from training.frame import Frame
+from training.data.chunks import CHUNK_VERSION, ChunkError, ChunkReader, frame_arrays, write_chunk
+from training.data.frame import Frame
 
 
 def make_frame(seed: int, points: int = 5, boxes: int = 2, with_class_map: bool = True,

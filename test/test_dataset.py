@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP, scale_camera_matrix
-from training.augment import AugmentConfig
-from training.chunks import write_chunk
-from training.dataset import ChunkDataset, DatasetConfig, collate_samples, make_loader
-from training.frame import Frame
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, scale_camera_matrix
+from training.data.augment import AugmentConfig
+from training.data.chunks import write_chunk
+from training.data.dataset import ChunkDataset, DatasetConfig, collate_samples, make_loader
+from training.data.frame import Frame
 
 IMAGE_HW = (60, 96)
 INPUT_HW = (30, 48)
@@ -128,7 +128,7 @@ def test_missing_chunk_folder_is_reported(tmp_path):
 
 def test_show_draws_a_sample_of_the_chunks(chunk_dir, tmp_path, capsys):
     import cv2
-    from training.show import main
+    from training.pictures.show import main
     out = tmp_path / 'pictures' / 'frame.png'
     assert main(['--chunks', str(chunk_dir), '--name', 's1/000000002', '--out', str(out),
                  '--input-hw', '30', '48']) == 0
@@ -139,7 +139,7 @@ def test_show_draws_a_sample_of_the_chunks(chunk_dir, tmp_path, capsys):
 
 
 def test_draw_bev_puts_a_box_where_forward_is_up_and_left_is_left():
-    from training.draw import draw_bev
+    from training.pictures.draw import draw_bev
     grid = BevGrid()
     heatmap = np.zeros((1, 64, 64), np.float32)
     # Box 2 m ahead of the grid's far edge centre-left: x 60 m, y 10 m, 4 m x 2 m, heading +x.
@@ -154,7 +154,7 @@ def test_draw_bev_puts_a_box_where_forward_is_up_and_left_is_left():
 
 
 def test_draw_points_on_image_marks_the_projected_pixel():
-    from training.draw import draw_points_on_image
+    from training.pictures.draw import draw_points_on_image
     image = np.zeros((60, 96, 3), np.uint8)
     # 10 m straight ahead of a camera at the vehicle origin: the principal point (47.5, 29.5).
     drawn = draw_points_on_image(image, np.array([[10.0, 0.0, 0.0, 1.0]]), OPTICAL_FROM_FORWARD_LEFT_UP,

@@ -55,8 +55,8 @@ def assert_clean_exit_on_sigint(publisher):
 def test_pointcloud_and_image_arrive_intact_and_publisher_exits_cleanly(rclpy_context, ros_process):
     from sensor_msgs.msg import Image, PointCloud2
 
-    from mtl_perception_ros.image_conversion import image_to_rgb
-    from mtl_perception_ros.pointcloud2 import pointcloud2_to_array
+    from mtl_perception_ros.messages.image import image_to_rgb
+    from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 
     samples_module = import_script(PUBLISHER)
     samples = samples_module.build_samples()

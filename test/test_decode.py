@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.box_coding import decode_regression, encode_regression
-from mtl_perception_ros.decode import decode_detections
-from training.targets import build_targets
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.box_coding import decode_regression, encode_regression
+from mtl_perception_ros.core.decode import decode_detections
+from training.data.targets import build_targets
 
 GRID = BevGrid()  # output: 64 x 64 cells of 1 m, x 0..64, y -32..32
 

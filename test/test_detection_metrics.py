@@ -1,6 +1,6 @@
 """BEV detection AP on hand-made cases whose answers are worked out in the comments.
 
-Reminder of the rule (training/detection_metrics.py): interpolated precision on the grid
+Reminder of the rule (training/evaluation/detection_metrics.py): interpolated precision on the grid
 r_k = k/100 is the best precision reached at recall >= r_k (0 beyond the last recall);
 AP = sum over k = 10..100 (91 points) of max(p_k - 0.1, 0), divided by 91 * 0.9 = 81.9.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.detection_metrics import (RECALL_GRID, DetectionAccumulator, bev_iou, center_distances,
-                                        greedy_match, interpolated_precision, match_frame, nuscenes_ap)
+from training.evaluation.detection_metrics import (RECALL_GRID, DetectionAccumulator, bev_iou, center_distances,
+                                                   greedy_match, interpolated_precision, match_frame, nuscenes_ap)
 
 CLASSES = ('car', 'pedestrian')
 
@@ -262,7 +262,7 @@ def test_bev_iou_hand_cases():
 
 
 def test_bev_iou_matches_polygon_clipping_on_random_boxes():
-    from mtl_perception_ros.boxes import bev_corners
+    from mtl_perception_ros.core.boxes import bev_corners
     rng = np.random.default_rng(0)
     a = np.column_stack([rng.uniform(-2, 2, (30, 2)), np.zeros(30), rng.uniform(0.5, 5, (30, 2)),
                          np.ones(30), rng.uniform(-np.pi, np.pi, 30)])

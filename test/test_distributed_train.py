@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import evaluate as evaluate_cli
-from training.toy_chunks import write_toy_chunks
+from training.evaluation import evaluate as evaluate_cli
+from training.data.toy_chunks import write_toy_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_two_processes_keep_identical_weights_and_evaluate_like_one(tmp_path, ca
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
     command = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', '--nproc_per_node=2',
                '--master_addr=127.0.0.1', f'--master_port={free_port()}',
-               '-m', 'training.train', '--config', 'training/configs/tiny_ci.yaml', f'data.chunks={chunks}',
+               '-m', 'training.engine.train', '--config', 'training/configs/tiny_ci.yaml', f'data.chunks={chunks}',
                '--out', str(run_dir), 'train.epochs=2', 'train.picture_every_steps=1']
     finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]

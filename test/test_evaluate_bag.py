@@ -1,4 +1,4 @@
-"""training.evaluate_bag: offline evaluation over a bag (the node's code path without ROS), scoring
+"""training.evaluation.evaluate_bag: offline evaluation over a bag (the node's code path without ROS), scoring
 by stamp, and agreement with the outputs of the real node replaying the same bag over DDS."""
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
-from mtl_perception_ros.inference import PerceptionInference
-from mtl_perception_ros.labels import LabelSet
+from mtl_perception_ros.core.inference import PerceptionInference
+from mtl_perception_ros.core.labels import LabelSet
 from sensor_samples import make_small_checkpoint
-from training.chunks import ChunkReader
-from training.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
-                                   main, predict_offline, read_ground_truth, read_recorded, score)
-from training.export_bag import export_bag
-from training.toy_chunks import toy_camera, write_toy_chunks
+from training.data.chunks import ChunkReader
+from training.evaluation.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
+                                              main, predict_offline, read_ground_truth, read_recorded, score)
+from training.export.to_bag import export_bag
+from training.data.toy_chunks import toy_camera, write_toy_chunks
 
 REPO = Path(__file__).resolve().parent.parent
 FRAMES = 4
@@ -150,12 +150,12 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
     from vision_msgs.msg import Detection2DArray
 
     bag, checkpoint, params_path, _ = toy_bag
-    node = ros_process(console_script('mtl_perception_node', 'mtl_perception_ros.node') + [
+    node = ros_process(console_script('mtl_perception_node', 'mtl_perception_ros.ros.node') + [
         '--ros-args', '--params-file', str(params_path)], name='node')
     assert rclpy_context.spin_until(lambda: (node.assert_running() or True) and 'ready' in node.output(), 60,
                                     'the node to be ready'), node.output()
     recorded = tmp_path / 'recorded'
-    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.bag_record') + [
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/mtl_perception/detections', '/mtl_perception/semantic/labels', '/diagnostics',
         '--out', str(recorded)], name='recorder')
     watcher = rclpy_context.create_node('evaluate_bag_watcher')
@@ -167,7 +167,7 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
                              and watcher.count_subscribers('/mtl_perception/detections') >= 2
                              and watcher.count_subscribers('/mtl_perception/semantic/labels') >= 2,
                              30, 'the recorder to subscribe')
-    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.bag_play') + [
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag), '--rate', '0.5', '--qos', 'reliable', '--wait-for-subscribers', '20',
         '--topics', '/points', '/image'], name='player')
     rclpy_context.spin_until(lambda: len(detections) >= FRAMES and player.poll() is not None, 60,

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.labels import LabelSet
-from mtl_perception_ros.tracking import TrackerConfig
-from training.chunks import write_chunk
-from training.evaluate_tracking import TruthFrame, evaluate_tracking, main
-from training.label_mapping import DEFAULT_SEMANTIC_CLASSES
-from training.toy_chunks import toy_frame, write_toy_chunks
-from training.track_plots import draw_track_plot, track_color
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.labels import LabelSet
+from mtl_perception_ros.core.tracking import TrackerConfig
+from training.data.chunks import write_chunk
+from training.evaluation.evaluate_tracking import TruthFrame, evaluate_tracking, main
+from training.data.label_mapping import DEFAULT_SEMANTIC_CLASSES
+from training.data.toy_chunks import toy_frame, write_toy_chunks
+from training.pictures.track_plots import draw_track_plot, track_color
 
 NAMES = ('car', 'truck', 'pedestrian', 'cyclist')
 CAR, PEDESTRIAN = 0, 2

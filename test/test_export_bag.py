@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mtl_perception_ros import bag_messages as bm
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP
-from training import export_bag
-from training.chunks import ChunkReader, write_chunk
-from training.frame import Frame
-from training.toy_chunks import write_toy_chunks
+from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP
+from training.export import to_bag as export_bag
+from training.data.chunks import ChunkReader, write_chunk
+from training.data.frame import Frame
+from training.data.toy_chunks import write_toy_chunks
 
 BOX_NAMES = ['car', 'truck', 'pedestrian', 'cyclist']
 T0_US = 1_533_638_528_740_366        # a real A2D2-era TAI microsecond stamp
@@ -215,9 +215,9 @@ def test_adapters_build_what_the_nodes_rclpy_builders_build():
     from std_msgs.msg import Header
     from vision_msgs.msg import Detection2DArray
 
-    from mtl_perception_ros.image_conversion import mono8_to_image, rgb_to_image
-    from mtl_perception_ros.output_messages import detection2d_array
-    from mtl_perception_ros.pointcloud2 import array_to_pointcloud2
+    from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
+    from mtl_perception_ros.messages.outputs import detection2d_array
+    from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
 
     def as_rclpy(msg, cls):
         return deserialize_message(bm.serialize(msg), cls)

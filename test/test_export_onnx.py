@@ -12,10 +12,10 @@ import torch
 pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (make setup installs it)')
 pytest.importorskip('onnxscript', reason='onnxscript is not installed (make setup installs it)')
 
-from mtl_perception_ros.checkpoint import load_checkpoint  # noqa: E402
+from mtl_perception_ros.core.checkpoint import load_checkpoint  # noqa: E402
 from sensor_samples import REPO, make_small_checkpoint  # noqa: E402
-from training.export_onnx import (BEV_FILE, CAMERA_FILE, OnnxRuntimeNet, check_onnx, export_onnx,  # noqa: E402
-                                  synthetic_frames)
+from training.export.to_onnx import (BEV_FILE, CAMERA_FILE, OnnxRuntimeNet, check_onnx, export_onnx,  # noqa: E402
+                                     synthetic_frames)
 
 
 @pytest.fixture(scope='module')
@@ -79,7 +79,7 @@ def test_the_check_fails_when_the_graphs_are_not_the_models(exported):
 def test_command_line_writes_both_graphs_and_a_report(exported, tmp_path):
     checkpoint = exported[0]
     out = tmp_path / 'onnx'
-    done = subprocess.run([sys.executable, '-m', 'training.export_onnx', '--checkpoint', str(checkpoint),
+    done = subprocess.run([sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(checkpoint),
                            '--out', str(out), '--frames', '2'], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / 'onnx_export.json').read_text())
@@ -89,6 +89,6 @@ def test_command_line_writes_both_graphs_and_a_report(exported, tmp_path):
     assert report['detection_classes'] == ['car', 'truck', 'pedestrian', 'cyclist']
     assert not list(out.glob('.*.tmp'))            # written atomically, nothing left behind
 
-    missing = subprocess.run([sys.executable, '-m', 'training.export_onnx', '--checkpoint', str(tmp_path / 'no.pt'),
+    missing = subprocess.run([sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(tmp_path / 'no.pt'),
                               '--out', str(tmp_path / 'x')], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and 'no.pt' in missing.stderr

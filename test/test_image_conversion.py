@@ -10,8 +10,8 @@ pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message packages 
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header
 
-from mtl_perception_ros.image_conversion import (ConversionError, image_to_mono8, image_to_rgb, mono8_to_image,
-                                                 rgb_to_image)
+from mtl_perception_ros.messages.image import (ConversionError, image_to_mono8, image_to_rgb, mono8_to_image,
+                                               rgb_to_image)
 
 # 2 x 3 RGB image worked out by hand
 RGB = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]],

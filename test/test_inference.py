@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_perception_ros.camera_calibration import CalibrationError, CameraCalibration
-from mtl_perception_ros.checkpoint import CheckpointError
-from mtl_perception_ros.inference import PerceptionInference, pick_device
+from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
+from mtl_perception_ros.core.checkpoint import CheckpointError
+from mtl_perception_ros.core.inference import PerceptionInference, pick_device
 from sensor_samples import IMAGE_HW, make_small_checkpoint, synthetic_cloud, synthetic_image
 
 A2D2_K = [1687.33691, 0.0, 965.434141, 0.0, 1783.42847, 684.41936, 0.0, 0.0, 1.0]

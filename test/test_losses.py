@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import (MultiTaskLoss, UncertaintyWeighting, gather_at_centres, heatmap_focal_loss,
-                             regression_l1_loss, semantic_class_weights, semantic_cross_entropy)
+from training.engine.losses import (MultiTaskLoss, UncertaintyWeighting, gather_at_centres, heatmap_focal_loss,
+                                    regression_l1_loss, semantic_class_weights, semantic_cross_entropy)
 
 LOG2 = math.log(2.0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from mtl_perception_ros.checkpoint import load_checkpoint
+from mtl_perception_ros.core.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.camera import OPTICAL_FROM_FORWARD_LEFT_UP, project_points
-from mtl_perception_ros.model import (ModelConfig, MultiTaskNet, pillar_geometry,
-                                      project_to_grid_sample_coords, sample_per_point)
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, project_points
+from mtl_perception_ros.core.model import (ModelConfig, MultiTaskNet, pillar_geometry,
+                                           project_to_grid_sample_coords, sample_per_point)
 
 # A 16 m x 16 m grid of 0.25 m cells (64 x 64 pillars -> 16 x 16 output) and a 64 x 128 image.
 SMALL_GRID = BevGrid(x_min_m=0.0, x_max_m=16.0, y_min_m=-8.0, y_max_m=8.0, cell_m=0.25, output_stride=4)
@@ -122,7 +122,7 @@ def test_projection_to_grid_sample_coordinates_worked_out_by_hand():
     torch.testing.assert_close(grid_xy[0], torch.tensor([0.0, 0.0]))
     torch.testing.assert_close(grid_xy[1], torch.tensor([(73.5 + 0.5) / 128 * 2 - 1, 0.0]))
     assert (grid_xy[2:] == -2.0).all()
-    # Same visibility as the numpy reference in mtl_perception_ros.camera.
+    # Same visibility as the numpy reference in mtl_perception_ros.core.camera.
     _, _, reference = project_points(xyz.numpy(), VEHICLE_TO_CAMERA, CAMERA_MATRIX, IMAGE_HW)
     assert visible.tolist() == reference.tolist()
 
@@ -243,7 +243,7 @@ def test_bad_inputs_are_reported():
 
 
 def test_a_few_steps_overfit_one_sample():
-    from training.losses import MultiTaskLoss
+    from training.engine.losses import MultiTaskLoss
 
     torch.manual_seed(0)
     cfg = small_config(camera_channels=(8, 16, 16, 16), camera_feature_channels=16, pillar_channels=16,

@@ -17,8 +17,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
-from mtl_perception_ros.image_conversion import rgb_to_image  # noqa: E402
-from mtl_perception_ros.pointcloud2 import array_to_pointcloud2  # noqa: E402
+from mtl_perception_ros.messages.image import rgb_to_image  # noqa: E402
+from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2  # noqa: E402
 from sensor_samples import (IMAGE_HW, REPO, header, make_small_checkpoint, sensor_pair,  # noqa: E402
                             synthetic_cloud, synthetic_image)
 

@@ -15,7 +15,7 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from mtl_perception_ros.image_conversion import rgb_to_image  # noqa: E402
+from mtl_perception_ros.messages.image import rgb_to_image  # noqa: E402
 from sensor_samples import header, make_small_checkpoint, synthetic_cloud, synthetic_image  # noqa: E402
 from test_node import NAMESPACE, Harness, node_args, publish_pair, wait_for_ready  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Detection messages follow the metric BEV convention of mtl_perception_ros.output_messages."""
+"""Detection messages follow the metric BEV convention of mtl_perception_ros.messages.outputs."""
 from __future__ import annotations
 
 import math
@@ -12,10 +12,10 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mtl_perception_ros.conversion_errors import ConversionError
-from mtl_perception_ros.labels import LabelSet
-from mtl_perception_ros.output_messages import (box_markers, detection2d_array, detection3d_array,
-                                                label_info)
+from mtl_perception_ros.messages.conversion_errors import ConversionError
+from mtl_perception_ros.core.labels import LabelSet
+from mtl_perception_ros.messages.outputs import (box_markers, detection2d_array, detection3d_array,
+                                                 label_info)
 
 CLASS_NAMES = ['car', 'truck', 'pedestrian', 'cyclist']
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]

@@ -15,7 +15,7 @@ pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message packages 
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header
 
-from mtl_perception_ros.pointcloud2 import ConversionError, array_to_pointcloud2, pointcloud2_to_array
+from mtl_perception_ros.messages.pointcloud2 import ConversionError, array_to_pointcloud2, pointcloud2_to_array
 
 
 def cloud_from_bytes(rows: list[bytes], fields: list[tuple[str, int, int]], point_step: int, width: int,

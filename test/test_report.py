@@ -1,4 +1,4 @@
-"""training.report: the pictures and report.md / metrics.json of a bag evaluation, on hand-made numbers."""
+"""training.evaluation.report: the pictures and report.md / metrics.json of a bag evaluation, on hand-made numbers."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_perception_ros.bev_grid import BevGrid
-from mtl_perception_ros.labels import LabelSet
-from training.evaluate_bag import BagPredictions, FramePrediction, GroundTruth, score
-from training.report import SampleFrame, confusion_picture, latency_picture, pr_curve_picture, write_report
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.labels import LabelSet
+from training.evaluation.evaluate_bag import BagPredictions, FramePrediction, GroundTruth, score
+from training.evaluation.report import SampleFrame, confusion_picture, latency_picture, pr_curve_picture, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.segmentation_metrics import (SegmentationAccumulator, accuracy_per_class, confusion_matrix,
-                                           iou_per_class, pixel_accuracy)
+from training.evaluation.segmentation_metrics import (SegmentationAccumulator, accuracy_per_class, confusion_matrix,
+                                                      iou_per_class, pixel_accuracy)
 
 LABEL = np.array([[0, 0, 1],
                   [1, 2, 255],

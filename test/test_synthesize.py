@@ -15,18 +15,18 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_perception_ros.boxes import points_in_boxes, transform_boxes
-from mtl_perception_ros.camera import transform_points
-from training.a2d2_calibration import DEFAULT_CALIBRATION_PATH, front_center_camera, load_calibration
-from training.synthesize import main, synthesize
-from training.synthetic_geometry import SceneArrays, frame_geometry
-from training.synthetic_ground import GroundMap
-from training.synthetic_lidar import LidarRig, cast_rays
-from training.synthetic_render import CameraRig, distortion_maps, render_camera, scene_look
-from training.synthetic_shapes import CLASS_LIST_PATH, ShapeBuilder, a2d2_classes, class_index
-from training.synthetic_world import (GROUND_Z_M, Scene, SceneObject, generate_scene, integrate_path,
+from mtl_perception_ros.core.boxes import points_in_boxes, transform_boxes
+from mtl_perception_ros.core.camera import transform_points
+from training.data.a2d2_calibration import DEFAULT_CALIBRATION_PATH, front_center_camera, load_calibration
+from training.synthetic.synthesize import main, synthesize
+from training.synthetic.geometry import SceneArrays, frame_geometry
+from training.synthetic.ground import GroundMap
+from training.synthetic.lidar import LidarRig, cast_rays
+from training.synthetic.render import CameraRig, distortion_maps, render_camera, scene_look
+from training.synthetic.shapes import CLASS_LIST_PATH, ShapeBuilder, a2d2_classes, class_index
+from training.synthetic.world import (GROUND_Z_M, Scene, SceneObject, generate_scene, integrate_path,
                                       random_layout, random_lighting, rectangles_overlap)
-from training.synthetic_writer import label3d_json, npz_bytes
+from training.synthetic.writer import label3d_json, npz_bytes
 
 CONFIG = Path(DEFAULT_CALIBRATION_PATH).parent
 NPZ_DTYPES = {'points': np.float64, 'reflectance': np.int64, 'timestamp': np.int64, 'row': np.float64,

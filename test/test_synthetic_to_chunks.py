@@ -1,5 +1,5 @@
 """The real converter path end to end on synthetic data in A2D2's layout:
-training.synthesize (CLI) -> A2D2Reader -> training.convert (CLI) -> ChunkReader."""
+training.synthetic.synthesize (CLI) -> A2D2Reader -> training.data.convert (CLI) -> ChunkReader."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from mtl_perception_ros.boxes import box_corners, points_in_boxes
-from mtl_perception_ros.camera import project_points
-from training.a2d2_reader import A2D2Reader
-from training.chunks import ChunkReader
+from mtl_perception_ros.core.boxes import box_corners, points_in_boxes
+from mtl_perception_ros.core.camera import project_points
+from training.data.a2d2_reader import A2D2Reader
+from training.data.chunks import ChunkReader
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('a2d2')
-    subprocess.run([sys.executable, '-m', 'training.synthesize', '--out', str(root), '--scenes', '2',
+    subprocess.run([sys.executable, '-m', 'training.synthetic.synthesize', '--out', str(root), '--scenes', '2',
                     '--frames', '2', '--seed', '7', '--no-progress'], check=True, capture_output=True)
     return root
 
@@ -78,7 +78,7 @@ def test_points_inside_car_boxes_land_on_car_pixels(frames):
 
 def test_convert_cli_writes_chunks_that_read_back_identically(synthetic_root, frames, tmp_path):
     out = tmp_path / 'chunks'
-    subprocess.run([sys.executable, '-m', 'training.convert', '--root', str(synthetic_root), '--out', str(out),
+    subprocess.run([sys.executable, '-m', 'training.data.convert', '--root', str(synthetic_root), '--out', str(out),
                     '--val-fraction', '0.5'], check=True, capture_output=True)
     manifest = json.loads((out / 'manifest.json').read_text())
     assert manifest['complete']

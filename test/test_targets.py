@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mtl_perception_ros.bev_grid import BevGrid
-from training.targets import build_targets, gaussian_patch, gaussian_radius
+from mtl_perception_ros.core.bev_grid import BevGrid
+from training.data.targets import build_targets, gaussian_patch, gaussian_radius
 
 # Default grid: output cells of 1 m, 64 x 64, x 0..64, y -32..32.
 GRID = BevGrid()

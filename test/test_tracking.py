@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mtl_perception_ros.tracking import Tracker, TrackerConfig, gates_for_class_names
+from mtl_perception_ros.core.tracking import Tracker, TrackerConfig, gates_for_class_names
 
 CAR, TRUCK, PEDESTRIAN, CYCLIST = 0, 1, 2, 3
 DT = 0.1

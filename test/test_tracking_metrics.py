@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.tracking_metrics import TrackingAccumulator, count_fragmentations
+from training.evaluation.tracking_metrics import TrackingAccumulator, count_fragmentations
 
 CLASSES = ('car', 'pedestrian')
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_perception_ros.checkpoint import load_checkpoint
-from mtl_perception_ros.labels import LabelSet
-from training import evaluate as evaluate_cli
-from training import train
-from training.debug_pictures import debug_picture, difference_picture
-from training.toy_chunks import write_toy_chunks
-from training.trainer_utils import (ConfigError, capture_rng_state, load_config, lr_factor,
-                                    restore_rng_state)
+from mtl_perception_ros.core.checkpoint import load_checkpoint
+from mtl_perception_ros.core.labels import LabelSet
+from training.evaluation import evaluate as evaluate_cli
+from training.engine import train
+from training.pictures.debug_pictures import debug_picture, difference_picture
+from training.data.toy_chunks import write_toy_chunks
+from training.engine.trainer_utils import (ConfigError, capture_rng_state, load_config, lr_factor,
+                                           restore_rng_state)
 
 TINY = 'training/configs/tiny_ci.yaml'
 
@@ -224,9 +224,9 @@ def test_the_difference_picture_shows_false_alarms_red_and_misses_blue():
 
 
 def test_the_debug_picture_has_both_rows(chunks):
-    from mtl_perception_ros.model import MultiTaskNet
-    from training.dataset import collate_samples
-    from training.trainer_utils import make_dataset, read_chunk_folder
+    from mtl_perception_ros.core.model import MultiTaskNet
+    from training.data.dataset import collate_samples
+    from training.engine.trainer_utils import make_dataset, read_chunk_folder
     folder = read_chunk_folder(chunks)
     model_cfg = train.build_model_config(load_config(TINY)['model'], folder.semantic_labels,
                                          folder.detection_labels)
@@ -254,7 +254,7 @@ def test_loader_workers_do_not_hang_after_pictures_are_drawn(chunks, tmp_path):
     # Pictures use OpenCV's thread pool in the main process; a DataLoader worker forked after that
     # deadlocked on its first cv2 call until the trainer switched the pool off.
     repo = Path(__file__).resolve().parents[1]
-    command = [sys.executable, '-m', 'training.train', '--config', TINY, f'data.chunks={chunks}',
+    command = [sys.executable, '-m', 'training.engine.train', '--config', TINY, f'data.chunks={chunks}',
                '--out', str(tmp_path / 'run'), 'data.num_workers=1', 'train.epochs=2',
                'train.picture_every_steps=1']
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(repo)}
@@ -293,9 +293,9 @@ class Oracle(torch.nn.Module):
 
 
 def test_evaluating_perfect_outputs_gives_full_scores(chunks):
-    # targets (training.targets) -> decode (mtl_perception_ros.decode) -> matching must agree
-    from training.evaluate import evaluate
-    from training.trainer_utils import make_dataset, make_eval_loader, read_chunk_folder
+    # targets (training.data.targets) -> decode (mtl_perception_ros.core.decode) -> matching must agree
+    from training.evaluation.evaluate import evaluate
+    from training.engine.trainer_utils import make_dataset, make_eval_loader, read_chunk_folder
     folder = read_chunk_folder(chunks)
     model_cfg = train.build_model_config(load_config(TINY)['model'], folder.semantic_labels,
                                          folder.detection_labels)

@@ -53,14 +53,14 @@ def build_messages(topics=TOPICS) -> dict:
     samples = build_samples()
     messages = {}
     if 'points' in topics:
-        from mtl_perception_ros.pointcloud2 import array_to_pointcloud2
+        from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
         messages['points'] = array_to_pointcloud2(samples['points'], ('x', 'y', 'z', 'intensity'),
                                                   header=header(CLOUD_STAMP, CLOUD_FRAME))
     if 'image' in topics:
-        from mtl_perception_ros.image_conversion import rgb_to_image
+        from mtl_perception_ros.messages.image import rgb_to_image
         messages['image'] = rgb_to_image(samples['rgb'], header=header(IMAGE_STAMP, IMAGE_FRAME))
     if 'detections' in topics:
-        from mtl_perception_ros.output_messages import detection2d_array
+        from mtl_perception_ros.messages.outputs import detection2d_array
         messages['detections'] = detection2d_array(samples['boxes'], CLASS_NAMES, samples['classes'],
                                                    samples['scores'], header(CLOUD_STAMP, CLOUD_FRAME),
                                                    track_ids=samples['track_ids'])

@@ -1,0 +1,1 @@
+"""rosbag2 reading and writing with the rosbags library (no rclpy)."""

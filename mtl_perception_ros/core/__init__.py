@@ -1,0 +1,1 @@
+"""ROS-free core: geometry, cameras, labels, the network, decoding, checkpoints, inference, tracking, synchronisation."""

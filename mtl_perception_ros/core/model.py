@@ -1,0 +1,488 @@
+"""The multi-task network: camera semantics + LiDAR/camera-fused BEV object detection.
+
+```
+image (B,3,Hi,Wi) 0..255 ─► normalise ─► CameraEncoder (1/2..1/16) ─► CameraDecoder (FPN, 1/4)
+                                                                        │ features (B,Dc,Hi/4,Wi/4)
+                                       sem_logits (B,K,Hi/4,Wi/4) ◄─────┤ SemanticHead
+points (P,4) x y z refl ─► in-grid mask ─► pillar geometry              │
+                              │   (offsets to pillar centre and mean)   │
+                              └─► project (camera_matrix,               │
+                                   vehicle_to_camera) ─► grid_sample ◄──┘
+                                                          ─► (P,Dc) + no-camera flag
+   [geometry | camera features | flag] ─► PillarEncoder (Linear+BN+ReLU, scatter-max)
+                                       ─► BEV canvas (B,Cp,Hg,Wg)
+                                       ─► BevBackbone (grid strides 2, 4, 8)
+                                       ─► BevNeck (to the output stride)
+                                       ─► DetectionHead ─► bbox_heatmap (B,C,H,W), bbox_reg (B,8,H,W)
+```
+
+The camera features are sampled with `F.grid_sample`, so the detection loss also trains the
+image encoder ("shared signal"). Points that do not see the camera (outside the image, behind
+it, camera missing or dropped out in training) get zero camera features and the flag set, so
+the same network detects from LiDAR alone.
+
+Conventions (mtl_perception_ros.core.camera, mtl_perception_ros.core.bev_grid): points in the vehicle
+frame (x forward, y left, z up, metres; reflectance in [0, 1]); `vehicle_to_camera` maps into
+the camera optical frame; a pixel (u, v) = (column, row) = K p / p.z; BEV rows run along +x,
+columns along +y. `bbox_reg` channels: dx, dy (sub-cell offset of the centre in output cells),
+z (m), log length, log width, log height (log m), sin yaw, cos yaw — raw, decoded by
+mtl_perception_ros.core.box_coding.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl_perception_ros.core.bev_grid import BevGrid
+
+REG_CHANNELS = 8
+MIN_DEPTH_M = 0.1  # as mtl_perception_ros.core.camera.MIN_DEPTH_M
+POINT_GEOMETRY_CHANNELS = 9  # x, y, z, reflectance, dx/dy to pillar centre, dx/dy/dz to pillar mean
+CAMERA_STRIDE = 4  # camera features and sem_logits are at 1/4 of the input image
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build MultiTaskNet; stored in checkpoints as a plain dict.
+
+    Defaults fit a 2-core CPU budget (one forward pass ~ tens of ms); see `gpu_large()`.
+    """
+
+    num_det_classes: int = 4                   # C: heatmap channels (detection label set)
+    num_sem_classes: int = 13                  # K: semantic classes (semantic label set)
+    bev_grid: BevGrid = field(default_factory=BevGrid)
+    image_hw: tuple[int, int] = (320, 512)     # model input size the camera_matrix is scaled to
+    image_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0..255 units
+    image_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    camera_channels: tuple[int, int, int, int] = (16, 32, 64, 96)  # encoder at 1/2, 1/4, 1/8, 1/16
+    camera_blocks: tuple[int, int, int, int] = (1, 1, 2, 2)         # 3x3 convs per encoder stage
+    camera_feature_channels: int = 32          # Dc: decoder width; sampled per point
+    pillar_channels: int = 32                  # Cp: PointNet width = BEV canvas channels
+    bev_channels: tuple[int, int, int] = (32, 64, 128)  # backbone at grid strides 2, 4, 8
+    bev_blocks: tuple[int, int, int] = (1, 2, 3)
+    neck_channels: int = 64
+    head_channels: int = 32
+    camera_dropout_p: float = 0.2              # training only: per-sample chance to hide the camera
+    heatmap_bias_init: float = -2.19           # = -log((1 - 0.1) / 0.1): initial p ~ 0.1
+
+    def __post_init__(self):
+        rows, cols = self.bev_grid.shape
+        stride = self.bev_grid.output_stride
+        if stride not in (2, 4, 8):
+            raise ValueError(f'ModelConfig: bev_grid.output_stride must be 2, 4 or 8, got {stride}')
+        if rows % 8 or cols % 8:
+            raise ValueError(f'ModelConfig: BEV input grid {rows}x{cols} must be divisible by 8 '
+                             '(three stride-2 backbone stages)')
+        if not 0.0 <= self.camera_dropout_p <= 1.0:
+            raise ValueError(f'ModelConfig: camera_dropout_p must be in [0, 1], got {self.camera_dropout_p}')
+        if len(self.camera_channels) != 4 or len(self.camera_blocks) != 4:
+            raise ValueError('ModelConfig: camera_channels and camera_blocks need 4 entries (1/2 .. 1/16)')
+        if len(self.bev_channels) != 3 or len(self.bev_blocks) != 3:
+            raise ValueError('ModelConfig: bev_channels and bev_blocks need 3 entries (strides 2, 4, 8)')
+        if min(self.camera_blocks + self.bev_blocks) < 1:
+            raise ValueError('ModelConfig: every stage needs at least one block')
+
+    @classmethod
+    def gpu_large(cls, **overrides) -> 'ModelConfig':
+        """A wider network on a finer grid (0.2 m -> 320x320 input, 80x80 output) and 480x768 images."""
+        values = dict(bev_grid=BevGrid(cell_m=0.2), image_hw=(480, 768),
+                      camera_channels=(32, 64, 96, 128), camera_blocks=(1, 2, 3, 3),
+                      camera_feature_channels=64, pillar_channels=64,
+                      bev_channels=(64, 128, 256), bev_blocks=(2, 3, 3),
+                      neck_channels=128, head_channels=64)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain-Python dict (nested `bev_grid` dict); inverse of `from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'ModelConfig':
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f'ModelConfig: unknown keys {sorted(unknown)}')
+        kwargs = {}
+        for key, value in values.items():
+            if key == 'bev_grid':
+                value = value if isinstance(value, BevGrid) else BevGrid.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_grid(self, bev_grid: BevGrid) -> 'ModelConfig':
+        return replace(self, bev_grid=bev_grid)
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 (or k x k) convolution, BatchNorm, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True))
+
+
+def conv_stage(in_channels: int, out_channels: int, blocks: int) -> nn.Sequential:
+    """A stride-2 ConvBNReLU followed by `blocks - 1` stride-1 ones."""
+    layers = [ConvBNReLU(in_channels, out_channels, stride=2)]
+    layers += [ConvBNReLU(out_channels, out_channels) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- camera branch
+
+class CameraEncoder(nn.Module):
+    """Four stride-2 stages: image (B,3,Hi,Wi) -> feature maps at 1/4, 1/8, 1/16."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        widths = (3,) + tuple(cfg.camera_channels)
+        self.stages = nn.ModuleList(conv_stage(widths[i], widths[i + 1], cfg.camera_blocks[i])
+                                    for i in range(4))
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        x = image
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features[1:]  # [(B,c1,Hi/4,Wi/4), (B,c2,Hi/8,Wi/8), (B,c3,Hi/16,Wi/16)]
+
+
+class CameraDecoder(nn.Module):
+    """FPN-lite top-down path: 1/16 -> 1/8 -> 1/4, then one 3x3 smoothing conv."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        width = cfg.camera_feature_channels
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in cfg.camera_channels[1:])
+        self.smooth = ConvBNReLU(width, width)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = self.laterals[-1](features[-1])
+        for lateral, skip in zip(self.laterals[-2::-1], features[-2::-1]):
+            x = lateral(skip) + F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+        return self.smooth(x)  # (B, Dc, Hi/4, Wi/4)
+
+
+class SemanticHead(nn.Module):
+    """Per-pixel class logits from the 1/4 camera features."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.classifier = nn.Conv2d(cfg.camera_feature_channels, cfg.num_sem_classes, 1)
+
+    def forward(self, camera_features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(camera_features)  # (B, K, Hi/4, Wi/4)
+
+
+def project_to_grid_sample_coords(xyz: torch.Tensor, points_batch: torch.Tensor,
+                                  camera_matrix: torch.Tensor, vehicle_to_camera: torch.Tensor,
+                                  image_hw: tuple[int, int]):
+    """Project vehicle-frame points into their sample's image, in grid_sample coordinates.
+
+    xyz (P,3) m, points_batch (P,) sample index, camera_matrix (B,3,3) and vehicle_to_camera
+    (B,4,4) for the input image of size `image_hw` = (Hi, Wi). Returns (grid_xy (P,2) in [-1, 1]
+    for align_corners=False, visible (P,) bool: depth > 0.1 m and 0 <= u < Wi, 0 <= v < Hi).
+    Invisible points get grid_xy = -2 (outside, never NaN/inf).
+    """
+    height, width = image_hw
+    xyz = xyz.float()
+    transform = vehicle_to_camera.float()[points_batch]                # (P,4,4)
+    intrinsics = camera_matrix.float()[points_batch]                   # (P,3,3)
+    with torch.autocast(xyz.device.type, enabled=False):  # pixels need fp32, also under AMP
+        cam = (transform[:, :3, :3] @ xyz.unsqueeze(-1)).squeeze(-1) + transform[:, :3, 3]  # (P,3)
+        uvw = (intrinsics @ cam.unsqueeze(-1)).squeeze(-1)             # (P,3)
+    depth = cam[:, 2]
+    in_front = depth > MIN_DEPTH_M
+    uv = uvw[:, :2] / torch.where(in_front, depth, torch.ones_like(depth)).unsqueeze(-1)
+    u, v = uv[:, 0], uv[:, 1]
+    visible = in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    grid_xy = torch.stack(((u + 0.5) / width * 2 - 1, (v + 0.5) / height * 2 - 1), dim=-1)
+    grid_xy = torch.where(visible.unsqueeze(-1), grid_xy, torch.full_like(grid_xy, -2.0))
+    return grid_xy, visible
+
+
+def sample_per_point(feature_map: torch.Tensor, grid_xy: torch.Tensor,
+                     points_batch: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample (B,D,h,w) features at each point's own sample: grid_xy (P,2) -> (P,D).
+
+    Points are padded into one (B, 1, Pmax, 2) grid so a single grid_sample call serves the batch.
+    """
+    batch_size, channels = feature_map.shape[:2]
+    num_points = grid_xy.shape[0]
+    if num_points == 0:
+        return feature_map.new_zeros(0, channels)
+    order = torch.argsort(points_batch, stable=True)
+    sorted_batch = points_batch[order]
+    counts = torch.bincount(sorted_batch, minlength=batch_size)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(num_points, device=grid_xy.device) - starts[sorted_batch]  # index within sample
+    padded = grid_xy.new_full((batch_size, int(counts.max()), 2), -2.0)
+    padded[sorted_batch, slot] = grid_xy[order].to(padded.dtype)
+    # fp32 even under AMP: a bf16 grid would be off by pixels
+    sampled = F.grid_sample(feature_map.float(), padded.float().unsqueeze(1), mode='bilinear',
+                            padding_mode='zeros', align_corners=False)  # (B, D, 1, Pmax)
+    per_point_sorted = sampled[:, :, 0].transpose(1, 2)[sorted_batch, slot]  # (P, D)
+    return torch.empty_like(per_point_sorted).index_copy(0, order, per_point_sorted)
+
+
+# ----------------------------------------------------------------------------- LiDAR branch
+
+def pillar_geometry(points: torch.Tensor, points_batch: torch.Tensor, grid: BevGrid,
+                    batch_size: int):
+    """Assign in-grid points to pillars and compute their geometric features.
+
+    points (P,4) x, y, z, reflectance; returns (keep (P,) bool, cell (P_kept,) flat pillar index
+    b*Hg*Wg + row*Wg + col, features (P_kept, 9): x, y, z, reflectance, x/y offset to the pillar
+    centre, x/y/z offset to the mean of the pillar's points).
+    """
+    rows, cols = grid.shape
+    xyz = points[:, :3]
+    keep = ((xyz[:, 0] >= grid.x_min_m) & (xyz[:, 0] < grid.x_max_m)
+            & (xyz[:, 1] >= grid.y_min_m) & (xyz[:, 1] < grid.y_max_m)
+            & (xyz[:, 2] >= grid.z_min_m) & (xyz[:, 2] < grid.z_max_m)
+            & (points_batch >= 0) & (points_batch < batch_size))
+    points = points[keep]
+    batch = points_batch[keep]
+    row_f, col_f = grid.xy_to_cell(points[:, 0], points[:, 1], cell_m=grid.cell_m)
+    row = row_f.floor().long().clamp_(0, rows - 1)  # clamp: float rounding just below x_max
+    col = col_f.floor().long().clamp_(0, cols - 1)
+    cell = (batch * rows + row) * cols + col
+    centre_x, centre_y = grid.cell_to_xy(row.to(points.dtype) + 0.5, col.to(points.dtype) + 0.5,
+                                         cell_m=grid.cell_m)
+    num_cells = batch_size * rows * cols
+    sums = points.new_zeros(num_cells, 3).index_add_(0, cell, points[:, :3])
+    counts = points.new_zeros(num_cells).index_add_(0, cell, torch.ones_like(points[:, 0]))
+    mean = sums[cell] / counts[cell].unsqueeze(-1)
+    features = torch.cat([points[:, :4],
+                          (points[:, 0] - centre_x).unsqueeze(-1), (points[:, 1] - centre_y).unsqueeze(-1),
+                          points[:, :3] - mean], dim=-1)  # (P_kept, 9)
+    return keep, cell, features
+
+
+class PillarEncoder(nn.Module):
+    """PointNet on pillars: per-point Linear+BN+ReLU, then max over each pillar's points."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, out_channels, bias=False)
+        self.norm = nn.BatchNorm1d(out_channels)
+
+    def forward(self, point_features: torch.Tensor, cell: torch.Tensor, num_cells: int) -> torch.Tensor:
+        """point_features (P,F), cell (P,) -> canvas (num_cells, Cp); empty pillars are 0."""
+        channels = self.linear.out_features
+        if point_features.shape[0] == 0:  # nothing in range; BatchNorm cannot run on 0 rows
+            return point_features.new_zeros(num_cells, channels)
+        x = F.relu(self.norm(self.linear(point_features)))  # (P, Cp), >= 0
+        canvas = x.new_zeros(num_cells, channels)
+        return canvas.scatter_reduce_(0, cell.unsqueeze(-1).expand(-1, channels), x, 'amax',
+                                      include_self=False)
+
+
+class BevBackbone(nn.Module):
+    """Three stride-2 stages over the pillar canvas: outputs at grid strides 2, 4, 8."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        widths = (cfg.pillar_channels,) + tuple(cfg.bev_channels)
+        self.stages = nn.ModuleList(conv_stage(widths[i], widths[i + 1], cfg.bev_blocks[i])
+                                    for i in range(3))
+
+    def forward(self, canvas: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        x = canvas
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs  # [(B,c1,Hg/2,Wg/2), (B,c2,Hg/4,Wg/4), (B,c3,Hg/8,Wg/8)]
+
+
+class BevNeck(nn.Module):
+    """Brings every backbone stage to the output stride (avg-pool down / bilinear up), sums, fuses."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.output_stride = cfg.bev_grid.output_stride
+        self.stage_strides = (2, 4, 8)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, cfg.neck_channels, 1) for c in cfg.bev_channels)
+        self.fuse = ConvBNReLU(cfg.neck_channels, cfg.neck_channels)
+
+    def forward(self, stages: list[torch.Tensor], output_hw: tuple[int, int]) -> torch.Tensor:
+        fused = 0
+        for lateral, x, stride in zip(self.laterals, stages, self.stage_strides):
+            if stride < self.output_stride:  # pool first: the 1x1 conv is cheaper on the small map
+                factor = self.output_stride // stride
+                fused = fused + lateral(F.avg_pool2d(x, factor))
+            elif stride > self.output_stride:
+                fused = fused + F.interpolate(lateral(x), size=output_hw, mode='bilinear',
+                                              align_corners=False)
+            else:
+                fused = fused + lateral(x)
+        return self.fuse(F.relu(fused))  # (B, N, H, W)
+
+
+class DetectionHead(nn.Module):
+    """CenterPoint-style heads: a heatmap of object centres per class and 8 box parameters."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heatmap = nn.Sequential(ConvBNReLU(cfg.neck_channels, cfg.head_channels),
+                                     nn.Conv2d(cfg.head_channels, cfg.num_det_classes, 1))
+        self.regression = nn.Sequential(ConvBNReLU(cfg.neck_channels, cfg.head_channels),
+                                        nn.Conv2d(cfg.head_channels, REG_CHANNELS, 1))
+        nn.init.constant_(self.heatmap[-1].bias, cfg.heatmap_bias_init)
+
+    def forward(self, bev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heatmap(bev), self.regression(bev)  # (B,C,H,W), (B,8,H,W)
+
+
+# ----------------------------------------------------------------------------- the network
+
+class MultiTaskNet(nn.Module):
+    """Camera semantics + camera-painted pillar BEV detection (see the module diagram)."""
+
+    def __init__(self, cfg: ModelConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        self.register_buffer('image_mean', torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('image_std', torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+        self.camera_encoder = CameraEncoder(cfg)
+        self.camera_decoder = CameraDecoder(cfg)
+        self.semantic_head = SemanticHead(cfg)
+        point_channels = POINT_GEOMETRY_CHANNELS + cfg.camera_feature_channels + 1  # + no-camera flag
+        self.pillar_encoder = PillarEncoder(point_channels, cfg.pillar_channels)
+        self.bev_backbone = BevBackbone(cfg)
+        self.bev_neck = BevNeck(cfg)
+        self.detection_head = DetectionHead(cfg)
+
+    def forward(self, points: torch.Tensor, points_batch: torch.Tensor, image: torch.Tensor | None = None,
+                camera_matrix: torch.Tensor | None = None, vehicle_to_camera: torch.Tensor | None = None,
+                camera_valid: torch.Tensor | None = None, batch_size: int | None = None) -> dict:
+        """Run both tasks on a batch.
+
+        points (P,4) float x, y, z (m, vehicle frame), reflectance [0, 1], all samples concatenated;
+        points_batch (P,) int64 sample index. Points outside the BEV grid (x, y or z) are dropped.
+        image (B,3,Hi,Wi) RGB, uint8 or float with values 0..255 (normalised here); camera_matrix
+        (B,3,3) for that image size; vehicle_to_camera (B,4,4) into the optical frame.
+        camera_valid (B,) bool: False = no camera for that sample -> LiDAR-only detection (its
+        sem_logits are still computed from the image). image=None: LiDAR-only for all samples and
+        sem_logits are zeros of size ceil(cfg.image_hw / 4); `batch_size` (or camera_valid) gives B.
+        In training mode each sample's camera is also hidden with probability cfg.camera_dropout_p.
+
+        Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B,K,Hi/4,Wi/4)
+        logits, with (H, W) = cfg.bev_grid.output_shape.
+        """
+        cfg = self.cfg
+        if points.dim() != 2 or points.shape[1] < 4:
+            raise ValueError('MultiTaskNet: points must be (P, 4) x, y, z, reflectance; '
+                             f'got {tuple(points.shape)}')
+        if points_batch.shape != points.shape[:1]:
+            raise ValueError(f'MultiTaskNet: points_batch must be ({points.shape[0]},), '
+                             f'got {tuple(points_batch.shape)}')
+        batch_size = self._batch_size(points_batch, image, camera_valid, batch_size)
+        device = points.device
+        points = points[:, :4].float()
+        points_batch = points_batch.long()
+
+        # camera branch -> (B, Dc, Hi/4, Wi/4) features and semantic logits
+        if image is not None:
+            if image.dim() != 4 or image.shape[1] != 3:
+                raise ValueError(f'MultiTaskNet: image must be (B, 3, H, W), got {tuple(image.shape)}')
+            if camera_matrix is None or vehicle_to_camera is None:
+                raise ValueError('MultiTaskNet: an image needs camera_matrix (B,3,3) and '
+                                 'vehicle_to_camera (B,4,4)')
+            if camera_matrix.shape != (batch_size, 3, 3) or vehicle_to_camera.shape != (batch_size, 4, 4):
+                raise ValueError(f'MultiTaskNet: expected camera_matrix ({batch_size}, 3, 3) and '
+                                 f'vehicle_to_camera ({batch_size}, 4, 4), got {tuple(camera_matrix.shape)} '
+                                 f'and {tuple(vehicle_to_camera.shape)}')
+            camera_features, sem_logits = self.camera_branch(image)
+            image_hw = tuple(image.shape[-2:])
+        else:
+            camera_features, image_hw = None, None
+            h, w = (-(-s // CAMERA_STRIDE) for s in cfg.image_hw)  # ceil, as the strided convs
+            sem_logits = points.new_zeros(batch_size, cfg.num_sem_classes, h, w)
+
+        # which samples may use their camera
+        camera_on = torch.ones(batch_size, dtype=torch.bool, device=device)
+        if camera_valid is not None:
+            camera_on = camera_on & camera_valid.to(device=device, dtype=torch.bool)
+        if self.training and cfg.camera_dropout_p > 0:
+            camera_on = camera_on & (torch.rand(batch_size, device=device) >= cfg.camera_dropout_p)
+
+        canvas = self.lidar_canvas(points, points_batch, batch_size, camera_features, camera_on,
+                                   camera_matrix, vehicle_to_camera, image_hw)
+        bbox_heatmap, bbox_reg = self.bev_branch(canvas)
+        return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
+
+    # The three stages of forward(). The dense ones (camera_branch, bev_branch) have fixed shapes
+    # and are what training.export.to_onnx exports; lidar_canvas has data-dependent shapes (points
+    # in range, pillars) and stays in torch, as in PointPillars deployments.
+    def camera_branch(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B,3,Hi,Wi) 0..255 -> camera features (B,Dc,Hi/4,Wi/4), sem_logits (B,K,Hi/4,Wi/4)."""
+        normalised = (image.float() - self.image_mean) / self.image_std
+        camera_features = self.camera_decoder(self.camera_encoder(normalised))
+        return camera_features, self.semantic_head(camera_features)
+
+    def lidar_canvas(self, points: torch.Tensor, points_batch: torch.Tensor, batch_size: int,
+                     camera_features: torch.Tensor | None, camera_on: torch.Tensor,
+                     camera_matrix: torch.Tensor | None, vehicle_to_camera: torch.Tensor | None,
+                     image_hw: tuple[int, int] | None) -> torch.Tensor:
+        """Camera-painted pillars: points (P,4) float, points_batch (P,) int64 -> canvas (B,Cp,Hg,Wg).
+
+        camera_features None (no image) or camera_on[b] False: LiDAR-only for those samples.
+        """
+        cfg = self.cfg
+        keep, cell, geometry = pillar_geometry(points, points_batch, cfg.bev_grid, batch_size)
+        kept_batch = points_batch[keep]
+        if camera_features is not None:
+            grid_xy, visible = project_to_grid_sample_coords(geometry[:, :3], kept_batch, camera_matrix,
+                                                             vehicle_to_camera, image_hw)
+            visible = visible & camera_on[kept_batch]
+            point_camera = sample_per_point(camera_features, grid_xy, kept_batch)   # (P_kept, Dc)
+            point_camera = point_camera * visible.unsqueeze(-1).to(point_camera.dtype)
+        else:
+            visible = torch.zeros_like(kept_batch, dtype=torch.bool)
+            point_camera = geometry.new_zeros(geometry.shape[0], cfg.camera_feature_channels)
+        no_camera = (~visible).to(geometry.dtype).unsqueeze(-1)
+        point_features = torch.cat([geometry, point_camera.to(geometry.dtype), no_camera], dim=-1)
+
+        rows, cols = cfg.bev_grid.shape
+        canvas = self.pillar_encoder(point_features, cell, batch_size * rows * cols)  # (B*Hg*Wg, Cp)
+        return canvas.view(batch_size, rows, cols, -1).permute(0, 3, 1, 2)          # (B, Cp, Hg, Wg)
+
+    def bev_branch(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """canvas (B,Cp,Hg,Wg) -> bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W)."""
+        bev = self.bev_neck(self.bev_backbone(canvas), self.cfg.bev_grid.output_shape)  # (B, N, H, W)
+        return self.detection_head(bev)
+
+    @staticmethod
+    def _batch_size(points_batch, image, camera_valid, batch_size) -> int:
+        if image is not None:
+            return int(image.shape[0])
+        if camera_valid is not None:
+            return int(camera_valid.shape[0])
+        if batch_size is not None:
+            return int(batch_size)
+        return int(points_batch.max()) + 1 if points_batch.numel() else 1
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_summary(model: MultiTaskNet) -> dict[str, int]:
+    """Parameter count per top-level part, plus 'total'."""
+    summary = {name: count_parameters(child) for name, child in model.named_children()}
+    summary['total'] = count_parameters(model)
+    return summary
+
+
+__all__ = ['ModelConfig', 'MultiTaskNet', 'REG_CHANNELS', 'CAMERA_STRIDE', 'parameter_summary',
+           'project_to_grid_sample_coords', 'sample_per_point', 'pillar_geometry']

@@ -1,0 +1,1 @@
+"""ROS message <-> numpy conversions and output builders (duck-typed; no rclpy import)."""

@@ -1,0 +1,247 @@
+"""Detection results -> vision_msgs / visualization_msgs messages.
+
+Metric BEV convention (what a subscriber can rely on):
+
+- `header` is the point cloud's header: frame_id = the LiDAR / vehicle frame the boxes are in,
+  stamp = the cloud's stamp. REP-103 axes: x forward, y left, z up; metres, radians.
+- Boxes come in as (N, 7) arrays: x, y, z (centre), length, width, height, yaw
+  (mtl_perception_ros.core.boxes); yaw is counter-clockwise about +z from +x.
+- vision_msgs/Detection2D is a bird's-eye-view box in metres (not pixels):
+  bbox.center.position.x, .y = box centre x, y [m]; bbox.center.theta = yaw [rad];
+  bbox.size_x = length (along the heading) [m], bbox.size_y = width [m].
+- vision_msgs/Detection3D: bbox.center.position = x, y, z [m]; bbox.center.orientation =
+  quaternion of the yaw rotation about +z, (0, 0, sin(yaw/2), cos(yaw/2)); bbox.size.x = length,
+  .y = width, .z = height [m]. results[0].pose.pose is the same pose (covariance left zero).
+- Both: results[0].hypothesis.class_id = class name (e.g. 'car'), .score = detection score in
+  [0, 1]; `id` = track id as a decimal string, or '' when not tracked (no track ids given, or a
+  negative id / None for that box).
+- vision_msgs/LabelInfo: class_map[i] = VisionClass(class_id=i, class_name=names[i]) for the
+  label set the model was trained with; `threshold` = the score threshold in use.
+- visualization_msgs/MarkerArray (for RViz): markers[0] is a DELETEALL for `namespace` (it
+  clears the previous frame's markers in that namespace only), then per box in input order a
+  LINE_LIST box outline (12 edges, class colour, 0.08 m lines), a TEXT_VIEW_FACING label
+  "class score [track id]" 0.5 m above the box, and, when velocities are given, an ARROW from
+  the box centre to where the box will be in 1 s (skipped for speeds < 0.05 m/s or non-finite
+  velocities). All markers share `namespace`; ids count up from 0 in that order.
+- Velocity: vision_msgs has no field for it, so it is only in the ARROW markers: points[0] is
+  the box centre, points[1] the centre plus the velocity times 1 s, so points[1] - points[0] is
+  (vx, vy) in m/s in the header frame (the node's `~/tracks` topic: one arrow per moving
+  confirmed track, after its outline and label; README "Tracking").
+
+Numbers are computed with numpy for all boxes at once; only message objects are built per box.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from std_msgs.msg import ColorRGBA, Header
+from vision_msgs.msg import (Detection2D, Detection2DArray, Detection3D, Detection3DArray, LabelInfo,
+                             ObjectHypothesisWithPose, VisionClass)
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mtl_perception_ros.core.boxes import BOX_DIM, box_corners
+from mtl_perception_ros.messages.conversion_errors import ConversionError
+
+__all__ = ['detection2d_array', 'detection3d_array', 'box_markers', 'label_info', 'BOX_EDGES',
+           'LINE_WIDTH_M', 'TEXT_HEIGHT_M', 'MIN_ARROW_SPEED_MPS']
+
+# Corner index pairs of the 12 box edges (corner order of boxes.box_corners): bottom, top, verticals.
+BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
+                      [0, 4], [1, 5], [2, 6], [3, 7]])
+LINE_WIDTH_M = 0.08
+TEXT_HEIGHT_M = 0.8
+TEXT_ABOVE_BOX_M = 0.5
+ARROW_SHAFT_M, ARROW_HEAD_M = 0.15, 0.35
+MIN_ARROW_SPEED_MPS = 0.05
+
+
+def _checked_inputs(boxes, class_names: Sequence[str], classes, scores, track_ids):
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != BOX_DIM:
+        raise ConversionError(f'boxes has shape {boxes.shape}, expected (N, {BOX_DIM}): '
+                              'x, y, z, length, width, height, yaw')
+    count = len(boxes)
+    classes = np.asarray(classes).reshape(-1).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(classes) != count or len(scores) != count:
+        raise ConversionError(f'{count} boxes but {len(classes)} classes and {len(scores)} scores; expected one each')
+    if count and (classes.min() < 0 or classes.max() >= len(class_names)):
+        raise ConversionError(f'class ids {sorted(set(classes.tolist()))} outside 0..{len(class_names) - 1} '
+                              f'(class_names {list(class_names)})')
+    if track_ids is None:
+        ids = [''] * count
+    else:
+        if len(track_ids) != count:
+            raise ConversionError(f'{count} boxes but {len(track_ids)} track ids')
+        ids = [_track_id_string(t) for t in track_ids]
+    names = [class_names[c] for c in classes.tolist()]
+    return boxes, names, scores.tolist(), ids
+
+
+def _track_id_string(track_id) -> str:
+    if track_id is None:
+        return ''
+    if isinstance(track_id, str):
+        return track_id
+    value = int(track_id)
+    return '' if value < 0 else str(value)
+
+
+def _hypothesis(class_name: str, score: float) -> ObjectHypothesisWithPose:
+    result = ObjectHypothesisWithPose()
+    result.hypothesis.class_id = class_name
+    result.hypothesis.score = score
+    return result
+
+
+def detection2d_array(boxes, class_names: Sequence[str], classes, scores, header: Header,
+                      track_ids=None) -> Detection2DArray:
+    """(N, 7) boxes -> vision_msgs/Detection2DArray of metric BEV boxes (see the module docstring)."""
+    boxes, names, scores, ids = _checked_inputs(boxes, class_names, classes, scores, track_ids)
+    out = Detection2DArray()
+    out.header = header
+    for (x, y, _, length, width, _, yaw), name, score, track_id in zip(boxes.tolist(), names, scores, ids):
+        detection = Detection2D()
+        detection.header = header
+        detection.bbox.center.position.x = x
+        detection.bbox.center.position.y = y
+        detection.bbox.center.theta = yaw
+        detection.bbox.size_x = length
+        detection.bbox.size_y = width
+        detection.results = [_hypothesis(name, score)]
+        detection.id = track_id
+        out.detections.append(detection)
+    return out
+
+
+def detection3d_array(boxes, class_names: Sequence[str], classes, scores, header: Header,
+                      track_ids=None) -> Detection3DArray:
+    """(N, 7) boxes -> vision_msgs/Detection3DArray (see the module docstring)."""
+    boxes, names, scores, ids = _checked_inputs(boxes, class_names, classes, scores, track_ids)
+    half_yaw = boxes[:, 6] / 2
+    rows = np.column_stack([boxes[:, :6], np.sin(half_yaw), np.cos(half_yaw)]).tolist()
+    out = Detection3DArray()
+    out.header = header
+    for (x, y, z, length, width, height, qz, qw), name, score, track_id in zip(rows, names, scores, ids):
+        detection = Detection3D()
+        detection.header = header
+        pose = detection.bbox.center
+        pose.position.x, pose.position.y, pose.position.z = x, y, z
+        pose.orientation.z, pose.orientation.w = qz, qw
+        size = detection.bbox.size
+        size.x, size.y, size.z = length, width, height
+        result = _hypothesis(name, score)
+        result_pose = result.pose.pose  # same numbers, its own object (no aliasing between fields)
+        result_pose.position.x, result_pose.position.y, result_pose.position.z = x, y, z
+        result_pose.orientation.z, result_pose.orientation.w = qz, qw
+        detection.results = [result]
+        detection.id = track_id
+        out.detections.append(detection)
+    return out
+
+
+def _point(x: float, y: float, z: float) -> Point:
+    point = Point()
+    point.x, point.y, point.z = x, y, z
+    return point
+
+
+def _color(rgb: Sequence[int], alpha: float = 1.0) -> ColorRGBA:
+    color = ColorRGBA()
+    color.r, color.g, color.b, color.a = rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0, alpha
+    return color
+
+
+def _duration(seconds: float) -> Duration:
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConversionError(f'lifetime_s is {seconds}, expected a finite number of seconds >= 0')
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return Duration(sec=sec, nanosec=nanosec)
+
+
+def box_markers(boxes, class_names: Sequence[str], classes, scores, header: Header, colors, track_ids=None,
+                velocities=None, namespace: str = 'detections', lifetime_s: float = 0.0) -> MarkerArray:
+    """(N, 7) boxes -> visualization_msgs/MarkerArray for RViz (layout in the module docstring).
+
+    Args:
+        colors: RGB 0..255 per class id (e.g. LabelSet.colors).
+        velocities: optional (N, 2) vx, vy [m/s] in the header frame.
+        lifetime_s: marker lifetime [s]; 0 = until the next DELETEALL.
+    """
+    boxes, names, scores, ids = _checked_inputs(boxes, class_names, classes, scores, track_ids)
+    class_ids = np.asarray(classes).reshape(-1).astype(np.int64).tolist()
+    if class_ids and max(class_ids) >= len(colors):
+        raise ConversionError(f'class id {max(class_ids)} has no colour: {len(colors)} colours given')
+    count = len(boxes)
+    if velocities is not None:
+        velocities = np.asarray(velocities, dtype=np.float64)
+        if velocities.shape != (count, 2):
+            raise ConversionError(f'velocities has shape {velocities.shape}, expected ({count}, 2): vx, vy in m/s')
+
+    # (N, 24, 3) edge end points and the label / arrow anchors, all boxes at once
+    edges = box_corners(boxes)[:, BOX_EDGES.reshape(-1)].tolist()
+    label_anchors = np.column_stack([boxes[:, :2], boxes[:, 2] + boxes[:, 5] / 2 + TEXT_ABOVE_BOX_M]).tolist()
+    arrows = [None] * count
+    if velocities is not None:
+        speed = np.hypot(velocities[:, 0], velocities[:, 1])
+        ends = boxes[:, :2] + velocities * 1.0  # where the box will be in 1 s
+        drawn = np.isfinite(speed) & (speed >= MIN_ARROW_SPEED_MPS)
+        arrows = [(tuple(start), tuple(end)) if keep else None
+                  for start, end, keep in zip(boxes[:, :3].tolist(),
+                                              np.column_stack([ends, boxes[:, 2]]).tolist(), drawn.tolist())]
+
+    lifetime = _duration(lifetime_s)
+    class_rgb = {c: tuple(int(v) for v in colors[c]) for c in set(class_ids)}
+    clear = Marker()
+    clear.header = header
+    clear.ns = namespace
+    clear.action = Marker.DELETEALL
+    markers = [clear]
+
+    def new_marker(marker_type: int) -> Marker:
+        marker = Marker()
+        marker.header = header
+        marker.ns = namespace
+        marker.id = len(markers) - 1
+        marker.type = marker_type
+        marker.action = Marker.ADD
+        marker.pose.orientation.w = 1.0
+        marker.lifetime = lifetime
+        markers.append(marker)
+        return marker
+
+    for i in range(count):
+        outline = new_marker(Marker.LINE_LIST)
+        outline.scale.x = LINE_WIDTH_M
+        outline.color = _color(class_rgb[class_ids[i]])
+        outline.points = [_point(*p) for p in edges[i]]
+
+        label = new_marker(Marker.TEXT_VIEW_FACING)
+        label.pose.position = _point(*label_anchors[i])
+        label.scale.z = TEXT_HEIGHT_M
+        label.color = _color((255, 255, 255))
+        label.text = f'{names[i]} {scores[i]:.2f}' + (f' [{ids[i]}]' if ids[i] else '')
+
+        if arrows[i] is not None:
+            arrow = new_marker(Marker.ARROW)
+            arrow.points = [_point(*arrows[i][0]), _point(*arrows[i][1])]
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = ARROW_SHAFT_M, 2 * ARROW_SHAFT_M, ARROW_HEAD_M
+            arrow.color = _color(class_rgb[class_ids[i]])
+    return MarkerArray(markers=markers)
+
+
+def label_info(label_set, header: Header, threshold: float = 0.0) -> LabelInfo:
+    """mtl_perception_ros.core.labels.LabelSet -> vision_msgs/LabelInfo (class id = index in the set)."""
+    info = LabelInfo()
+    info.header = header
+    for class_id, name in enumerate(label_set.names):
+        vision_class = VisionClass()
+        vision_class.class_id = class_id
+        vision_class.class_name = name
+        info.class_map.append(vision_class)
+    info.threshold = float(threshold)
+    return info

@@ -1,0 +1,1 @@
+"""The thin rclpy layer: the node, shutdown signals, bag player and recorder."""

@@ -1,0 +1,495 @@
+"""The perception node: PointCloud2 + Image in, BEV detections and semantic images out.
+
+Thin ROS layer around mtl_perception_ros.core.inference.PerceptionInference (README: topics,
+parameters, the metric BEV box convention). Threads:
+- the executor thread runs the subscription callbacks, which only stamp and queue messages
+  (never convert or infer), and the diagnostics timer;
+- one worker thread takes the newest synchronized pair from a latest-only slot, converts,
+  runs the model, updates the tracker and publishes. A slow model therefore drops old pairs
+  (counted) instead of building up latency; the tracker predicts across the dropped frames.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+from visualization_msgs.msg import MarkerArray
+
+from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
+from mtl_perception_ros.core.camera_calibration import CameraCalibration, CalibrationError
+from mtl_perception_ros.core.checkpoint import CheckpointError
+from mtl_perception_ros.messages.conversion_errors import ConversionError
+from mtl_perception_ros.messages.image import image_to_rgb, mono8_to_image, rgb_to_image
+from mtl_perception_ros.core.inference import PerceptionInference, camera_inputs
+from mtl_perception_ros.core.labels import blend
+from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
+from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
+from mtl_perception_ros.ros.shutdown_signals import init_ros, spin_until_stopped
+from mtl_perception_ros.core.tracking import ASSOCIATIONS, Tracker, TrackerConfig
+
+POINTS, IMAGE = 0, 1
+
+
+class StartupError(Exception):
+    """The node cannot start (parameters, checkpoint, calibration): the message says what to fix."""
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class LatestOnlySlot:
+    """A one-element mailbox: `put` replaces what the worker has not taken yet (and says so)."""
+
+    def __init__(self):
+        self._item = None
+        self._condition = threading.Condition()
+        self._closed = False
+
+    def put(self, item) -> bool:
+        """Store `item`; True when an older, untaken item was overwritten."""
+        with self._condition:
+            replaced = self._item is not None
+            self._item = item
+            self._condition.notify()
+            return replaced
+
+    def take(self, timeout_s: float = 0.5):
+        with self._condition:
+            if self._item is None and not self._closed:
+                self._condition.wait(timeout_s)
+            item, self._item = self._item, None
+            return item
+
+    def close(self):
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+class LatencyStats:
+    """Bounded window of recent per-stage latencies (ms) for diagnostics."""
+
+    def __init__(self, window: int = 200):
+        self._samples: dict[str, deque] = {}
+        self._window = window
+
+    def add(self, stage: str, value_ms: float):
+        self._samples.setdefault(stage, deque(maxlen=self._window)).append(value_ms)
+
+    def summary(self) -> dict[str, tuple[float, float]]:
+        """stage -> (p50, p95) in ms."""
+        return {stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
+                for stage, values in self._samples.items() if values}
+
+
+class MtlPerceptionNode(Node):
+    """Subscribes `points` + `image`, publishes `~/detections`, `~/tracks`, `~/semantic/*`, `/diagnostics`."""
+
+    def __init__(self, **kwargs):
+        super().__init__('mtl_perception', **kwargs)
+        p = self._declare_parameters()
+        self.params = p
+        self._lock = threading.Lock()
+        self.counts = Counter()                 # events and skips, reported in diagnostics
+        self.latency = LatencyStats()
+        self._last_warning = {}
+        self._received = Counter()
+        self._started = time.monotonic()
+        self._last_image = None             # (header stamp s, arrival monotonic s) of the newest image
+        self._first_points = None           # the same for the first cloud
+        self._lidar_only_active = False
+
+        try:
+            self.inference = PerceptionInference(
+                p['model_path'], device=p['device'], precision=p['precision'],
+                score_threshold=p['score_threshold'], max_detections=p['max_detections'],
+                nms_radius_m=p['nms_radius_m'] if p['nms_radius_m'] > 0 else None)
+        except (CheckpointError, FileNotFoundError, ValueError) as error:
+            raise StartupError(f"cannot load the model (parameter model_path='{p['model_path']}'): {error}") from None
+        try:
+            self.calibration = CameraCalibration.from_parameters(
+                p['lidar_to_camera'], p['camera_matrix'], p['distortion'], p['calibration_image_size'])
+        except CalibrationError as error:
+            raise StartupError(f'bad calibration parameters: {error}') from None
+        self.tracker = self._make_tracker(p) if p['tracking_enabled'] else None
+
+        self.synchronizer = ApproximateTimeSync(
+            num_streams=2, slop_s=p['slop_s'], queue_size=p['queue_size'],
+            offsets_s=[0.0, p['camera_time_offset_s']], min_interval_s=[p['points_min_interval_s'], 0.0],
+            stream_names=['points', 'image'])
+        self._slot = LatestOnlySlot()
+
+        reliable = p['input_qos'] == 'reliable'
+        input_qos = QoSProfile(depth=p['queue_size'], reliability=ReliabilityPolicy.RELIABLE,
+                               history=HistoryPolicy.KEEP_LAST) if reliable else qos_profile_sensor_data
+        if p['input_qos'] not in ('sensor_data', 'reliable'):
+            raise StartupError(f"input_qos must be 'sensor_data' or 'reliable', got {p['input_qos']!r}")
+        self.create_subscription(PointCloud2, p['points_topic'], self._on_points, input_qos)
+        self.create_subscription(Image, p['image_topic'], self._on_image, input_qos)
+        if p['camera_info_topic']:
+            self.create_subscription(CameraInfo, p['camera_info_topic'], self._on_camera_info, input_qos)
+
+        self.pub_detections = self.create_publisher(Detection2DArray, '~/detections', 10)
+        self.pub_detections_3d = self.create_publisher(Detection3DArray, '~/detections_3d', 10)
+        self.pub_markers = self.create_publisher(MarkerArray, '~/markers', 10)
+        self.pub_tracks = self.create_publisher(MarkerArray, '~/tracks', 10)
+        self.pub_labels = self.create_publisher(Image, '~/semantic/labels', 10)
+        self.pub_color = self.create_publisher(Image, '~/semantic/color', 10)
+        self.pub_overlay = self.create_publisher(Image, '~/semantic/overlay', 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_label_info = self.create_publisher(LabelInfo, '~/semantic/label_info', latched)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        self.inference.warm_up(iterations=p['warmup_iterations'])
+        self._publish_label_info()
+        self._worker = threading.Thread(target=self._work, name='mtl_inference', daemon=True)
+        self._running = True
+        self._worker.start()
+        self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
+        self.get_logger().info(
+            f"ready: model {p['model_path']} on {self.inference.device} ({self.inference.precision}); "
+            f"inputs '{self.resolve_topic_name(p['points_topic'])}' + '{self.resolve_topic_name(p['image_topic'])}'")
+
+    # ----------------------------------------------------------------------------- parameters
+    def _declare_parameters(self) -> dict:
+        specs = [
+            ('model_path', '', 'Checkpoint file (.pt) written by training; required.'),
+            ('device', 'auto', "'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'."),
+            ('precision', 'fp32', "'fp32', 'fp16' or 'bf16' (half precisions on CUDA only)."),
+            ('points_topic', 'points', 'Input sensor_msgs/PointCloud2 (relative name; remappable).'),
+            ('image_topic', 'image', 'Input sensor_msgs/Image, undistorted unless distortion is set.'),
+            ('camera_info_topic', '', 'Optional sensor_msgs/CameraInfo; when set, its K/D/size replace '
+                                      'camera_matrix/distortion/calibration_image_size.'),
+            ('input_qos', 'sensor_data', "'sensor_data' (best effort) or 'reliable'."),
+            ('slop_s', 0.05, 'Largest stamp difference (s) between a cloud and an image of one pair.'),
+            ('queue_size', 10, 'Messages kept per input stream while waiting for a partner.'),
+            ('camera_time_offset_s', 0.0, 'Added to image stamps before matching (e.g. -0.025 for a camera '
+                                          'stamped 25 ms late).'),
+            ('points_min_interval_s', 0.05, 'Smallest time between two clouds (a 10 Hz LiDAR: up to 0.1). Lets a '
+                                            'pair leave the synchronizer without waiting for the next cloud; 0 = wait.'),
+            ('camera_timeout_s', 0.5, 'No image for this long, by header stamps and by the clock -> clouds '
+                                  'are processed LiDAR-only.'),
+            ('lidar_to_camera', [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+             '4x4 row-major transform from the point cloud frame into the camera optical frame.'),
+            ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
+             '3x3 row-major camera matrix K of calibration_image_size.'),
+            ('distortion', [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV k1 k2 p1 p2 k3; all zero = image already undistorted.'),
+            ('calibration_image_size', [1920, 1208], '[width, height] that camera_matrix belongs to.'),
+            ('point_fields', ['x', 'y', 'z', 'intensity'], 'PointCloud2 fields read as x, y, z, reflectance.'),
+            ('intensity_scale', 1.0 / 255.0, 'Multiplies the 4th field to reach the model range [0, 1].'),
+            ('score_threshold', 0.3, 'Minimum detection score.'),
+            ('max_detections', 100, 'At most this many boxes per frame.'),
+            ('nms_radius_m', 0.0, 'Circle NMS radius on BEV centres (0 = off).'),
+            ('tracking_enabled', True, 'Track detections over frames: Detection2D/3D id = track id, velocity '
+                                       'arrows in ~/markers, confirmed tracks with velocities on ~/tracks.'),
+            ('tracking_gate_classes', ['car', 'truck', 'pedestrian', 'cyclist'],
+             'Class names that tracking_gates_m gives a gate for (the model\'s detection class names).'),
+            ('tracking_gates_m', [4.0, 5.0, 1.5, 2.5], 'Per class of tracking_gate_classes: the largest distance (m) '
+                                                       'of a detection from its track\'s predicted centre.'),
+            ('tracking_default_gate_m', 2.0, 'Gate (m) of classes not in tracking_gate_classes.'),
+            ('tracking_birth_hits', 2, 'Consecutive frames with a detection before a new track gets an id.'),
+            ('tracking_death_misses', 3, 'Consecutive frames without a detection that end a track; before '
+                                         'that it coasts on its prediction and keeps its id.'),
+            ('tracking_association', 'hungarian', "'hungarian' (least total distance) or 'greedy' "
+                                                  "(highest score first)."),
+            ('tracking_max_gap_s', 1.0, 'A longer time between two clouds, or a stamp going back, restarts '
+                                        'tracking (new ids).'),
+            ('publish_detections_3d', True, 'Publish ~/detections_3d (Detection3DArray).'),
+            ('publish_markers', True, 'Publish ~/markers (MarkerArray).'),
+            ('publish_semantic', True, 'Publish ~/semantic/labels, color and overlay.'),
+            ('overlay_alpha', 0.5, 'Weight of the class colours in ~/semantic/overlay.'),
+            ('diagnostics_period_s', 1.0, 'Period of /diagnostics.'),
+            ('warmup_iterations', 2, 'Dummy inferences before the node reports ready.'),
+        ]
+        values = {}
+        for name, default, description in specs:
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            values[name] = self.get_parameter(name).value
+        if len(values['point_fields']) != 4:
+            raise StartupError(f"point_fields must name 4 fields (x, y, z, intensity), got {values['point_fields']}")
+        if not values['model_path']:
+            raise StartupError('parameter model_path is empty: pass a checkpoint, e.g. '
+                               '--ros-args -p model_path:=/path/to/model.pt')
+        return values
+
+    def _make_tracker(self, p: dict) -> Tracker:
+        """The tracker from the tracking_* parameters; gates by class name -> the model's class ids."""
+        names, gates = list(p['tracking_gate_classes']), list(p['tracking_gates_m'])
+        if len(names) != len(gates):
+            raise StartupError(f'tracking_gate_classes has {len(names)} names but tracking_gates_m has '
+                               f'{len(gates)} gates: expected one gate per class name')
+        model_names = list(self.inference.detection_labels.names)
+        unknown = [name for name in names if name not in model_names]
+        if unknown:
+            self.get_logger().warn(f'tracking_gate_classes {unknown} are not classes of the model {model_names}: '
+                                   f'ignored (tracking_default_gate_m applies to the others)')
+        if p['tracking_association'] not in ASSOCIATIONS:
+            raise StartupError(f"tracking_association must be one of {ASSOCIATIONS}, got {p['tracking_association']!r}")
+        try:
+            config = TrackerConfig(
+                gates_m={model_names.index(n): float(g) for n, g in zip(names, gates) if n in model_names},
+                default_gate_m=p['tracking_default_gate_m'], birth_hits=p['tracking_birth_hits'],
+                death_misses=p['tracking_death_misses'], association=p['tracking_association'],
+                max_gap_s=p['tracking_max_gap_s'])
+        except ValueError as error:
+            raise StartupError(f'bad tracking_* parameters: {error}') from None
+        return Tracker(config)
+
+    # ----------------------------------------------------------------------------- callbacks
+    def _on_points(self, msg: PointCloud2):
+        receipt = time.monotonic()
+        self._received['points'] += 1
+        stamp_s = stamp_ns(msg.header) * 1e-9
+        if self._first_points is None:
+            self._first_points = (stamp_s, receipt)
+        # The camera is silent when no image came for camera_timeout_s both by header stamps and
+        # by the clock (before the first image: since the first cloud). Stamps alone would call a
+        # jump forward in time (a new bag) a dropout; the clock alone a slowly replayed bag.
+        last_stamp_s, last_receipt = self._last_image if self._last_image is not None else self._first_points
+        timeout_s = self.params['camera_timeout_s']
+        if stamp_s - last_stamp_s > timeout_s and receipt - last_receipt > timeout_s:
+            if not self._lidar_only_active:
+                self.get_logger().warn(f"no image for {self.params['camera_timeout_s']} s: running LiDAR-only")
+                self._lidar_only_active = True
+            self._dispatch(msg, None, receipt)
+            return
+        self._add_to_sync(POINTS, msg, receipt)
+
+    def _on_image(self, msg: Image):
+        receipt = time.monotonic()
+        self._received['image'] += 1
+        stamp_s = stamp_ns(msg.header) * 1e-9
+        self._last_image = (max(stamp_s, self._last_image[0]) if self._last_image else stamp_s, receipt)
+        if self._lidar_only_active:
+            self.get_logger().info('images are back: fusing camera and LiDAR again')
+            self._lidar_only_active = False
+        self._add_to_sync(IMAGE, msg, receipt)
+
+    def _on_camera_info(self, msg: CameraInfo):
+        try:
+            calibration = self.calibration.with_camera_info(msg)
+        except CalibrationError as error:
+            self._skip('bad_camera_info', str(error))
+            return
+        self.calibration = calibration
+
+    def _add_to_sync(self, stream: int, msg, receipt: float):
+        for points_item, image_item in self.synchronizer.add(stream, stamp_ns(msg.header), (msg, receipt)):
+            self.counts['synced_pairs'] += 1
+            self._dispatch(points_item[0], image_item[0], max(points_item[1], image_item[1]))
+
+    def _dispatch(self, cloud: PointCloud2, image: Image | None, receipt: float):
+        if self._slot.put((cloud, image, receipt)):
+            self.counts['dropped_busy'] += 1
+
+    # ----------------------------------------------------------------------------- worker
+    def _work(self):
+        while self._running:
+            item = self._slot.take()
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as error:  # noqa: BLE001 - the worker must survive any bad frame
+                self._skip('processing_error', f'{type(error).__name__}: {error}')
+
+    def _process(self, cloud_msg: PointCloud2, image_msg: Image | None, receipt: float):
+        p = self.params
+        t0 = time.monotonic()
+        try:
+            points, non_finite = pointcloud2_to_array(
+                cloud_msg, field_names=tuple(p['point_fields']),
+                scales=[1.0, 1.0, 1.0, p['intensity_scale']])
+        except ConversionError as error:
+            self._skip('bad_pointcloud', str(error))
+            return
+        if non_finite:
+            self.counts['non_finite_points'] += non_finite
+        if len(points) == 0:
+            self._skip('empty_pointcloud', f'point cloud at {stamp_ns(cloud_msg.header)} ns has no finite points')
+            return
+
+        image = camera_matrix = lidar_to_camera = None
+        if image_msg is not None:
+            try:
+                image, camera_matrix, lidar_to_camera = camera_inputs(image_to_rgb(image_msg), self.calibration)
+            except (ConversionError, CalibrationError) as error:
+                self._skip('bad_image', f'{error}; running LiDAR-only for this frame')
+                image = None
+        t1 = time.monotonic()
+        want_semantic = p['publish_semantic'] and image is not None and any(
+            pub.get_subscription_count() > 0 for pub in (self.pub_labels, self.pub_color, self.pub_overlay))
+        result = self.inference(points, image, camera_matrix, lidar_to_camera, want_class_map=want_semantic)
+        t2 = time.monotonic()
+        if image is not None and not self._projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
+            self._skip('calibration_projects_nothing', 'no LiDAR point projects into the image: '
+                       'check lidar_to_camera / camera_matrix (camera features were unused)', count_only=False)
+
+        tracks = None
+        if self.tracker is not None:
+            tracks = self.tracker.update(result.boxes, result.classes, result.scores,
+                                         stamp_ns(cloud_msg.header) * 1e-9)
+        t3 = time.monotonic()
+        self._publish_detections(cloud_msg.header, result, tracks)
+        if result.class_map is not None:
+            self._publish_semantics(image_msg.header, result.class_map, image)
+        t4 = time.monotonic()
+
+        with self._lock:
+            self.counts['processed'] += 1
+            if result.lidar_only:
+                self.counts['processed_lidar_only'] += 1
+            self.latency.add('convert', (t1 - t0) * 1000)
+            self.latency.add('inference', (t2 - t1) * 1000)
+            if tracks is not None:
+                self.latency.add('tracking', (t3 - t2) * 1000)
+            self.latency.add('publish', (t4 - t3) * 1000)
+            for stage, value in result.timings_ms.items():
+                self.latency.add(f'model.{stage}', value)
+            self.latency.add('end_to_end', (t4 - receipt) * 1000)
+
+    @staticmethod
+    def _projects_into_image(points, camera_matrix, lidar_to_camera, image_shape) -> bool:
+        from mtl_perception_ros.core.camera import project_points
+        _, _, valid = project_points(points[::8], lidar_to_camera, camera_matrix, image_shape[:2])
+        return bool(valid.any())
+
+    def _publish_detections(self, header, result, tracks):
+        """This frame's detections (id = the confirmed track each one updated, '' for none; marker
+        arrows = that track's velocity) and, when tracking, the confirmed tracks on ~/tracks."""
+        names = self.inference.detection_labels.names
+        colors = self.inference.detection_labels.colors
+        count = len(result.boxes)
+        track_ids = None if tracks is None else tracks.detection_track_ids(count)
+        self.pub_detections.publish(detection2d_array(result.boxes, names, result.classes, result.scores, header,
+                                                      track_ids=track_ids))
+        if self.params['publish_detections_3d'] and self.pub_detections_3d.get_subscription_count() > 0:
+            self.pub_detections_3d.publish(
+                detection3d_array(result.boxes, names, result.classes, result.scores, header, track_ids=track_ids))
+        if self.params['publish_markers'] and self.pub_markers.get_subscription_count() > 0:
+            velocities = None if tracks is None else tracks.detection_velocities(count)
+            self.pub_markers.publish(box_markers(result.boxes, names, result.classes, result.scores, header, colors,
+                                                 track_ids=track_ids, velocities=velocities))
+        if tracks is not None and self.pub_tracks.get_subscription_count() > 0:
+            self.pub_tracks.publish(box_markers(tracks.boxes, names, tracks.classes, tracks.scores, header, colors,
+                                                track_ids=tracks.track_ids, velocities=tracks.velocities,
+                                                namespace='tracks'))
+
+    def _publish_semantics(self, header, class_map: np.ndarray, image: np.ndarray):
+        labels = self.inference.semantic_labels
+        if self.pub_labels.get_subscription_count() > 0:
+            self.pub_labels.publish(mono8_to_image(class_map, header))
+        want_color = self.pub_color.get_subscription_count() > 0
+        want_overlay = self.pub_overlay.get_subscription_count() > 0
+        if want_color or want_overlay:
+            color = labels.colorize(class_map)
+            if want_color:
+                self.pub_color.publish(rgb_to_image(color, header))
+            if want_overlay:
+                self.pub_overlay.publish(rgb_to_image(blend(image, color, self.params['overlay_alpha']), header))
+
+    def _publish_label_info(self):
+        header = Detection2DArray().header
+        header.frame_id = ''
+        header.stamp = self.get_clock().now().to_msg()
+        self.pub_label_info.publish(label_info(self.inference.semantic_labels, header))
+
+    # ----------------------------------------------------------------------------- diagnostics
+    def _skip(self, reason: str, message: str, count_only: bool = False):
+        """Count a skipped/degraded input and warn at most every 5 s per reason."""
+        with self._lock:
+            self.counts[f'skipped.{reason}'] += 1
+            now = time.monotonic()
+            if count_only or now - self._last_warning.get(reason, -1e9) < 5.0:
+                return
+            self._last_warning[reason] = now
+        self.get_logger().warn(f'{reason}: {message}')
+
+    def _publish_diagnostics(self):
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        with self._lock:
+            counts = dict(self.counts)
+            latency = self.latency.summary()
+        sync_stats = self.synchronizer.stats()
+        values = {
+            'device': str(self.inference.device),
+            'precision': self.inference.precision,
+            'lidar_only_mode': str(self._lidar_only_active),
+            'rate_points_hz': f"{self._received['points'] / elapsed:.2f}",
+            'rate_image_hz': f"{self._received['image'] / elapsed:.2f}",
+            'received_points': str(self._received['points']),
+            'received_image': str(self._received['image']),
+        }
+        values.update({k: str(v) for k, v in sorted(counts.items())})
+        if self.tracker is not None:
+            values['tracking.confirmed_tracks'] = str(self.tracker.num_confirmed)
+            values['tracking.resets'] = str(self.tracker.resets)
+        values.update(_sync_values(sync_stats))
+        for stage, (p50, p95) in sorted(latency.items()):
+            values[f'latency_ms.{stage}.p50'] = f'{p50:.1f}'
+            values[f'latency_ms.{stage}.p95'] = f'{p95:.1f}'
+        skipped = sum(v for k, v in counts.items() if k.startswith('skipped.'))
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: mtl_perception', hardware_id=str(self.inference.device),
+            level=DiagnosticStatus.WARN if (skipped or self._lidar_only_active) else DiagnosticStatus.OK,
+            message=('LiDAR-only (no camera)' if self._lidar_only_active else 'running')
+            + (f', {skipped} inputs skipped' if skipped else ''),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    def stop(self):
+        self._running = False
+        self._slot.close()
+        self._worker.join(timeout=5.0)
+
+
+def _sync_values(stats: dict) -> dict:
+    """Synchronizer counters as diagnostic key/values, per stream by name."""
+    names = stats['stream_names']
+    values = {'sync.emitted_pairs': str(stats['emitted_sets'])}
+    for key in ('received', 'pending'):
+        values.update({f'sync.{key}.{name}': str(n) for name, n in zip(names, stats[key])})
+    for reason, counts in sorted(stats['dropped'].items()):
+        values.update({f'sync.dropped.{reason}.{name}': str(n) for name, n in zip(names, counts)})
+    return values
+
+
+def main(args=None):
+    stop = init_ros(args)
+    node = None
+    exit_code = 0
+    try:
+        node = MtlPerceptionNode()
+        spin_until_stopped(node, stop)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as error:
+        # Start-up problems (missing checkpoint, bad parameters) end the process with a message.
+        rclpy.logging.get_logger('mtl_perception').fatal(str(error))
+        exit_code = 1
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return exit_code
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""A2D2 reading, label mapping, conversion to NPZ chunks, the dataset, augmentations and targets."""

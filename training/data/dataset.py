@@ -1,0 +1,255 @@
+"""The training Dataset over NPZ chunk files, and the collate function for its samples.
+
+A sample is one frame at the model input size with its BEV targets (see `prepare_sample`).
+Chunks are opened lazily in each DataLoader worker and kept in a small LRU cache, so a worker
+only maps the chunks it reads from; the dataset object itself stays cheap to fork or pickle.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.camera import scale_camera_matrix
+from mtl_perception_ros.core.labels import IGNORE_INDEX
+from training.data.augment import AugmentConfig, augment_frame
+from training.data.chunks import ChunkReader
+from training.data.frame import Frame
+from training.data.targets import MAX_OBJECTS, build_targets
+
+# The process that imported this module: a forked DataLoader worker has another pid.
+_IMPORTED_IN_PID = os.getpid()
+
+# Keys of a sample that are per-frame lists in a batch (everything else is stacked).
+LIST_KEYS = ('gt_boxes', 'gt_classes', 'name')
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """What a sample looks like: BEV grid, model input size (rows, cols), augmentation."""
+
+    grid: BevGrid = field(default_factory=BevGrid)
+    input_hw: tuple[int, int] = (320, 512)
+    num_box_classes: int = 4
+    max_objects: int = MAX_OBJECTS
+    augment: bool = False
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+    chunk_cache_size: int = 4
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'DatasetConfig':
+        """From a plain dict (e.g. a YAML training config): `grid` and `augment_config` as dicts."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f'DatasetConfig: unknown keys {sorted(unknown)}, '
+                             f'expected some of {sorted(cls.__dataclass_fields__)}')
+        values = dict(values)
+        if isinstance(values.get('grid'), dict):
+            values['grid'] = BevGrid.from_dict(values['grid'])
+        if isinstance(values.get('augment_config'), dict):
+            augment = dict(values['augment_config'])
+            unknown = set(augment) - set(AugmentConfig.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f'DatasetConfig.augment_config: unknown keys {sorted(unknown)}')
+            if 'scale_range' in augment:
+                augment['scale_range'] = tuple(float(v) for v in augment['scale_range'])
+            values['augment_config'] = AugmentConfig(**augment)
+        if 'input_hw' in values:
+            values['input_hw'] = tuple(int(v) for v in values['input_hw'])
+        return cls(**values)
+
+
+def find_chunks(sources: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Chunk files from a folder (its `*.npz`, sorted), a file, or a list of either."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    paths: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(source.glob('*.npz'))
+            if not found:
+                raise FileNotFoundError(f'{source}: no chunk files (*.npz) in this folder')
+            paths.extend(found)
+        elif source.is_file():
+            paths.append(source)
+        else:
+            raise FileNotFoundError(f'{source}: no such chunk file or folder')
+    return paths
+
+
+def resize_frame(frame: Frame, input_hw: tuple[int, int]) -> Frame:
+    """Image (area / linear) and class map (nearest) resized to `input_hw`, K scaled to match.
+
+    A missing class map becomes all IGNORE_INDEX, so every sample has one.
+    """
+    from_hw = frame.image.shape[:2]
+    height, width = input_hw
+    class_map = frame.class_map
+    if class_map is None:
+        class_map = np.full(input_hw, IGNORE_INDEX, dtype=np.uint8)
+    elif class_map.shape[:2] != tuple(input_hw):
+        class_map = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
+    image = frame.image
+    if from_hw != tuple(input_hw):
+        shrinking = height < from_hw[0] and width < from_hw[1]
+        image = cv2.resize(image, (width, height),
+                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return dataclasses.replace(frame, image=image, class_map=class_map,
+                               camera_matrix=scale_camera_matrix(frame.camera_matrix, from_hw, input_hw))
+
+
+def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator | None = None) -> dict:
+    """One training sample (torch tensors) from a Frame: resize, augment, crop to grid, targets.
+
+    Keys: points (N, 4) float32 inside the grid; image (3, H, W) uint8; camera_matrix (3, 3) and
+    vehicle_to_camera (4, 4) float32; camera_valid () bool; class_map (H, W) int64 (255 ignore);
+    heatmap (C, h, w) float32, reg (M, 8) float32, ind (M,) int64, mask (M,) bool, cls (M,) int64
+    (training.data.targets); gt_boxes (G, 7) float32 and gt_classes (G,) int64: the boxes whose
+    centre lies in the grid; name: str. Augments when config.augment (needs `rng`).
+    """
+    frame = resize_frame(frame, config.input_hw)
+    if config.augment:
+        if rng is None:
+            raise ValueError('prepare_sample: config.augment needs a numpy Generator `rng`')
+        frame = augment_frame(frame, rng, config.augment_config)
+    grid = config.grid
+    points = np.asarray(frame.points, dtype=np.float32)
+    points = points[grid.in_range(points)]
+    boxes = np.asarray(frame.boxes, dtype=np.float32).reshape(-1, 7)
+    box_classes = np.asarray(frame.box_classes, dtype=np.int64).reshape(-1)
+    targets = build_targets(boxes, box_classes, grid, config.num_box_classes, config.max_objects)
+    in_grid = ((boxes[:, 0] >= grid.x_min_m) & (boxes[:, 0] < grid.x_max_m)
+               & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
+    return {
+        'points': torch.from_numpy(np.ascontiguousarray(points)),
+        'image': torch.from_numpy(np.ascontiguousarray(frame.image)).permute(2, 0, 1).contiguous(),
+        'camera_matrix': torch.from_numpy(np.asarray(frame.camera_matrix, dtype=np.float32)),
+        'vehicle_to_camera': torch.from_numpy(np.asarray(frame.vehicle_to_camera, dtype=np.float32)),
+        'camera_valid': torch.tensor(True),
+        'class_map': torch.from_numpy(frame.class_map.astype(np.int64)),
+        'heatmap': torch.from_numpy(targets.heatmap),
+        'reg': torch.from_numpy(targets.reg),
+        'ind': torch.from_numpy(targets.ind),
+        'mask': torch.from_numpy(targets.mask),
+        'cls': torch.from_numpy(targets.cls),
+        'gt_boxes': torch.from_numpy(np.ascontiguousarray(boxes[in_grid])),
+        'gt_classes': torch.from_numpy(box_classes[in_grid]),
+        'name': frame.name,
+    }
+
+
+class ChunkDataset(Dataset):
+    """Frames of one or more chunk files as training samples (`prepare_sample`).
+
+    `sources`: a chunk folder, a chunk file, or a list of either. Augmentation randomness is
+    drawn from torch's generator (per worker seeded by the DataLoader), so `torch.manual_seed`
+    makes a run repeatable and each epoch differs.
+    """
+
+    def __init__(self, sources, config: DatasetConfig = DatasetConfig()):
+        self.config = config
+        self.paths = find_chunks(sources)
+        self.frame_names: list[str] = []
+        self._starts = [0]
+        for path in self.paths:
+            reader = ChunkReader(path)   # only to count and name the frames; closed again
+            self.frame_names.extend(reader.frame_names)
+            self._starts.append(self._starts[-1] + len(reader))
+        self._readers: OrderedDict[int, ChunkReader] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state['_readers'] = OrderedDict()   # open chunks stay in the process that opened them
+        return state
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(chunk number, frame number within the chunk) of dataset `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f'ChunkDataset: index {index} out of range 0..{len(self) - 1}')
+        chunk = bisect.bisect_right(self._starts, index) - 1
+        return chunk, index - self._starts[chunk]
+
+    def index_of(self, name: str) -> int:
+        """Dataset index of the frame called `name` (e.g. '20180807_145028/000003780')."""
+        try:
+            return self.frame_names.index(name)
+        except ValueError:
+            raise KeyError(f'ChunkDataset: no frame named {name!r} in {len(self.paths)} chunk(s)') from None
+
+    def reader(self, chunk: int) -> ChunkReader:
+        """The open reader of chunk number `chunk` (opened on demand, least recently used closed)."""
+        reader = self._readers.pop(chunk, None)
+        if reader is None:
+            reader = ChunkReader(self.paths[chunk])
+        self._readers[chunk] = reader
+        while len(self._readers) > max(1, self.config.chunk_cache_size):
+            self._readers.popitem(last=False)
+        return reader
+
+    def frame(self, index: int) -> Frame:
+        """The stored Frame of dataset `index`, unchanged."""
+        chunk, local = self.locate(index)
+        return self.reader(chunk).frame(local)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = None
+        if self.config.augment:
+            rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, ()).item()))
+        return prepare_sample(self.frame(index), self.config, rng)
+
+
+def collate_samples(samples: Sequence[dict]) -> dict:
+    """Batch samples: points concatenated (P, 4) with points_batch (P,) int64 (sample index);
+    gt_boxes, gt_classes and name as lists; every other key stacked on a new first axis."""
+    if not samples:
+        raise ValueError('collate_samples: empty batch')
+    batch = {'points': torch.cat([s['points'] for s in samples]),
+             'points_batch': torch.cat([torch.full((len(s['points']),), i, dtype=torch.int64)
+                                        for i, s in enumerate(samples)])}
+    for key in samples[0]:
+        if key == 'points':
+            continue
+        values = [s[key] for s in samples]
+        batch[key] = values if key in LIST_KEYS else torch.stack(values)
+    return batch
+
+
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one OpenCV thread per worker (workers already run in parallel).
+
+    Only in a fresh (spawned) worker: in a forked one, cv2.setNumThreads can hang on the
+    parent's thread pool (seen: stuck in pthread_cond_destroy). A parent that forks workers
+    should call cv2.setNumThreads(0) itself first (training.engine.trainer_utils does).
+    """
+    if os.getpid() == _IMPORTED_IN_PID:
+        cv2.setNumThreads(1)
+
+
+def make_loader(dataset: ChunkDataset, batch_size: int, shuffle: bool = False, num_workers: int = 2,
+                drop_last: bool = False, multiprocessing_context: str | None = 'spawn',
+                **kwargs) -> DataLoader:
+    """A DataLoader with this module's collate function and worker setup.
+
+    Workers are spawned, not forked: a forked child inherits OpenCV's thread pool in whatever
+    state the parent left it, and can hang in cv2 (seen with opencv 5.0, pthreads backend).
+    Workers are persistent, so the start-up cost (a few seconds) is paid once.
+    """
+    if num_workers == 0:
+        multiprocessing_context = None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      collate_fn=collate_samples, worker_init_fn=init_worker, drop_last=drop_last,
+                      persistent_workers=num_workers > 0,
+                      multiprocessing_context=multiprocessing_context, **kwargs)

@@ -1,0 +1,1 @@
+"""The trainer: configuration, losses, data loading, checkpoints, distributed training."""

@@ -1,0 +1,541 @@
+"""Train the multi-task network on NPZ chunks (training.data.convert output).
+
+    python -m training.engine.train --config training/configs/short.yaml [key=value ...] [--set key=value]
+        [--out RUN_DIR] [--resume] [--device auto|cpu|cuda]
+    torchrun --nproc_per_node=N -m training.engine.train --config ... --out RUN_DIR     # DDP
+
+Overrides use the config's dotted keys, values in YAML: `optim.lr=1e-3`, `train.epochs=3`,
+`data.chunks=/data/a2d2_chunks`, `model.bev_grid.cell_m=0.5`. Every key is listed with its
+meaning in training/engine/trainer_utils.py (DEFAULT_CONFIG) and training/configs/short.yaml.
+
+The shape of torchvision's references/detection: build data, model, loss, optimizer and
+schedule, then per epoch `train_one_epoch` and `evaluate` (training/evaluation/evaluate.py, shared with the
+evaluation CLI). What a run writes to RUN_DIR (rank 0 only):
+- config.yaml: the resolved config (what --resume reads when no --config is given).
+- model_last.pt / model_best.pt: deployable checkpoints (mtl_perception_ros.core.checkpoint: the
+  node loads them alone), after every epoch / when the validation score improves.
+  The score is eval.best_metric: `combined` = mean of BEV mAP and mIoU (default), or `map`,
+  `miou`, `loss` (-total val loss). An epoch without evaluation never becomes the best.
+- training_state.pt: model, loss (uncertainty weights), optimizer, LR schedule, AMP scaler,
+  epoch, global step, best score, and every rank's RNG states (torch.load(weights_only=True)
+  reads it). `--resume` continues from it: an interrupted run repeats the epoch it was in and
+  then goes on exactly as an uninterrupted one (same data order, augmentations and weights,
+  bit for bit on CPU with num_workers = 0; CUDA kernels may differ in the last bits).
+- metrics_history.json: one entry per epoch (train loss means, lr, validation metrics, score).
+- pictures/: train_step_XXXXXXX.png every train.picture_every_steps optimizer steps (a training
+  sample: GT | predicted | difference heatmaps, GT | predicted semantics | overlay) and
+  val_epoch_XXX.png (the first validation frame) after every evaluation.
+- tensorboard/: scalars train/<loss term> (raw and weighted), train/lr, train/grad_norm,
+  train_epoch/<term>, val/<metric> (map, ap/<class>, ap/<class>@<t>m, miou, iou/<class>,
+  pixel_accuracy, loss/<term>), and the pictures.
+- train.log: the console log.
+
+Multi-GPU: DistributedDataParallel over the model and the loss (whose uncertainty weights are
+parameters too), NCCL on CUDA / gloo on CPU, DistributedSampler reseeded every epoch, BatchNorm
+converted to SyncBatchNorm on CUDA (distributed.sync_batchnorm). train.batch_size is per
+process. Validation is split across the ranks and merged on rank 0 (training/evaluation/evaluate.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from mtl_perception_ros.core.atomic_file import atomic_write_text
+from mtl_perception_ros.core.checkpoint import save_checkpoint
+from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary
+from training.data.chunks import ChunkError, ChunkReader
+from training.data.dataset import collate_samples
+from training.pictures.debug_pictures import debug_picture
+from training.pictures.draw import write_png
+from training.evaluation.evaluate import autocast_context, evaluate
+from training.engine.losses import MultiTaskLoss, semantic_class_weights
+from training.engine.trainer_utils import (ConfigError, DistContext, barrier, build_scheduler, capture_rng_state,
+                                           cleanup_distributed, gather_to_main, init_distributed, json_ready,
+                                           load_config, load_training_state, make_dataset, make_eval_loader,
+                                           make_train_loader, parameter_digest, prepare_for_loader_workers,
+                                           read_chunk_folder, restore_rng_state,
+                                           save_training_state, seed_everything, to_device, write_json_atomic)
+
+LOG = logging.getLogger('training.engine.train')
+STATE_NAME = 'training_state.pt'
+HISTORY_NAME = 'metrics_history.json'
+CONFIG_NAME = 'config.yaml'
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def build_model_config(model_section: dict, semantic_labels, detection_labels) -> ModelConfig:
+    """ModelConfig from the config's `model` section: preset, then field overrides.
+
+    The class counts come from the label sets (the chunks' manifest); a `num_*_classes` in the
+    config must agree with them.
+    """
+    values = dict(model_section)
+    preset = values.pop('preset', 'default')
+    presets = {'default': ModelConfig, 'gpu_large': ModelConfig.gpu_large}
+    if preset not in presets:
+        raise ConfigError(f'model.preset {preset!r}: expected one of {sorted(presets)}')
+    base = presets[preset]().to_dict()
+    for key, count in (('num_det_classes', len(detection_labels)), ('num_sem_classes', len(semantic_labels))):
+        if key in values and int(values[key]) != count:
+            raise ConfigError(f'model.{key} = {values[key]} but the chunks\' label set has {count} classes; '
+                              'leave it out (it is taken from the manifest)')
+        values[key] = count
+    grid = values.pop('bev_grid', None) or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f'model.bev_grid must be a mapping of BevGrid fields, got {grid!r}')
+    unknown = sorted(set(grid) - set(base['bev_grid']))
+    if unknown:
+        raise ConfigError(f'model.bev_grid: unknown keys {unknown}; known: {sorted(base["bev_grid"])}')
+    base['bev_grid'].update(grid)
+    base.update(values)
+    try:
+        return ModelConfig.from_dict(base)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f'model: {error}') from None
+
+
+def train_pixel_counts(folder, num_classes: int) -> np.ndarray:
+    """(K,) labelled pixels per semantic class in the train split: the manifest's, else the chunks'."""
+    if folder.train_pixel_counts is not None and len(folder.train_pixel_counts) == num_classes:
+        return folder.train_pixel_counts
+    counts = np.zeros(256, np.int64)
+    for path in folder.files['train']:
+        counts += ChunkReader(path).class_pixel_counts.sum(axis=0)
+    return counts[:num_classes]
+
+
+def build_criterion(loss_cfg: dict, folder, num_sem_classes: int) -> MultiTaskLoss:
+    class_weights = None
+    if loss_cfg['class_weights']:
+        counts = train_pixel_counts(folder, num_sem_classes)
+        if counts.sum() > 0:
+            class_weights = semantic_class_weights(counts)
+        else:
+            LOG.warning('loss.class_weights: the train split has no labelled pixels; using no class weights')
+    return MultiTaskLoss(heatmap_weight=loss_cfg['heatmap_weight'], reg_weight=loss_cfg['reg_weight'],
+                         sem_weight=loss_cfg['lambda_sem'], class_weights=class_weights,
+                         reg_code_weights=loss_cfg['reg_code_weights'],
+                         uncertainty_weighting=bool(loss_cfg['uncertainty_weighting']))
+
+
+def build_optimizer(modules, optim_cfg: dict) -> torch.optim.AdamW:
+    """AdamW; weight decay only on weight matrices / kernels (not biases, norms, log-variances)."""
+    decay, no_decay = [], []
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                (decay if parameter.ndim > 1 else no_decay).append(parameter)
+    groups = [{'params': decay, 'weight_decay': float(optim_cfg['weight_decay'])},
+              {'params': no_decay, 'weight_decay': 0.0}]
+    return torch.optim.AdamW(groups, lr=float(optim_cfg['lr']), betas=tuple(optim_cfg['betas']))
+
+
+def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: None on CPU or with 'off'; 'auto' = bf16 where supported, else fp16."""
+    if device.type != 'cuda' or mode == 'off':
+        return None
+    if mode == 'auto':
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16}[mode]
+
+
+class TrainStep(nn.Module):
+    """Network + loss in one module, so DDP synchronises the loss's parameters too."""
+
+    def __init__(self, model: MultiTaskNet, criterion: MultiTaskLoss):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: dict):
+        outputs = self.model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
+                             batch['vehicle_to_camera'], batch['camera_valid'])
+        total, terms = self.criterion(outputs, batch)
+        return total, terms, outputs
+
+
+class RunLog:
+    """Rank 0's outputs: TensorBoard scalars/images, pictures and the metrics history."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard_images: bool):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.tensorboard_images = tensorboard_images
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(log_dir=str(run_dir / 'tensorboard'))
+            except ImportError as error:   # tensorboard is pinned; still train without it
+                LOG.warning('no TensorBoard logging (%s)', error)
+
+    def scalars(self, prefix: str, values: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            value = float(value)
+            if math.isfinite(value):
+                self.writer.add_scalar(f'{prefix}/{name}', value, step)
+
+    def picture(self, name: str, picture: np.ndarray, step: int) -> None:
+        if not self.enabled:
+            return
+        write_png(self.run_dir / 'pictures' / f'{name}.png', picture)
+        if self.writer is not None and self.tensorboard_images:
+            self.writer.add_image(name.rsplit('_', 1)[0], picture, step, dataformats='HWC')
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def load_history(run_dir: Path) -> list:
+    import json
+    path = run_dir / HISTORY_NAME
+    if not path.is_file():
+        return []
+    with open(path, encoding='utf-8') as stream:
+        history = json.load(stream)
+    return history if isinstance(history, list) else []
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+def train_one_epoch(train_step: nn.Module, optimizer, scheduler, scaler, loader, *, device: torch.device,
+                    amp_dtype, grad_clip_norm, max_steps: int | None, epoch: int, global_step: int,
+                    ctx: DistContext, run_log: RunLog, log_every: int, picture_every: int,
+                    picture_fn=None, progress: bool = True) -> tuple[int, dict]:
+    """One pass over `loader` (at most `max_steps` batches). Returns (global step, mean of each
+    loss term over the epoch, averaged over the ranks)."""
+    train_step.train()
+    parameters = [p for p in train_step.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    steps = len(loader) if max_steps is None else min(len(loader), max_steps)
+    bar = tqdm(total=steps, desc=f'epoch {epoch + 1}', leave=False, disable=not (progress and ctx.is_main))
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        batch = to_device(batch, device)
+        with autocast_context(device, amp_dtype):
+            total, terms, outputs = train_step(batch)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f'loss is {float(total)} at epoch {epoch + 1}, step {global_step + 1} '
+                                     f'({ {k: float(v) for k, v in terms.items()} }); lower optim.lr or set '
+                                     'optim.grad_clip_norm')
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        grad_norm = None
+        if grad_clip_norm:
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, float(grad_clip_norm))
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        global_step += 1
+        values = {name: float(value) for name, value in terms.items()}
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
+        bar.update(1)
+        bar.set_postfix(loss=f'{values["total"]:.3f}', lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
+        if ctx.is_main and log_every and global_step % log_every == 0:
+            extra = {'lr': optimizer.param_groups[0]['lr']}
+            if grad_norm is not None:
+                extra['grad_norm'] = float(grad_norm)
+            run_log.scalars('train', {**values, **extra}, global_step)
+        if ctx.is_main and picture_every and global_step % picture_every == 0 and picture_fn is not None:
+            run_log.picture(f'train_step_{global_step:07d}', picture_fn(batch, outputs), global_step)
+    bar.close()
+    names = sorted(sums)
+    totals = torch.tensor([sums[n] for n in names] + [float(min(steps, i + 1) if steps else 0)],
+                          dtype=torch.float64)
+    if ctx.enabled:
+        dist.all_reduce(totals)
+    count = max(float(totals[-1]), 1.0)
+    return global_step, {name: float(totals[k]) / count for k, name in enumerate(names)}
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m training.engine.train', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', default=None, help='training config YAML (training/configs/short.yaml)')
+    parser.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. optim.lr=1e-3')
+    parser.add_argument('--set', dest='set_overrides', action='append', default=[], metavar='key=value',
+                        help='a config override (repeatable)')
+    parser.add_argument('--out', default=None, help='run folder (default runs/<config name>-<time>)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run in --out from its training_state.pt')
+    parser.add_argument('--device', default='auto', help='auto (cuda:LOCAL_RANK if available), cpu, cuda')
+    parser.add_argument('--stop-after-epoch', type=int, default=None, metavar='N',
+                        help='end the process once N epochs are complete, as if it were stopped there '
+                             '(time-limited job slots; continue later with --resume)')
+    return parser.parse_intermixed_args(argv)   # overrides may come before or after the options
+
+
+def _broadcast(value, ctx: DistContext):
+    if not ctx.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _setup_logging(run_dir: Path, ctx: DistContext) -> None:
+    LOG.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
+    LOG.propagate = False
+    for handler in list(LOG.handlers):
+        LOG.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S')
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(formatter)
+    LOG.addHandler(console)
+    if ctx.is_main:
+        file_handler = logging.FileHandler(run_dir / 'train.log', encoding='utf-8')
+        file_handler.setFormatter(formatter)
+        LOG.addHandler(file_handler)
+
+
+def resolve_run(args, ctx: DistContext) -> tuple[dict, Path]:
+    """(config, run folder) from the command line; refuses to overwrite a run without --resume."""
+    overrides = list(args.overrides) + list(args.set_overrides)
+    stray = [o for o in overrides if '=' not in o]
+    if stray:
+        raise ConfigError(f'overrides must look like key=value, got {stray}')
+    if args.out is None:
+        if args.resume:
+            raise ConfigError('--resume needs --out RUN_DIR (the run to continue)')
+        stem = Path(args.config).stem if args.config else 'run'
+        run_dir = Path('runs') / f'{stem}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'
+        run_dir = Path(_broadcast(str(run_dir), ctx))
+    else:
+        run_dir = Path(args.out)
+    config_path = args.config
+    if args.resume:
+        if not (run_dir / STATE_NAME).is_file():
+            raise ConfigError(f'--resume: {run_dir / STATE_NAME} does not exist (nothing to resume)')
+        if config_path is None:
+            config_path = run_dir / CONFIG_NAME
+    else:
+        if (run_dir / STATE_NAME).exists():
+            raise ConfigError(f'{run_dir} already holds a run ({STATE_NAME}); add --resume to continue it '
+                              'or choose another --out')
+        if config_path is None:
+            raise ConfigError('--config is required (e.g. training/configs/short.yaml)')
+    return load_config(config_path, overrides), run_dir
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ctx = init_distributed(args.device)
+    try:
+        return _run(args, ctx)
+    except (ConfigError, ChunkError, FileNotFoundError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+
+
+def _run(args, ctx: DistContext) -> int:
+    config, run_dir = resolve_run(args, ctx)
+    train_cfg, data_cfg, eval_cfg, dist_cfg = config['train'], config['data'], config['eval'], config['distributed']
+    device = ctx.device
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(ctx)
+    _setup_logging(run_dir, ctx)
+    if train_cfg['threads']:
+        torch.set_num_threads(int(train_cfg['threads']))
+    if train_cfg['deterministic']:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    seed = int(train_cfg['seed'])
+    seed_everything(seed + ctx.rank)
+
+    # data
+    prepare_for_loader_workers(int(data_cfg['num_workers']))
+    folder = read_chunk_folder(data_cfg['chunks'], (data_cfg['train_split'], data_cfg['val_split']))
+    folder.files.setdefault('train', folder.files[data_cfg['train_split']])
+    if not folder.complete:
+        LOG.warning('%s: the manifest says the conversion is not complete; training on what is there',
+                    folder.path)
+    model_cfg = build_model_config(config['model'], folder.semantic_labels, folder.detection_labels)
+    dataset_args = dict(model_config=model_cfg, detection_labels=folder.detection_labels,
+                        max_objects=data_cfg['max_objects'], chunk_cache_size=data_cfg['chunk_cache_size'])
+    train_set = make_dataset(folder.files[data_cfg['train_split']], augment=data_cfg['augment'],
+                             augment_config=data_cfg['augment_config'], **dataset_args)
+    val_files = folder.files[data_cfg['val_split']]
+    val_set = make_dataset(val_files, **dataset_args) if val_files else None
+    pin = device.type == 'cuda'
+    train_loader = make_train_loader(train_set, train_cfg['batch_size'], data_cfg['num_workers'], seed,
+                                     ctx.rank, ctx.world_size, pin)
+    val_loader = None if val_set is None else make_eval_loader(
+        val_set, eval_cfg['batch_size'] or train_cfg['batch_size'], data_cfg['num_workers'], ctx.rank,
+        ctx.world_size, pin)
+    if val_set is None:
+        LOG.warning('no %r chunks in %s: no validation, no best checkpoint', data_cfg['val_split'], folder.path)
+
+    # model, loss, optimizer, schedule
+    model = MultiTaskNet(model_cfg).to(device)
+    criterion = build_criterion(config['loss'], folder, model_cfg.num_sem_classes).to(device)
+    if ctx.enabled and device.type == 'cuda' and dist_cfg['sync_batchnorm']:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_step = TrainStep(model, criterion)
+    if ctx.enabled:
+        train_step = nn.parallel.DistributedDataParallel(
+            train_step, device_ids=[device.index] if device.type == 'cuda' else None,
+            find_unused_parameters=bool(dist_cfg['find_unused_parameters']))
+    optimizer = build_optimizer([model, criterion], config['optim'])
+    steps_per_epoch = len(train_loader)
+    if train_cfg['max_steps_per_epoch']:
+        steps_per_epoch = min(steps_per_epoch, int(train_cfg['max_steps_per_epoch']))
+    epochs = int(train_cfg['epochs'])
+    scheduler = build_scheduler(optimizer, epochs * steps_per_epoch, config['schedule'])
+    amp_dtype = amp_dtype_for(train_cfg['amp'], device)
+    scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
+
+    start_epoch, global_step, best_score, best_epoch = 0, 0, -math.inf, 0
+    history = load_history(run_dir) if args.resume and ctx.is_main else []
+    if args.resume:
+        state = load_training_state(run_dir / STATE_NAME)
+        model.load_state_dict(state['model'])
+        criterion.load_state_dict(state['criterion'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        if state['scaler'] is not None and scaler.is_enabled():
+            scaler.load_state_dict(state['scaler'])
+        start_epoch, global_step = state['epoch'], state['global_step']
+        best_score, best_epoch = state['best_score'], state['best_epoch']
+        history = [entry for entry in history if entry.get('epoch', 0) <= start_epoch]
+        LOG.info('resumed %s after epoch %d (step %d, best score %.4f at epoch %d)', run_dir, start_epoch,
+                 global_step, best_score, best_epoch)
+    if ctx.is_main:
+        import yaml
+        text = yaml.safe_dump(json_ready(config), sort_keys=False)
+        atomic_write_text(run_dir / CONFIG_NAME, text)
+    LOG.info('run %s: %d train / %d val frames, %d processes on %s, %d steps per epoch, AMP %s',
+             run_dir, len(train_set), len(val_set) if val_set else 0, ctx.world_size, device, steps_per_epoch,
+             amp_dtype if amp_dtype is not None else 'off')
+    LOG.info('parameters: %s', parameter_summary(model))
+
+    run_log = RunLog(run_dir, ctx.is_main, bool(train_cfg['pictures_to_tensorboard']))
+    grid, det_labels, sem_labels = model_cfg.bev_grid, folder.detection_labels, folder.semantic_labels
+
+    def picture_fn(batch, outputs):
+        return debug_picture(batch, outputs, grid, det_labels, sem_labels)
+
+    if args.resume:   # last, so that nothing built after it draws from the restored generators
+        if len(state['rng']) == ctx.world_size:
+            restore_rng_state(state['rng'][ctx.rank])
+        else:
+            LOG.warning('resuming with %d processes, the state has RNG states of %d: reseeding',
+                        ctx.world_size, len(state['rng']))
+            seed_everything(seed + 1000 * start_epoch + ctx.rank)
+    try:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            train_loader.sampler.set_epoch(epoch)
+            global_step, train_means = train_one_epoch(
+                train_step, optimizer, scheduler, scaler, train_loader, device=device, amp_dtype=amp_dtype,
+                grad_clip_norm=config['optim']['grad_clip_norm'], max_steps=steps_per_epoch, epoch=epoch,
+                global_step=global_step, ctx=ctx, run_log=run_log, log_every=train_cfg['log_every_steps'],
+                picture_every=train_cfg['picture_every_steps'], picture_fn=picture_fn,
+                progress=train_cfg['progress'])
+            result = None
+            every = int(train_cfg['eval_every_epochs'] or 0)
+            if ctx.enabled:   # BatchNorm statistics differ per rank: evaluate (and save) rank 0's
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
+            if val_loader is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+                result = evaluate(model, val_loader, grid=grid, detection_labels=det_labels,
+                                  semantic_labels=sem_labels, device=device, criterion=criterion,
+                                  score_threshold=eval_cfg['score_threshold'],
+                                  max_detections=eval_cfg['max_detections'], nms_radius_m=eval_cfg['nms_radius_m'],
+                                  amp_dtype=amp_dtype, ctx=ctx, progress=train_cfg['progress'],
+                                  description=f'validate {epoch + 1}')
+            rng_states = gather_to_main(capture_rng_state(), ctx)
+            digests = gather_to_main(parameter_digest(model), ctx)   # DDP keeps replicas bitwise equal
+            if ctx.is_main:
+                if len(set(digests)) > 1:
+                    LOG.error('epoch %d: the %d DDP replicas have different weights (digests %s)',
+                              epoch + 1, len(digests), digests)
+                score = result.score(eval_cfg['best_metric']) if result is not None else math.nan
+                is_best = math.isfinite(score) and score > best_score
+                if is_best:
+                    best_score, best_epoch = score, epoch + 1
+                summary = result.summary() if result is not None else None
+                extra = {'epoch': epoch + 1, 'global_step': global_step, 'score': score,
+                         'best_metric': eval_cfg['best_metric'], 'metrics': summary, 'train_losses': train_means,
+                         'config': json_ready(config)}
+                save_checkpoint(run_dir / 'model_last.pt', model, sem_labels, det_labels, extra)
+                if is_best:
+                    save_checkpoint(run_dir / 'model_best.pt', model, sem_labels, det_labels, extra)
+                entry = {'epoch': epoch + 1, 'global_step': global_step, 'lr': optimizer.param_groups[0]['lr'],
+                         'epoch_time_s': time.perf_counter() - started, 'train': train_means, 'val': summary,
+                         'score': score, 'is_best': is_best, 'best_score': best_score, 'best_epoch': best_epoch}
+                history.append(entry)
+                write_json_atomic(run_dir / HISTORY_NAME, history)
+                run_log.scalars('train_epoch', train_means, global_step)
+                if summary is not None:
+                    run_log.scalars('val', {**summary, 'score': score}, global_step)
+                    sample = collate_samples([val_set[0]])
+                    with torch.no_grad():
+                        model.eval()
+                        batch = to_device(sample, device)
+                        outputs = model(batch['points'], batch['points_batch'], batch['image'],
+                                        batch['camera_matrix'], batch['vehicle_to_camera'], batch['camera_valid'])
+                        model.train()
+                    run_log.picture(f'val_epoch_{epoch + 1:03d}', picture_fn(batch, outputs), global_step)
+                run_log.flush()
+                save_training_state(run_dir / STATE_NAME, model=model, criterion=criterion, optimizer=optimizer,
+                                    scheduler=scheduler, scaler=scaler, epoch=epoch + 1, global_step=global_step,
+                                    best_score=best_score, best_epoch=best_epoch, config=config,
+                                    rng_states=rng_states, world_size=ctx.world_size,
+                                    replica_digests=digests)
+                message = (f'epoch {epoch + 1}/{epochs} step {global_step} '
+                           f'loss {train_means.get("total", math.nan):.4f} '
+                           f'(heatmap {train_means.get("heatmap", math.nan):.4f}, '
+                           f'reg {train_means.get("reg", math.nan):.4f}, sem {train_means.get("sem", math.nan):.4f})')
+                if summary is not None:
+                    message += (f' | val mAP {summary["map"]:.4f} mIoU {summary["miou"]:.4f} '
+                                f'pixel acc {summary["pixel_accuracy"]:.4f} loss {summary.get("loss/total", math.nan):.4f}'
+                                f'{" (best)" if is_best else ""}')
+                LOG.info('%s [%.1f s]', message, time.perf_counter() - started)
+            barrier(ctx)
+            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < epochs:
+                LOG.info('stopping after epoch %d as asked (--stop-after-epoch); continue with --resume',
+                         epoch + 1)
+                break
+    finally:
+        run_log.close()
+    if ctx.is_main and best_epoch:
+        LOG.info('done: %s (best %s = %.4f at epoch %d)', run_dir, eval_cfg['best_metric'], best_score, best_epoch)
+    elif ctx.is_main:
+        LOG.info('done: %s (no validation, so no model_best.pt)', run_dir)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics as pure functions, the evaluation CLIs (chunks, tracking, bags) and the report."""

@@ -1,0 +1,381 @@
+"""BEV detection metrics: per-class average precision with nuScenes-style matching.
+
+What is implemented, step by step (for one class and one threshold):
+
+1. Matching, per frame. Predictions of the class are taken in descending score order (stable
+   sort: equal scores keep their input order); each takes the closest still-unmatched
+   ground-truth box of the same class in the same frame and is a true positive when that
+   distance is below the threshold (strict ``<``, as nuScenes' ``accumulate``), else a false
+   positive. Distance = BEV centre distance ``hypot(dx, dy)`` in metres. With
+   ``criterion='bev_iou'`` the "closest" box is the one of highest rotated BEV IoU and the
+   test is ``iou >= threshold``.
+2. Accumulation over the dataset: all predictions of the class from all frames sorted by score
+   (descending, stable: ties keep frame order, then order within the frame — nuScenes breaks
+   ties the other way round, which only matters for exactly equal scores); cumulative TP / FP;
+   ``precision = tp / (tp + fp)``, ``recall = tp / num_gt``.
+3. 101-point interpolated precision on the recall grid ``k / 100, k = 0..100`` (the values of
+   ``np.linspace(0, 1, 101)``, written as ``k / 100`` so that a recall such as 7/20 compares
+   equal to its grid point; linspace is 1 ulp off at 10 of the 101 points). Default
+   (``interpolation='envelope'``, COCO's rule): precision is first made non-increasing from
+   the right (``p[i] = max(p[i:])``), then the precision at grid recall ``r`` is the envelope at
+   the first PR point with ``recall >= r``, i.e. the best precision reachable at recall ``>= r``;
+   0 beyond the highest recall reached. ``interpolation='nuscenes'`` instead reproduces
+   nuScenes' ``accumulate`` exactly: linear ``np.interp`` of the raw (non-monotone) curve with
+   ``right=0``, a point ``(0, p[0])`` prepended when the first recall is not 0, and
+   ``(0.01, 0)`` when there is no prediction.
+4. AP by nuScenes' ``calc_ap`` (nuscenes-devkit, python-sdk/nuscenes/eval/detection/algo.py)
+   with ``min_recall = min_precision = 0.1``: grid points with recall < 0.1 are dropped
+   (indices 10..100 kept, 91 points), ``ap = mean(max(p - 0.1, 0)) / (1 - 0.1)``. So a
+   detector whose precision never exceeds 0.1, or whose recall stays below 0.1, scores 0.
+
+A class with no ground truth in the whole dataset has an undefined AP: it is NaN in the table
+and left out of every mean. mAP = mean over classes (with GT) of the mean over thresholds.
+Range filtering (nuScenes drops boxes beyond a class-specific distance) is the caller's job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtl_perception_ros.core.boxes import BOX_DIM, bev_corners
+
+CENTER_DISTANCE_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
+BEV_IOU_THRESHOLDS = (0.5, 0.7)
+RECALL_GRID = np.arange(101) / 100.0
+MIN_RECALL = 0.1
+MIN_PRECISION = 0.1
+CRITERIA = ('center_distance', 'bev_iou')
+INTERPOLATIONS = ('envelope', 'nuscenes')
+
+
+def center_distances(pred_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """(N, >=2) and (M, >=2) boxes -> (N, M) BEV centre distances (x, y) in metres."""
+    pred_xy = np.asarray(pred_boxes, dtype=np.float64)[:, :2]
+    gt_xy = np.asarray(gt_boxes, dtype=np.float64)[:, :2]
+    return np.hypot(pred_xy[:, None, 0] - gt_xy[None, :, 0], pred_xy[:, None, 1] - gt_xy[None, :, 1])
+
+
+def bev_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """(N, 7) and (M, 7) boxes -> (N, M) rotated IoU of their BEV footprints.
+
+    Only pairs whose circumscribed circles overlap are intersected (vectorised over those
+    pairs, see _intersection_area); the rest are 0.
+    """
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, BOX_DIM)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, BOX_DIM)
+    iou = np.zeros((len(a), len(b)))
+    radius_a = 0.5 * np.hypot(a[:, 3], a[:, 4])
+    radius_b = 0.5 * np.hypot(b[:, 3], b[:, 4])
+    rows, cols = np.nonzero(center_distances(a, b) < radius_a[:, None] + radius_b[None, :])
+    if len(rows) == 0:
+        return iou
+    intersection = _intersection_area(a[rows], b[cols])
+    union = a[rows, 3] * a[rows, 4] + b[cols, 3] * b[cols, 4] - intersection
+    iou[rows, cols] = np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
+    return iou
+
+
+def _intersection_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P, 7) and (P, 7) boxes -> (P,) area of the intersection of each pair's BEV footprints.
+
+    The intersection of two rectangles is the convex polygon spanned by the corners of each
+    inside the other plus the crossings of their edges; those candidate points are sorted by
+    angle about their mean and the shoelace formula gives the area.
+    """
+    corners_a, corners_b = bev_corners(a), bev_corners(b)                 # (P, 4, 2)
+    a_in_b = _inside_rectangle(corners_a, b[:, None, :])
+    b_in_a = _inside_rectangle(corners_b, a[:, None, :])
+    # Edge i of A against edge j of B: p + t r = q + u s with t, u in [0, 1].
+    p = corners_a[:, :, None, :]
+    r = np.roll(corners_a, -1, axis=1)[:, :, None, :] - p
+    q = corners_b[:, None, :, :]
+    s = np.roll(corners_b, -1, axis=1)[:, None, :, :] - q
+    denom = _cross(r, s)                                                  # (P, 4, 4)
+    parallel = np.abs(denom) < 1e-12
+    safe = np.where(parallel, 1.0, denom)
+    t = _cross(q - p, s) / safe
+    u = _cross(q - p, r) / safe
+    eps = 1e-9
+    crossing = ~parallel & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
+    crossing_points = p + t[..., None] * r                                # (P, 4, 4, 2)
+    points = np.concatenate([corners_a, corners_b, crossing_points.reshape(-1, 16, 2)], axis=1)
+    valid = np.concatenate([a_in_b, b_in_a, crossing.reshape(-1, 16)], axis=1)  # (P, 24)
+    count = valid.sum(axis=1)
+    centre = (points * valid[..., None]).sum(axis=1) / np.maximum(count, 1)[:, None]
+    angle = np.arctan2(points[..., 1] - centre[:, None, 1], points[..., 0] - centre[:, None, 0])
+    order = np.argsort(np.where(valid, angle, np.inf), axis=1, kind='stable')
+    points = np.take_along_axis(points, order[..., None], axis=1)
+    valid = np.take_along_axis(valid, order, axis=1)
+    # Pad the tail with the first valid point: the padding adds only the closing edge.
+    points = np.where(valid[..., None], points, points[:, :1])
+    area = 0.5 * np.abs(_cross(points, np.roll(points, -1, axis=1)).sum(axis=1))
+    return np.where(count >= 3, area, 0.0)
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def _inside_rectangle(points: np.ndarray, boxes: np.ndarray, eps: float = 1e-9) -> np.ndarray:
+    """(..., K, 2) points, (..., 1, 7) boxes broadcastable -> (..., K) inside the BEV footprint."""
+    dx = points[..., 0] - boxes[..., 0]
+    dy = points[..., 1] - boxes[..., 1]
+    cos, sin = np.cos(boxes[..., 6]), np.sin(boxes[..., 6])
+    local_x = dx * cos + dy * sin
+    local_y = -dx * sin + dy * cos
+    return (np.abs(local_x) <= boxes[..., 3] / 2 + eps) & (np.abs(local_y) <= boxes[..., 4] / 2 + eps)
+
+
+def greedy_match(cost: np.ndarray, allowed: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Greedy one-to-one matching of predictions (rows) to ground truth (columns).
+
+    Rows are visited in `order`; each takes the still-unmatched column of lowest `cost` among
+    those where `allowed` (ties: lowest column index). Returns (N,) int64 matched column or -1.
+    When `allowed` is a sub-level set of `cost` (distance < threshold) this is exactly
+    "closest unmatched GT, then test the threshold".
+    """
+    cost = np.where(allowed, np.asarray(cost, dtype=np.float64), np.inf)
+    matched = np.full(cost.shape[0], -1, dtype=np.int64)
+    if cost.shape[1] == 0:
+        return matched
+    taken = np.zeros(cost.shape[1], dtype=bool)
+    for row in order:
+        candidates = np.where(taken, np.inf, cost[row])
+        col = int(np.argmin(candidates))
+        if np.isfinite(candidates[col]):
+            matched[row] = col
+            taken[col] = True
+    return matched
+
+
+def match_frame(pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
+                gt_boxes: np.ndarray, gt_classes: np.ndarray, thresholds=CENTER_DISTANCE_THRESHOLDS_M,
+                criterion: str = 'center_distance') -> np.ndarray:
+    """Match one frame's predictions to its ground truth, class by class.
+
+    Shapes: pred_boxes (N, 7), pred_classes (N,), pred_scores (N,), gt_boxes (M, 7),
+    gt_classes (M,). Returns (N, T) bool: prediction n is a true positive at threshold t
+    (metres for 'center_distance', IoU for 'bev_iou').
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f'criterion {criterion!r}: expected one of {CRITERIA}')
+    pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    pred_classes = np.asarray(pred_classes).reshape(-1)
+    gt_classes = np.asarray(gt_classes).reshape(-1)
+    pred_scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    is_tp = np.zeros((len(pred_boxes), len(thresholds)), dtype=bool)
+    for cls in np.unique(pred_classes):
+        pred_idx = np.nonzero(pred_classes == cls)[0]
+        gt_idx = np.nonzero(gt_classes == cls)[0]
+        if len(gt_idx) == 0:
+            continue
+        order = np.argsort(-pred_scores[pred_idx], kind='stable')
+        if criterion == 'center_distance':
+            cost = center_distances(pred_boxes[pred_idx], gt_boxes[gt_idx])   # metres, lower is closer
+            allowed = cost[None] < thresholds[:, None, None]
+        else:
+            iou = bev_iou(pred_boxes[pred_idx], gt_boxes[gt_idx])
+            cost = -iou                                                       # highest IoU first
+            allowed = iou[None] >= thresholds[:, None, None]
+        for t in range(len(thresholds)):
+            is_tp[pred_idx, t] = greedy_match(cost, allowed[t], order) >= 0
+    return is_tp
+
+
+def precision_recall(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) scores and (K,) bool TP flags of one class over the dataset -> (precision, recall),
+    each (K,), in descending-score order (stable). num_gt > 0."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind='stable')
+    tp = np.cumsum(np.asarray(is_tp, dtype=bool)[order])
+    fp = np.arange(1, len(tp) + 1) - tp
+    return tp / np.maximum(tp + fp, 1), tp / float(num_gt)
+
+
+def interpolated_precision(precision: np.ndarray, recall: np.ndarray,
+                           interpolation: str = 'envelope') -> np.ndarray:
+    """(K,) precision, recall (recall non-decreasing) -> (101,) precision on RECALL_GRID.
+
+    'envelope': best precision at recall >= r (0 beyond the highest recall);
+    'nuscenes': nuScenes' accumulate (linear interpolation of the raw curve). See module doc.
+    """
+    precision = np.asarray(precision, dtype=np.float64)
+    recall = np.asarray(recall, dtype=np.float64)
+    if interpolation == 'envelope':
+        out = np.zeros(len(RECALL_GRID))
+        if len(precision) == 0:
+            return out
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        first = np.searchsorted(recall, RECALL_GRID, side='left')
+        reached = first < len(recall)
+        out[reached] = envelope[first[reached]]
+        return out
+    if interpolation == 'nuscenes':
+        if len(precision) == 0:
+            recall, precision = np.array([0.01]), np.array([0.0])
+        if recall[0] != 0:
+            recall = np.concatenate([[0.0], recall])
+            precision = np.concatenate([precision[:1], precision])
+        return np.interp(RECALL_GRID, recall, precision, right=0)
+    raise ValueError(f'interpolation {interpolation!r}: expected one of {INTERPOLATIONS}')
+
+
+def nuscenes_ap(precision_on_grid: np.ndarray, min_recall: float = MIN_RECALL,
+                min_precision: float = MIN_PRECISION) -> float:
+    """AP from the (101,) interpolated precision, as nuScenes' calc_ap: drop recall < min_recall,
+    subtract min_precision (clipped at 0), renormalise by 1 - min_precision."""
+    kept = np.asarray(precision_on_grid, dtype=np.float64)[int(round(100 * min_recall)):]
+    ap = float(np.mean(np.clip(kept - min_precision, 0.0, None))) / (1.0 - min_precision)
+    return min(ap, 1.0)   # a perfect curve gives 1 + 4e-16 by rounding
+
+
+@dataclass
+class DetectionMetrics:
+    """Result of DetectionAccumulator.compute().
+
+    ap: (C, T) AP per class and threshold, NaN for classes without GT; ap_per_class: (C,) mean
+    over thresholds; map: mean of ap_per_class over classes with GT (NaN if none);
+    precision_curves: (C, T, 101) interpolated precision on recall_grid (zeros without GT);
+    raw_curves[c][t]: (precision, recall) arrays before interpolation; num_gt, num_pred: (C,).
+    """
+
+    class_names: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    criterion: str
+    ap: np.ndarray
+    ap_per_class: np.ndarray
+    map: float
+    recall_grid: np.ndarray
+    precision_curves: np.ndarray
+    raw_curves: list
+    num_gt: np.ndarray
+    num_pred: np.ndarray
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (NaN -> None); curves on the 101-point grid included."""
+        def clean(values):
+            return [None if np.isnan(v) else float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+        return {
+            'criterion': self.criterion,
+            'thresholds': [float(t) for t in self.thresholds],
+            'map': None if np.isnan(self.map) else float(self.map),
+            'classes': {
+                name: {'ap': clean(self.ap[c]), 'ap_mean': clean([self.ap_per_class[c]])[0],
+                       'num_gt': int(self.num_gt[c]), 'num_pred': int(self.num_pred[c]),
+                       'precision_curves': [clean(curve) for curve in self.precision_curves[c]]}
+                for c, name in enumerate(self.class_names)},
+            'recall_grid': clean(self.recall_grid),
+        }
+
+    def format_table(self) -> str:
+        """Plain-text table: one row per class, one column per threshold, then the mean."""
+        unit = ' m' if self.criterion == 'center_distance' else ''
+        header = ['class'] + [f'AP@{t:g}{unit}' for t in self.thresholds] + ['mean', 'GT', 'pred']
+        rows = [header]
+        for c, name in enumerate(self.class_names):
+            rows.append([name] + [_fmt(v) for v in self.ap[c]] + [_fmt(self.ap_per_class[c]),
+                        str(int(self.num_gt[c])), str(int(self.num_pred[c]))])
+        rows.append(['mAP'] + [''] * len(self.thresholds) + [_fmt(self.map), '', ''])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        return '\n'.join('  '.join(cell.rjust(w) if i else cell.ljust(w)
+                                   for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+
+
+def _fmt(value: float) -> str:
+    return '-' if np.isnan(value) else f'{value:.4f}'
+
+
+class DetectionAccumulator:
+    """Streams per-frame predictions and ground truth; compute() gives the AP table.
+
+    Matching happens in update() (greedy matching only depends on score order within a frame),
+    so only scores, classes and TP flags are kept: memory O(number of predictions).
+    """
+
+    def __init__(self, class_names, thresholds=None, criterion: str = 'center_distance',
+                 interpolation: str = 'envelope'):
+        if criterion not in CRITERIA:
+            raise ValueError(f'criterion {criterion!r}: expected one of {CRITERIA}')
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f'interpolation {interpolation!r}: expected one of {INTERPOLATIONS}')
+        if thresholds is None:
+            thresholds = CENTER_DISTANCE_THRESHOLDS_M if criterion == 'center_distance' else BEV_IOU_THRESHOLDS
+        self.class_names = tuple(class_names)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.criterion = criterion
+        self.interpolation = interpolation
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._classes: list[np.ndarray] = []
+        self._is_tp: list[np.ndarray] = []
+        self._num_gt = np.zeros(len(self.class_names), dtype=np.int64)
+        self.num_frames = 0
+
+    def update(self, pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes) -> None:
+        """Add one frame. pred_boxes (N, 7), pred_classes (N,) int, pred_scores (N,),
+        gt_boxes (M, 7), gt_classes (M,) int; class ids in 0..C-1, vehicle frame, metres."""
+        pred_boxes = _as_boxes(pred_boxes, 'pred_boxes')
+        gt_boxes = _as_boxes(gt_boxes, 'gt_boxes')
+        pred_classes = self._as_classes(pred_classes, len(pred_boxes), 'pred_classes')
+        gt_classes = self._as_classes(gt_classes, len(gt_boxes), 'gt_classes')
+        pred_scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+        if pred_scores.shape != (len(pred_boxes),) or not np.all(np.isfinite(pred_scores)):
+            raise ValueError(f'pred_scores: expected {len(pred_boxes)} finite scores, '
+                             f'got shape {pred_scores.shape}')
+        is_tp = match_frame(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
+                            self.thresholds, self.criterion)
+        self._scores.append(pred_scores)
+        self._classes.append(pred_classes)
+        self._is_tp.append(is_tp)
+        self._num_gt += np.bincount(gt_classes, minlength=len(self.class_names))
+        self.num_frames += 1
+
+    def compute(self) -> DetectionMetrics:
+        num_classes, num_thresholds = len(self.class_names), len(self.thresholds)
+        scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
+        classes = np.concatenate(self._classes) if self._classes else np.zeros(0, dtype=np.int64)
+        is_tp = np.concatenate(self._is_tp) if self._is_tp else np.zeros((0, num_thresholds), dtype=bool)
+        ap = np.full((num_classes, num_thresholds), np.nan)
+        curves = np.zeros((num_classes, num_thresholds, len(RECALL_GRID)))
+        raw_curves: list = [[(np.zeros(0), np.zeros(0))] * num_thresholds for _ in range(num_classes)]
+        for c in range(num_classes):
+            if self._num_gt[c] == 0:
+                continue
+            mine = classes == c
+            for t in range(num_thresholds):
+                precision, recall = precision_recall(scores[mine], is_tp[mine, t], int(self._num_gt[c]))
+                curves[c, t] = interpolated_precision(precision, recall, self.interpolation)
+                raw_curves[c][t] = (precision, recall)
+                ap[c, t] = nuscenes_ap(curves[c, t])
+        has_gt = self._num_gt > 0
+        ap_per_class = np.full(num_classes, np.nan)
+        ap_per_class[has_gt] = ap[has_gt].mean(axis=1)
+        map_value = float(ap_per_class[has_gt].mean()) if has_gt.any() else float('nan')
+        return DetectionMetrics(
+            class_names=self.class_names, thresholds=self.thresholds, criterion=self.criterion,
+            ap=ap, ap_per_class=ap_per_class, map=map_value, recall_grid=RECALL_GRID.copy(),
+            precision_curves=curves, raw_curves=raw_curves, num_gt=self._num_gt.copy(),
+            num_pred=np.bincount(classes, minlength=num_classes)[:num_classes])
+
+    def _as_classes(self, classes, count: int, field: str) -> np.ndarray:
+        classes = np.asarray(classes).reshape(-1)
+        if classes.shape != (count,) or (count and not np.issubdtype(classes.dtype, np.integer)):
+            raise ValueError(f'{field}: expected {count} integer class ids, got {classes.dtype} {classes.shape}')
+        classes = classes.astype(np.int64)
+        if count and (classes.min() < 0 or classes.max() >= len(self.class_names)):
+            raise ValueError(f'{field}: class ids must be in 0..{len(self.class_names) - 1} '
+                             f'({", ".join(self.class_names)}), got {np.unique(classes).tolist()}')
+        return classes
+
+
+def _as_boxes(boxes, field: str) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return boxes.reshape(0, BOX_DIM)
+    if boxes.ndim != 2 or boxes.shape[1] != BOX_DIM:
+        raise ValueError(f'{field}: expected (N, {BOX_DIM}) boxes x, y, z, l, w, h, yaw, got {boxes.shape}')
+    return boxes

@@ -1,0 +1,260 @@
+"""Evaluate a checkpoint on chunk files: BEV detection AP and semantic segmentation IoU.
+
+    python -m training.evaluation.evaluate --checkpoint RUN_DIR/model_best.pt --chunks CHUNK_DIR
+        [--split val] [--batch-size 4] [--num-workers 2] [--device auto] [--json OUT.json]
+
+Prints per-class AP at each centre-distance threshold (0.5, 1, 2, 4 m) and their mean (mAP),
+per-class IoU, mIoU and pixel accuracy. `evaluate` below is the one evaluation loop: the
+trainer calls it every epoch.
+
+What is measured (training.evaluation.detection_metrics, training.evaluation.segmentation_metrics):
+- Detection: the model's heatmap peaks (mtl_perception_ros.core.decode.decode_detections, score >=
+  eval.score_threshold, at most eval.max_detections per frame) against the frame's boxes whose
+  centre lies inside the BEV grid; nuScenes-style AP on BEV centre distance, per class and
+  threshold; mAP = mean over classes with ground truth of the mean over thresholds.
+- Semantics: sem_logits bilinearly upsampled to the class map at the model input size, argmax;
+  one confusion matrix over all frames (label 255 ignored) -> IoU per class, mIoU (classes that
+  are neither labelled nor predicted anywhere left out), pixel accuracy.
+- Losses (when a criterion is given): the mean of each loss term over the batches.
+Under torchrun every rank evaluates its own share of the frames (ShardSampler: each frame once)
+and rank 0 merges them in frame order, so the numbers do not depend on the number of processes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.decode import decode_detections
+from mtl_perception_ros.core.labels import LabelSet
+from training.evaluation.detection_metrics import DetectionAccumulator, DetectionMetrics
+from training.evaluation.segmentation_metrics import SegmentationAccumulator
+from training.engine.trainer_utils import (DistContext, ShardSampler, gather_to_main, json_ready, make_dataset,
+                                           make_eval_loader, prepare_for_loader_workers, read_split,
+                                           to_device, write_json_atomic)
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one pass over a split (see the module doc for what each number means)."""
+
+    detection: DetectionMetrics
+    segmentation: dict
+    losses: dict = field(default_factory=dict)
+    num_frames: int = 0
+    # with evaluate(keep_predictions=True): [(dataset index, boxes (N, 7), classes (N,), scores (N,))]
+    # per frame in dataset order (training.evaluation.evaluate_tracking runs the tracker over them)
+    predictions: list = field(default_factory=list)
+
+    @property
+    def map(self) -> float:
+        return float(self.detection.map)
+
+    @property
+    def miou(self) -> float:
+        return float(self.segmentation['miou'])
+
+    def score(self, best_metric: str = 'combined') -> float:
+        """Higher is better. combined = mean of mAP and mIoU (whichever are defined); loss = -total."""
+        if best_metric == 'map':
+            return self.map
+        if best_metric == 'miou':
+            return self.miou
+        if best_metric == 'loss':
+            return -self.losses.get('total', math.nan)
+        defined = [v for v in (self.map, self.miou) if not math.isnan(v)]
+        return float(np.mean(defined)) if defined else math.nan
+
+    def summary(self) -> dict:
+        """Flat {name: float} for TensorBoard and the history: map, ap/<class>, ap/<class>@<t>m,
+        miou, iou/<class>, pixel_accuracy, mean_class_accuracy, loss/<term>."""
+        det, seg = self.detection, self.segmentation
+        values = {'map': det.map}
+        for c, name in enumerate(det.class_names):
+            values[f'ap/{name}'] = float(det.ap_per_class[c])
+            for t, threshold in enumerate(det.thresholds):
+                values[f'ap/{name}@{threshold:g}m'] = float(det.ap[c, t])
+        values['miou'] = seg['miou']
+        for k, name in enumerate(seg['class_names']):
+            values[f'iou/{name}'] = float(seg['iou'][k])
+        values['pixel_accuracy'] = seg['pixel_accuracy']
+        values['mean_class_accuracy'] = seg['mean_class_accuracy']
+        values.update({f'loss/{term}': value for term, value in self.losses.items()})
+        return values
+
+    def to_dict(self) -> dict:
+        """JSON-ready: detection table and curves, segmentation IoU/accuracy/confusion, losses."""
+        seg = self.segmentation
+        return json_ready({
+            'num_frames': self.num_frames,
+            'detection': self.detection.to_dict(),
+            'segmentation': {'miou': seg['miou'], 'pixel_accuracy': seg['pixel_accuracy'],
+                             'mean_class_accuracy': seg['mean_class_accuracy'],
+                             'num_pixels': seg['num_pixels'],
+                             'iou': dict(zip(seg['class_names'], seg['iou'])),
+                             'class_accuracy': dict(zip(seg['class_names'], seg['class_accuracy'])),
+                             'confusion_matrix': seg['confusion_matrix']},
+            'losses': self.losses,
+        })
+
+    def format_report(self) -> str:
+        """Detection AP table, then the segmentation table, then the losses."""
+        seg = self.segmentation
+        lines = [f'{self.num_frames} frames', '', 'BEV detection (centre distance)', self.detection.format_table(),
+                 '', 'Semantic segmentation']
+        width = max(len('pixel accuracy'), *(len(n) for n in seg['class_names']))
+        lines.append(f'{"class".ljust(width)}     IoU  accuracy')
+        for name, iou, accuracy in zip(seg['class_names'], seg['iou'], seg['class_accuracy']):
+            lines.append(f'{name.ljust(width)}  {_fmt(iou)}    {_fmt(accuracy)}')
+        lines.append(f'{"mIoU".ljust(width)}  {_fmt(seg["miou"])}')
+        lines.append(f'{"pixel accuracy".ljust(width)}  {_fmt(seg["pixel_accuracy"])}')
+        if self.losses:
+            lines += ['', 'Losses: ' + ', '.join(f'{k} {v:.4f}' for k, v in self.losses.items())]
+        return '\n'.join(lines)
+
+
+def _fmt(value) -> str:
+    return '     -' if value is None or math.isnan(value) else f'{value:.4f}'
+
+
+def semantic_prediction(sem_logits: torch.Tensor, size_hw) -> torch.Tensor:
+    """(B, K, h, w) logits -> (B, H, W) uint8 class ids at `size_hw` (bilinear logits, argmax)."""
+    if tuple(sem_logits.shape[-2:]) != tuple(size_hw):
+        sem_logits = F.interpolate(sem_logits.float(), size=tuple(size_hw), mode='bilinear', align_corners=False)
+    return sem_logits.argmax(dim=1).to(torch.uint8)
+
+
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+    """torch.autocast on CUDA with `amp_dtype`, a no-op otherwise."""
+    if amp_dtype is None or device.type != 'cuda':
+        return contextlib.nullcontext()
+    return torch.autocast(device_type='cuda', dtype=amp_dtype)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels: LabelSet,
+             semantic_labels: LabelSet, device: torch.device, criterion=None,
+             score_threshold: float = 0.05, max_detections: int = 100, nms_radius_m=None,
+             amp_dtype: torch.dtype | None = None, ctx: DistContext | None = None,
+             progress: bool = True, description: str = 'evaluate',
+             keep_predictions: bool = False) -> EvaluationResult | None:
+    """Run `model` (the bare network, not a DDP wrapper) over `loader`; metrics on rank 0.
+
+    Returns an EvaluationResult on rank 0 (or without DDP), None on the other ranks. The model
+    is put in eval mode and back into its previous mode afterwards. keep_predictions: also return
+    every frame's decoded boxes (EvaluationResult.predictions).
+    """
+    ctx = ctx or DistContext(device=device)
+    was_training = model.training
+    model.eval()
+    frames = []                 # (dataset index, pred boxes, classes, scores, gt boxes, gt classes)
+    seg = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+    loss_sums: dict[str, float] = {}
+    batches = 0
+    # dataset index of each frame, to merge the ranks' shards in frame order
+    sampler_indices = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else None
+    position = 0
+    try:
+        for batch in tqdm(loader, desc=description, leave=False, disable=not (progress and ctx.is_main)):
+            batch = to_device(batch, device)
+            with autocast_context(device, amp_dtype):
+                outputs = model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
+                                batch['vehicle_to_camera'], batch['camera_valid'])
+                if criterion is not None:
+                    _, terms = criterion(outputs, batch)
+                    for name, value in terms.items():
+                        loss_sums[name] = loss_sums.get(name, 0.0) + float(value)
+            batches += 1
+            # contiguous: decode_detections uses .view (conv outputs may come channels-last)
+            detections = decode_detections(outputs['bbox_heatmap'].float().contiguous(),
+                                           outputs['bbox_reg'].float().contiguous(), grid,
+                                           score_threshold, max_detections, nms_radius_m)
+            predicted = semantic_prediction(outputs['sem_logits'], batch['class_map'].shape[-2:]).cpu().numpy()
+            class_maps = batch['class_map'].cpu().numpy()
+            for i, det in enumerate(detections):
+                index = sampler_indices[position] if sampler_indices is not None else position
+                position += 1
+                frames.append((index, det.boxes, det.classes, det.scores,
+                               batch['gt_boxes'][i].cpu().numpy(), batch['gt_classes'][i].cpu().numpy()))
+                seg.update(predicted[i], class_maps[i])
+    finally:
+        model.train(was_training)
+
+    gathered = gather_to_main({'frames': frames, 'confusion': seg.confusion, 'loss_sums': loss_sums,
+                               'batches': batches}, ctx)
+    if gathered is None:
+        return None
+    det_acc = DetectionAccumulator(detection_labels.names)
+    all_frames = sorted((f for part in gathered for f in part['frames']), key=lambda f: f[0])
+    for _, boxes, classes, scores, gt_boxes, gt_classes in all_frames:
+        det_acc.update(boxes, classes, scores, gt_boxes, gt_classes)
+    seg.confusion = sum(part['confusion'] for part in gathered)
+    total_batches = sum(part['batches'] for part in gathered)
+    losses = {}
+    for part in gathered:
+        for name, value in part['loss_sums'].items():
+            losses[name] = losses.get(name, 0.0) + value
+    losses = {name: value / max(total_batches, 1) for name, value in losses.items()}
+    predictions = [f[:4] for f in all_frames] if keep_predictions else []
+    return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv=None) -> int:
+    from mtl_perception_ros.core.checkpoint import CheckpointError, load_checkpoint
+    from mtl_perception_ros.core.inference import pick_device
+
+    parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checkpoint', required=True, help='deployable checkpoint (RUN_DIR/model_best.pt)')
+    parser.add_argument('--chunks', required=True, help='chunk folder (training.data.convert output)')
+    parser.add_argument('--split', default='val', help='which chunks: val (default) or train')
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--num-workers', type=int, default=2)
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')
+    parser.add_argument('--score-threshold', type=float, default=0.05)
+    parser.add_argument('--max-detections', type=int, default=100)
+    parser.add_argument('--json', default=None, help='also write the metrics to this JSON file')
+    parser.add_argument('--no-progress', action='store_true')
+    args = parser.parse_args(argv)
+
+    try:
+        device = pick_device(args.device)
+        model, info = load_checkpoint(args.checkpoint, map_location=device)
+        folder = read_split(args.chunks, args.split)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    for what, ours, theirs in (('detection', info.detection_labels, folder.detection_labels),
+                               ('semantic', info.semantic_labels, folder.semantic_labels)):
+        if tuple(ours.names) != tuple(theirs.names):
+            print(f'error: the checkpoint\'s {what} classes {list(ours.names)} differ from the chunks\' '
+                  f'{list(theirs.names)} ({args.chunks})', file=sys.stderr)
+            return 2
+    prepare_for_loader_workers(args.num_workers)
+    dataset = make_dataset(folder.files[args.split], info.model_config, info.detection_labels)
+    loader = make_eval_loader(dataset, args.batch_size, args.num_workers, pin_memory=device.type == 'cuda')
+    result = evaluate(model, loader, grid=info.bev_grid, detection_labels=info.detection_labels,
+                      semantic_labels=info.semantic_labels, device=device,
+                      score_threshold=args.score_threshold, max_detections=args.max_detections,
+                      progress=not args.no_progress)
+    print(f'checkpoint: {args.checkpoint} (epoch {info.extra.get("epoch", "?")})')
+    print(f'chunks: {args.chunks} split {args.split}')
+    print(result.format_report())
+    if args.json:
+        write_json_atomic(args.json, {'checkpoint': str(args.checkpoint), 'chunks': str(args.chunks),
+                                      'split': args.split, **result.to_dict()})
+        print(f'metrics: {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""Evaluate perception over a rosbag2 bag: offline (the node's code path, no ROS) or the outputs a live node recorded.
+
+    python -m training.evaluation.evaluate_bag --bag BAG --checkpoint CKPT [--params config/mtl_perception.yaml]
+        [--calibration params|camera_info|bag] --out REPORT_DIR
+    python -m training.evaluation.evaluate_bag --bag BAG --recorded RECORDED_BAG --out REPORT_DIR
+        [--tracking-json output/tracking.json --track-plots output/tracks]
+
+BAG is a bag written by `python -m training.export.to_bag` (/points, /image, /camera_info,
+/tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.bag_messages).
+
+Offline (`--checkpoint`): the bag's /points and /image messages are read in recorded order and
+paired by mtl_perception_ros.core.approx_time_sync.ApproximateTimeSync with the node's settings from
+the params YAML (slop_s, queue_size, camera_time_offset_s, points_min_interval_s); a cloud
+arriving more than camera_timeout_s (bag receive time) after the last image runs LiDAR-only, as
+in the node. Each pair goes through what the node's worker does: the cloud's point_fields with
+intensity_scale (non-finite points dropped), the image through
+mtl_perception_ros.core.inference.camera_inputs with the calibration, then PerceptionInference with
+score_threshold / max_detections / nms_radius_m from the YAML. Calibration: `params` (the YAML's
+lidar_to_camera, camera_matrix, distortion, calibration_image_size), `camera_info` (K, D and
+size from the bag's /camera_info, the transform from the YAML: what the node does with
+camera_info_topic set; the default when the YAML sets camera_info_topic), or `bag` (/camera_info
+plus the transform from /tf_static). Unlike the node, every pair is processed (no drops for a
+busy worker).
+
+Recorded (`--recorded`): the node's outputs recorded with mtl_bag_record while BAG played:
+`.../detections` (vision_msgs/Detection2DArray, the cloud's header) and `.../semantic/labels`
+(mono8, the image's header), plus `/diagnostics` when recorded (the node's sync/drop counts and
+latency p50/p95, its last report).
+
+Scoring (both modes, so that they agree when the node processed every pair):
+- Detection: every /gt/detections frame (matched to predictions by the cloud's header stamp; a
+  frame without output counts with no predictions), GT boxes with centres inside the model's BEV
+  grid; training.evaluation.detection_metrics.DetectionAccumulator (BEV centre distance 0.5/1/2/4 m,
+  nuScenes AP) over the detections that passed the node's score_threshold. Per-class AP and mAP.
+- Segmentation: each predicted class map against /gt/semantic of the same image stamp
+  (255 ignored); training.evaluation.segmentation_metrics: IoU per class, mIoU, pixel accuracy.
+- Latency: per stage p50/p95 (offline: the inference core's timings_ms plus preparation).
+The report (training.evaluation.report) goes to REPORT_DIR: report.md, metrics.json and PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
+from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.boxes import BOX_DIM
+from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
+from mtl_perception_ros.core.labels import LabelSet
+from training.evaluation.detection_metrics import DetectionAccumulator
+from training.evaluation.segmentation_metrics import SegmentationAccumulator
+from training.paths import NODE_PARAMS_PATH
+
+CALIBRATION_SOURCES = ('params', 'camera_info', 'bag')
+# The node's defaults (mtl_perception_ros/ros/node.py) for the parameters read here.
+NODE_DEFAULTS = {
+    'slop_s': 0.05, 'queue_size': 10, 'camera_time_offset_s': 0.0, 'points_min_interval_s': 0.05,
+    'camera_timeout_s': 0.5, 'camera_info_topic': '',
+    'lidar_to_camera': [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    'camera_matrix': [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
+    'distortion': [0.0, 0.0, 0.0, 0.0, 0.0], 'calibration_image_size': [1920, 1208],
+    'point_fields': ['x', 'y', 'z', 'intensity'], 'intensity_scale': 1.0 / 255.0,
+    'score_threshold': 0.3, 'max_detections': 100, 'nms_radius_m': 0.0,
+}
+
+
+# ----------------------------------------------------------------------------- parameters
+def load_node_params(path) -> dict:
+    """The node's parameters from a ROS params YAML (`/**:` or `<node name>:` -> `ros__parameters:`),
+    over NODE_DEFAULTS for the keys this module reads."""
+    path = Path(path)
+    with open(path, encoding='utf-8') as stream:
+        document = yaml.safe_load(stream) or {}
+    blocks = [value['ros__parameters'] for value in document.values()
+              if isinstance(value, dict) and isinstance(value.get('ros__parameters'), dict)]
+    if not blocks:
+        raise ValueError(f'{path}: no `ros__parameters` block (expected the node YAML format '
+                         '"/**: ros__parameters: {...}")')
+    params = dict(NODE_DEFAULTS)
+    for block in blocks:
+        params.update(block)
+    return params
+
+
+def calibration_from_params(params: dict) -> CameraCalibration:
+    return CameraCalibration.from_parameters(params['lidar_to_camera'], params['camera_matrix'],
+                                             params['distortion'], params['calibration_image_size'])
+
+
+# ----------------------------------------------------------------------------- predictions
+@dataclass
+class FramePrediction:
+    """One processed cloud: boxes (N, 7) vehicle frame, classes (N,) int64, scores (N,);
+    class_map (H, W) uint8 at the image's size or None (LiDAR-only / not recorded)."""
+
+    cloud_stamp_ns: int
+    image_stamp_ns: int | None
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    class_map: np.ndarray | None
+    lidar_only: bool = False
+
+
+@dataclass
+class BagPredictions:
+    """Predictions of a bag plus how they came about. latency_samples: stage -> per-frame ms;
+    latency_summary: stage -> (p50, p95) ms (computed from the samples, or the node's diagnostics);
+    counts: received / synchronized / dropped / skipped counts by name."""
+
+    source: str
+    frames: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    latency_samples: dict = field(default_factory=dict)
+    latency_summary: dict = field(default_factory=dict)
+    class_maps: dict | None = None   # recorded: image stamp -> class map (offline: in the frames)
+
+
+def latency_summary(samples: dict) -> dict:
+    """stage -> list of ms  ->  stage -> (p50, p95)."""
+    return {stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
+            for stage, values in samples.items() if len(values)}
+
+
+def _finite_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.isfinite(points).all(axis=1)]
+
+
+def predict_offline(bag, inference, params: dict, calibration_source: str | None = None,
+                    log=print) -> BagPredictions:
+    """Run `inference` (PerceptionInference) over the bag's pairs as the node would (module doc)."""
+    from mtl_perception_ros.core.inference import camera_inputs
+    if calibration_source is None:
+        calibration_source = 'camera_info' if params.get('camera_info_topic') else 'params'
+    if calibration_source not in CALIBRATION_SOURCES:
+        raise ValueError(f'calibration source {calibration_source!r}: expected one of {CALIBRATION_SOURCES}')
+    calibration = calibration_from_params(params)
+    sync = ApproximateTimeSync(
+        num_streams=2, slop_s=params['slop_s'], queue_size=params['queue_size'],
+        offsets_s=[0.0, params['camera_time_offset_s']], min_interval_s=[params['points_min_interval_s'], 0.0],
+        stream_names=['points', 'image'])
+    out = BagPredictions(source=f'offline: {getattr(inference, "checkpoint_path", "checkpoint")}')
+    counts = out.counts
+    samples: dict[str, list] = {}
+    timeout_ns = int(round(params['camera_timeout_s'] * 1e9))
+    last_image_ns = first_points_ns = None
+
+    def process(cloud: bm.DecodedMessage, image: bm.DecodedMessage | None):
+        start = time.perf_counter()
+        points = _finite_rows(cloud.data)
+        if len(points) == 0:
+            counts['skipped.empty_pointcloud'] = counts.get('skipped.empty_pointcloud', 0) + 1
+            return
+        rgb = camera_matrix = vehicle_to_camera = None
+        if image is not None:
+            try:
+                rgb, camera_matrix, vehicle_to_camera = camera_inputs(image.data, calibration)
+            except CalibrationError:
+                counts['skipped.bad_image'] = counts.get('skipped.bad_image', 0) + 1
+                rgb = None
+        prepare_ms = (time.perf_counter() - start) * 1000
+        result = inference(points, rgb, camera_matrix, vehicle_to_camera, want_class_map=rgb is not None)
+        total_ms = (time.perf_counter() - start) * 1000
+        for stage, value in [('prepare', prepare_ms)] + [(f'model.{k}', v) for k, v in result.timings_ms.items()] \
+                + [('total', total_ms)]:
+            samples.setdefault(stage, []).append(float(value))
+        counts['processed'] = counts.get('processed', 0) + 1
+        if result.lidar_only:
+            counts['processed_lidar_only'] = counts.get('processed_lidar_only', 0) + 1
+        out.frames.append(FramePrediction(
+            cloud.stamp_ns, None if rgb is None else image.stamp_ns, np.asarray(result.boxes, np.float64),
+            np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_map,
+            result.lidar_only))
+
+    topics = [bm.POINTS_TOPIC, bm.IMAGE_TOPIC]
+    with bm.BagReader(bag) as reader:
+        if calibration_source in ('camera_info', 'bag') and bm.CAMERA_INFO_TOPIC in reader.topics:
+            topics.append(bm.CAMERA_INFO_TOPIC)
+        if calibration_source == 'bag':
+            calibration = CameraCalibration.from_parameters(
+                reader.vehicle_to_camera(), calibration.camera_matrix, calibration.distortion,
+                calibration.image_size_wh)
+        for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
+                                      point_fields=tuple(params['point_fields'])):
+            if message.topic == bm.CAMERA_INFO_TOPIC:
+                calibration = calibration.with_camera_info(message.msg)
+                continue
+            stream = 0 if message.topic == bm.POINTS_TOPIC else 1
+            counts[f'received.{message.topic.strip("/")}'] = counts.get(f'received.{message.topic.strip("/")}', 0) + 1
+            if stream == 1:
+                last_image_ns = message.timestamp_ns
+            else:
+                if first_points_ns is None:
+                    first_points_ns = message.timestamp_ns
+                last_heard = last_image_ns if last_image_ns is not None else first_points_ns
+                if message.timestamp_ns - last_heard > timeout_ns:
+                    process(message, None)          # the node's camera timeout: LiDAR-only
+                    continue
+            for cloud, image in sync.add(stream, message.stamp_ns, message):
+                process(cloud, image)
+    stats = sync.stats()
+    counts['sync.emitted_pairs'] = stats['emitted_sets']
+    for name, pending in zip(stats['stream_names'], stats['pending']):
+        counts[f'sync.pending.{name}'] = pending
+    for reason, per_stream in stats['dropped'].items():
+        for name, value in zip(stats['stream_names'], per_stream):
+            if value:
+                counts[f'sync.dropped.{reason}.{name}'] = value
+    out.latency_samples = samples
+    out.latency_summary = latency_summary(samples)
+    return out
+
+
+def find_topic(reader: bm.BagReader, msgtype: str, suffix: str) -> str | None:
+    """The recorded topic of `msgtype` whose name ends with `suffix` (ground-truth topics excluded)."""
+    found = [t for t, (kind, _) in reader.topics.items()
+             if kind == msgtype and t.endswith(suffix) and not t.startswith('/gt/')]
+    return sorted(found)[0] if found else None
+
+
+def diagnostics_values(reader: bm.BagReader, topic: str = '/diagnostics') -> dict[str, str]:
+    """key -> value of the last mtl_perception status on the recorded /diagnostics ({} when none)."""
+    if topic not in reader.topics:
+        return {}
+    values = {}
+    for _, _, _, msg in reader.messages([topic]):
+        for status in msg.status:
+            if 'mtl_perception' in status.name:
+                values = {item.key: item.value for item in status.values}
+    return values
+
+
+def read_recorded(recorded, detection_names, detections_topic: str | None = None,
+                  labels_topic: str | None = None) -> BagPredictions:
+    """The node's recorded outputs as BagPredictions (module doc). Class names -> ids by `detection_names`."""
+    out = BagPredictions(source=f'recorded: {recorded}')
+    names = list(detection_names)
+    with bm.BagReader(recorded) as reader:
+        detections_topic = detections_topic or find_topic(reader, bm.DETECTION2D_ARRAY, '/detections')
+        labels_topic = labels_topic or find_topic(reader, bm.IMAGE, '/semantic/labels')
+        if detections_topic is None:
+            raise ValueError(f'{recorded}: no .../detections topic (vision_msgs/msg/Detection2DArray); '
+                             f'the bag has {sorted(reader.topics)}')
+        class_maps = {}
+        if labels_topic is not None:
+            class_maps = {m.stamp_ns: m.data for m in reader.decoded([labels_topic])}
+        for message in reader.decoded([detections_topic]):
+            data = message.data
+            unknown = sorted(set(data.class_names) - set(names))
+            if unknown:
+                raise ValueError(f'{recorded} {detections_topic}: classes {unknown} are not among {names}')
+            out.frames.append(FramePrediction(message.stamp_ns, None, bev_to_boxes(data.boxes),
+                                              np.array([names.index(n) for n in data.class_names], np.int64),
+                                              data.scores.astype(np.float64), None))
+        out.class_maps = class_maps
+        diagnostics = diagnostics_values(reader)
+    out.counts = {'recorded.detections': len(out.frames), 'recorded.semantic_labels': len(class_maps)}
+    for key, value in diagnostics.items():
+        if key.startswith(('received', 'processed', 'dropped', 'skipped', 'sync.', 'synced')):
+            out.counts[f'node.{key}'] = value
+    stages = sorted({k[len('latency_ms.'):-len('.p50')] for k in diagnostics if k.startswith('latency_ms.')
+                     and k.endswith('.p50')})
+    out.latency_summary = {s: (float(diagnostics[f'latency_ms.{s}.p50']), float(diagnostics[f'latency_ms.{s}.p95']))
+                           for s in stages if f'latency_ms.{s}.p95' in diagnostics}
+    return out
+
+
+# ----------------------------------------------------------------------------- ground truth and scoring
+def bev_to_boxes(bev: np.ndarray) -> np.ndarray:
+    """(M, 5) x, y, length, width, yaw (metric BEV messages) -> (M, 7) boxes with z = 0, height = 1
+    (BEV centre-distance matching uses x, y only)."""
+    bev = np.asarray(bev, dtype=np.float64).reshape(-1, 5)
+    boxes = np.zeros((len(bev), BOX_DIM))
+    boxes[:, [0, 1, 3, 4, 6]] = bev
+    boxes[:, 5] = 1.0
+    return boxes
+
+
+@dataclass
+class GroundTruth:
+    """detections: cloud stamp ns -> (boxes (M, 7), classes (M,)) inside the grid; semantic: image stamp -> (H, W) uint8."""
+
+    detections: dict
+    semantic: dict
+    outside_grid: int = 0
+
+
+def read_ground_truth(bag, detection_names, grid: BevGrid) -> GroundTruth:
+    names = list(detection_names)
+    detections, outside = {}, 0
+    with bm.BagReader(bag) as reader:
+        for stamp, message in sorted(reader.by_stamp(bm.GT_DETECTIONS_TOPIC).items()):
+            data = message.data
+            unknown = sorted(set(data.class_names) - set(names))
+            if unknown:
+                raise ValueError(f'{bag} {bm.GT_DETECTIONS_TOPIC}: classes {unknown} are not among {names}')
+            boxes = bev_to_boxes(data.boxes)
+            classes = np.array([names.index(n) for n in data.class_names], np.int64)
+            inside = ((boxes[:, 0] >= grid.x_min_m) & (boxes[:, 0] < grid.x_max_m)
+                      & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
+            outside += int(np.count_nonzero(~inside))
+            detections[stamp] = (boxes[inside], classes[inside])
+        semantic = ({m.stamp_ns: m.data for m in reader.decoded([bm.GT_SEMANTIC_TOPIC])}
+                    if bm.GT_SEMANTIC_TOPIC in reader.topics else {})
+    return GroundTruth(detections, semantic, outside)
+
+
+@dataclass
+class BagEvaluation:
+    detection: object            # training.evaluation.detection_metrics.DetectionMetrics
+    segmentation: dict           # SegmentationAccumulator.compute()
+    counts: dict
+    predictions: BagPredictions
+    truth: GroundTruth
+
+
+def class_maps_by_stamp(predictions: BagPredictions) -> dict:
+    """image stamp -> predicted class map (recorded: the labels topic; offline: from the frames)."""
+    if predictions.class_maps is not None:
+        return predictions.class_maps
+    return {f.image_stamp_ns: f.class_map for f in predictions.frames if f.class_map is not None}
+
+
+def score(predictions: BagPredictions, truth: GroundTruth, detection_labels: LabelSet,
+          semantic_labels: LabelSet) -> BagEvaluation:
+    """Detection AP over every GT frame and segmentation over predicted maps with GT (module doc)."""
+    by_stamp = {f.cloud_stamp_ns: f for f in predictions.frames}
+    detection = DetectionAccumulator(detection_labels.names)
+    missing = 0
+    for stamp, (gt_boxes, gt_classes) in sorted(truth.detections.items()):
+        frame = by_stamp.get(stamp)
+        if frame is None:
+            missing += 1
+            detection.update(np.zeros((0, BOX_DIM)), np.zeros(0, np.int64), np.zeros(0), gt_boxes, gt_classes)
+        else:
+            detection.update(frame.boxes, frame.classes, frame.scores, gt_boxes, gt_classes)
+    segmentation = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+    maps = class_maps_by_stamp(predictions)
+    scored_maps = 0
+    for stamp, class_map in sorted(maps.items()):
+        label = truth.semantic.get(stamp)
+        if label is not None:
+            segmentation.update(class_map, label)
+            scored_maps += 1
+    counts = {'gt_frames': len(truth.detections), 'gt_frames_without_prediction': missing,
+              'predictions_without_gt': sum(1 for s in by_stamp if s not in truth.detections),
+              'gt_boxes_outside_grid': truth.outside_grid, 'gt_images': len(truth.semantic),
+              'class_maps_scored': scored_maps, 'gt_images_without_class_map': len(set(truth.semantic) - set(maps))}
+    counts.update(predictions.counts)
+    return BagEvaluation(detection.compute(), segmentation.compute(), counts, predictions, truth)
+
+
+# ----------------------------------------------------------------------------- samples for the report
+def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scale: float = bm.DEFAULT_INTENSITY_SCALE):
+    """Up to `count` report.SampleFrame, evenly spaced over the GT frames: camera, points, GT and predictions."""
+    from training.evaluation.report import SampleFrame
+    stamps = sorted(evaluation.truth.detections)
+    if not stamps or count <= 0:
+        return []
+    chosen = [stamps[i] for i in sorted(set(np.linspace(0, len(stamps) - 1, count).round().astype(int).tolist()))]
+    predictions = {f.cloud_stamp_ns: f for f in evaluation.predictions.frames}
+    maps = class_maps_by_stamp(evaluation.predictions)
+    image_stamps = sorted(evaluation.truth.semantic)
+    wanted = {}          # cloud stamp -> image stamp: the one the prediction used, else the nearest GT image
+    for stamp in chosen:
+        frame = predictions.get(stamp)
+        if frame is not None and frame.image_stamp_ns is not None:
+            wanted[stamp] = frame.image_stamp_ns
+        elif image_stamps:
+            wanted[stamp] = min(image_stamps, key=lambda s: abs(s - stamp))
+    clouds, images = {}, {}
+    with bm.BagReader(bag) as reader:
+        for message in reader.decoded([bm.POINTS_TOPIC, bm.IMAGE_TOPIC], intensity_scale=intensity_scale):
+            if message.topic == bm.POINTS_TOPIC and message.stamp_ns in wanted:
+                clouds[message.stamp_ns] = message.data
+            elif message.topic == bm.IMAGE_TOPIC and message.stamp_ns in wanted.values():
+                images[message.stamp_ns] = message.data
+    samples = []
+    for stamp in chosen:
+        frame = predictions.get(stamp)
+        image_stamp = wanted.get(stamp)
+        gt_boxes, gt_classes = evaluation.truth.detections[stamp]
+        empty = (np.zeros((0, BOX_DIM)), np.zeros(0, np.int64), np.zeros(0))
+        boxes, classes, scores = (frame.boxes, frame.classes, frame.scores) if frame is not None else empty
+        samples.append(SampleFrame(
+            stamp_ns=stamp, image=images.get(image_stamp), points=clouds.get(stamp),
+            gt_class_map=evaluation.truth.semantic.get(image_stamp), pred_class_map=maps.get(image_stamp),
+            gt_boxes=gt_boxes, gt_classes=gt_classes, pred_boxes=boxes, pred_classes=classes, pred_scores=scores))
+    return samples
+
+
+# ----------------------------------------------------------------------------- CLI
+def bag_label_sets(bag) -> tuple[LabelSet | None, LabelSet | None]:
+    """(detection, semantic) class names from the bag's custom_data (export_bag), as LabelSets with
+    the default colours of config/a2d2 where the names agree; None when absent."""
+    from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
+    with bm.BagReader(bag) as reader:
+        custom = reader.custom_data
+    result = []
+    for key, default in (('box_classes', DEFAULT_BOX_CLASSES), ('semantic_classes', DEFAULT_SEMANTIC_CLASSES)):
+        raw = custom.get(f'mtl_perception.{key}')
+        if raw is None:
+            result.append(None)
+            continue
+        names = json.loads(raw)
+        labels = LabelSet.from_yaml(default)
+        if tuple(labels.names) != tuple(names):     # other classes: fixed pseudo-random colours
+            rng = np.random.default_rng(0)
+            labels = LabelSet(names=tuple(names), name=key,
+                              colors=tuple(tuple(int(c) for c in rng.integers(40, 256, 3)) for _ in names))
+        result.append(labels)
+    return result[0], result[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate_bag', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--bag', required=True, help='source bag with /points, /image and /gt/* (training.export.to_bag)')
+    parser.add_argument('--checkpoint', help='offline: run this checkpoint over the bag as the node would')
+    parser.add_argument('--recorded', help="score a live node's recorded outputs instead (mtl_bag_record bag)")
+    parser.add_argument('--params', default=str(NODE_PARAMS_PATH), help='node parameters YAML (default %(default)s)')
+    parser.add_argument('--calibration', choices=CALIBRATION_SOURCES, default=None,
+                        help='offline calibration source (default: camera_info when the YAML sets '
+                             'camera_info_topic, else params)')
+    parser.add_argument('--device', default='cpu', help='offline: cpu (default), cuda, auto')
+    parser.add_argument('--detections-topic', default=None, help='recorded: default the .../detections topic')
+    parser.add_argument('--labels-topic', default=None, help='recorded: default the .../semantic/labels topic')
+    parser.add_argument('--tracking-json', default=None, help='training.evaluation.evaluate_tracking --json output to include')
+    parser.add_argument('--track-plots', default=None, help='training.evaluation.evaluate_tracking --plots folder to include')
+    parser.add_argument('--samples', type=int, default=4, help='sample frames drawn in the report (default 4)')
+    parser.add_argument('--out', required=True, help='report folder (report.md, metrics.json, PNGs)')
+    args = parser.parse_args(argv)
+    if bool(args.checkpoint) == bool(args.recorded):
+        parser.error('give exactly one of --checkpoint (offline) and --recorded (recorded outputs)')
+
+    from training.evaluation.report import write_report
+    try:
+        params = load_node_params(args.params)
+        bag_detection, bag_semantic = bag_label_sets(args.bag)
+        if args.checkpoint:
+            from mtl_perception_ros.core.inference import PerceptionInference
+            inference = PerceptionInference(
+                args.checkpoint, device=args.device, score_threshold=params['score_threshold'],
+                max_detections=params['max_detections'],
+                nms_radius_m=params['nms_radius_m'] if params['nms_radius_m'] > 0 else None)
+            inference.checkpoint_path = args.checkpoint
+            detection_labels, semantic_labels, grid = (inference.detection_labels, inference.semantic_labels,
+                                                       inference.grid)
+            if bag_detection is not None and tuple(bag_detection.names) != tuple(detection_labels.names):
+                raise ValueError(f"the checkpoint's detection classes {list(detection_labels.names)} differ from "
+                                 f"the bag's {list(bag_detection.names)} ({args.bag})")
+            started = time.monotonic()
+            predictions = predict_offline(args.bag, inference, params, args.calibration)
+            print(f'offline: {len(predictions.frames)} frames processed in {time.monotonic() - started:.1f} s')
+        else:
+            if bag_detection is None or bag_semantic is None:
+                raise ValueError(f'{args.bag}: metadata.yaml custom_data has no mtl_perception.box_classes / '
+                                 'semantic_classes (export the bag with training.export.to_bag)')
+            detection_labels, semantic_labels, grid = bag_detection, bag_semantic, BevGrid()
+            predictions = read_recorded(args.recorded, detection_labels.names, args.detections_topic,
+                                        args.labels_topic)
+        truth = read_ground_truth(args.bag, detection_labels.names, grid)
+        evaluation = score(predictions, truth, detection_labels, semantic_labels)
+        samples = sample_frames(args.bag, evaluation, args.samples, float(params['intensity_scale']))
+        tracking = None
+        if args.tracking_json and Path(args.tracking_json).is_file():
+            tracking = json.loads(Path(args.tracking_json).read_text())
+        plots = sorted(Path(args.track_plots).glob('*.png')) if args.track_plots else []
+        report = write_report(args.out, evaluation, detection_labels, semantic_labels, grid, samples,
+                              tracking=tracking, track_plots=plots, params_file=args.params)
+    except (FileNotFoundError, KeyError, ValueError, CalibrationError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(evaluation.detection.format_table())
+    seg = evaluation.segmentation
+    print(f"mIoU {seg['miou']:.4f}  pixel accuracy {seg['pixel_accuracy']:.4f}  "
+          f"({evaluation.counts['class_maps_scored']} class maps)")
+    print(f'report: {report}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Exports: rosbag2 from chunks, ONNX graphs."""

@@ -1,0 +1,281 @@
+"""Chunks -> rosbag2: replay the data set to the node as a vehicle would send it.
+
+    python -m training.export.to_bag --chunks CHUNK_DIR [--split val] --out BAG_DIR
+        [--storage sqlite3|mcap] [--scenes SCENE ...] [--max-frames N] [--scene-gap S] [--overwrite]
+
+CHUNK_DIR is a chunk folder (training.data.convert's layout; `--split train|val|all` picks its files,
+default val) or one chunk .npz file. Topics, types, frames and QoS are those of
+mtl_perception_ros.bags.bag_messages (its docstring is the reference): /points, /image, /camera_info,
+/tf_static, /gt/detections, /gt/semantic. The bag is rosbag2 metadata version 8: `ros2 bag play`
+on Humble and later, and `mtl_bag_play` here, play it.
+
+Timing: frames of a scene play in LiDAR-stamp order (frame name order when stamps are unknown).
+- LiDAR stamps are the recorded `lidar_timestamp_us` when every frame of the scene has one and
+  they increase; otherwise frames are 0.1 s apart (10 Hz).
+- Camera stamps keep the recorded offset `camera_timestamp_us - lidar_timestamp_us` when both
+  are known, else equal the LiDAR stamp.
+- The first scene keeps its recorded times (a synthetic first scene starts at
+  `SYNTHETIC_START_NS`); each later scene is shifted to start `--scene-gap` seconds (default
+  0.2) after the previous one ended, since A2D2 scenes lie minutes to days apart. The default
+  stays below the node's `camera_timeout_s` (0.5 s) at rate 1, so the first cloud of a scene is
+  still fused with its image. metadata.yaml's custom_data `mtl_perception.scenes` lists each
+  scene's shift (bag stamp = recorded stamp + shift_ns).
+- Receive timestamps equal header stamps; messages are stored in time order.
+
+custom_data also holds `mtl_perception.box_classes` / `.semantic_classes` (JSON name lists: the
+class ids of /gt/semantic and the names in /gt/detections) and the source.
+The bag is written into a temporary folder beside BAG_DIR and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.core.labels import LabelSet
+from training.data.chunks import ChunkReader
+from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
+
+LIDAR_PERIOD_NS = 100_000_000                   # 10 Hz when stamps are unknown
+SCENE_GAP_S = 0.2                               # < the node's camera_timeout_s (0.5 s)
+SYNTHETIC_START_NS = 1_600_000_000_000_000_000  # 2020-09-13: a plausible wall-clock time, not 0
+CUSTOM_PREFIX = 'mtl_perception.'
+
+
+@dataclass
+class FrameRef:
+    """Where a frame lives and its recorded stamps (TAI us, -1 unknown)."""
+
+    chunk: Path
+    index: int
+    scene: str
+    name: str
+    lidar_us: int
+    camera_us: int
+
+
+@dataclass
+class ScenePlan:
+    """A scene's frames in play order with their bag stamps (ns)."""
+
+    scene: str
+    frames: list
+    lidar_ns: np.ndarray
+    camera_ns: np.ndarray
+    timing: str          # 'recorded' or 'synthetic (10 Hz)'
+    shift_ns: int        # bag stamp - recorded stamp ('recorded' timing), else 0
+
+
+def chunk_files(chunks, split: str = 'val') -> tuple[list[Path], LabelSet, LabelSet]:
+    """(chunk files, detection labels, semantic labels) of a chunk folder's split ('all' = train + val)
+    or of one .npz file (labels from its folder's manifest, else config/a2d2/)."""
+    from training.engine.trainer_utils import read_chunk_folder
+
+    path = Path(chunks)
+    if path.is_file():
+        try:
+            folder = read_chunk_folder(path.parent, splits=())
+            detection, semantic = folder.detection_labels, folder.semantic_labels
+        except (FileNotFoundError, ValueError):
+            detection, semantic = LabelSet.from_yaml(DEFAULT_BOX_CLASSES), LabelSet.from_yaml(DEFAULT_SEMANTIC_CLASSES)
+        return [path], detection, semantic
+    splits = ('train', 'val') if split == 'all' else (split,)
+    folder = read_chunk_folder(path, splits=splits)
+    files = [f for s in splits for f in folder.files[s]]
+    if not files:
+        raise FileNotFoundError(f'{path}: no chunk files of split {split!r} (expected {splits[0]}_*.npz '
+                                'or manifest.json entries)')
+    return files, folder.detection_labels, folder.semantic_labels
+
+
+def plan_frames(files, scenes=None, max_frames: int | None = None) -> dict[str, list[FrameRef]]:
+    """{scene: frames in play order} over `files`, restricted to `scenes` and `max_frames` per scene."""
+    by_scene: dict[str, list[FrameRef]] = {}
+    for path in files:
+        reader = ChunkReader(path)
+        lidar, camera = reader.array('lidar_timestamp_us'), reader.array('camera_timestamp_us')
+        for i, (scene, name) in enumerate(zip(reader.scene_names, reader.frame_names)):
+            if scenes is None or scene in scenes:
+                ref = FrameRef(Path(path), i, scene, name, int(lidar[i]), int(camera[i]))
+                by_scene.setdefault(scene, []).append(ref)
+    if scenes is not None:
+        missing = sorted(set(scenes) - set(by_scene))
+        if missing:
+            raise ValueError(f'scenes {missing} are not in {[str(f) for f in files]}; '
+                             f'they have {sorted(by_scene) or "no frames"}')
+    for scene, refs in by_scene.items():
+        recorded = all(r.lidar_us >= 0 for r in refs)
+        refs.sort(key=(lambda r: (r.lidar_us, r.name)) if recorded else (lambda r: r.name))
+        if max_frames is not None:
+            del refs[max_frames:]
+    return {scene: by_scene[scene] for scene in sorted(by_scene)}
+
+
+def scene_timeline(refs: list[FrameRef], start_ns: int | None) -> ScenePlan:
+    """Bag stamps of a scene's frames (rules in the module doc); `start_ns` None keeps recorded times."""
+    lidar_us = np.array([r.lidar_us for r in refs], dtype=np.int64)
+    camera_us = np.array([r.camera_us for r in refs], dtype=np.int64)
+    recorded = bool(len(refs)) and bool((lidar_us >= 0).all()) and bool((np.diff(lidar_us) > 0).all())
+    if recorded:
+        lidar_ns = lidar_us * 1000
+        offset_ns = np.where(camera_us >= 0, camera_us * 1000 - lidar_ns, 0)
+        shift = 0 if start_ns is None else int(start_ns - lidar_ns[0] + max(0, -int(offset_ns.min())))
+        lidar_ns = lidar_ns + shift
+        timing = 'recorded'
+    else:
+        base = SYNTHETIC_START_NS if start_ns is None else int(start_ns)
+        lidar_ns = base + LIDAR_PERIOD_NS * np.arange(len(refs), dtype=np.int64)
+        offset_ns = np.zeros(len(refs), dtype=np.int64)
+        shift, timing = 0, 'synthetic (10 Hz)'
+    return ScenePlan(refs[0].scene if refs else '', refs, lidar_ns, lidar_ns + offset_ns, timing, shift)
+
+
+def plan_timeline(by_scene: dict[str, list[FrameRef]], scene_gap_s: float = SCENE_GAP_S) -> list[ScenePlan]:
+    """ScenePlans in play order, each later scene starting `scene_gap_s` after the previous one ends."""
+    if scene_gap_s < 0:
+        raise ValueError(f'scene gap must be >= 0 s, got {scene_gap_s}')
+    plans, start_ns = [], None
+    for refs in by_scene.values():
+        plan = scene_timeline(refs, start_ns)
+        plans.append(plan)
+        end = int(max(plan.lidar_ns.max(), plan.camera_ns.max()))
+        start_ns = end + int(round(scene_gap_s * 1e9))
+    return plans
+
+
+def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int) -> list[tuple[int, str, object]]:
+    """(receive time ns, topic, rosbags message) of one chunk Frame (no /tf_static)."""
+    points = np.asarray(frame.points, dtype=np.float32).copy()
+    points[:, 3] *= np.float32(bm.INTENSITY_SCALE_IN_BAG)
+    image_hw = frame.image.shape[:2]
+    messages = [
+        (lidar_ns, bm.POINTS_TOPIC, bm.pointcloud2_msg(points, lidar_ns, bm.VEHICLE_FRAME)),
+        (lidar_ns, bm.GT_DETECTIONS_TOPIC, bm.detection2d_array_msg(
+            frame.boxes, class_names, frame.box_classes, lidar_ns, bm.VEHICLE_FRAME, track_ids=frame.track_ids)),
+        (camera_ns, bm.IMAGE_TOPIC, bm.image_msg(frame.image, camera_ns, bm.CAMERA_FRAME)),
+        (camera_ns, bm.CAMERA_INFO_TOPIC, bm.camera_info_msg(frame.camera_matrix, image_hw, camera_ns,
+                                                             bm.CAMERA_FRAME))]
+    if frame.class_map is not None:
+        messages.append((camera_ns, bm.GT_SEMANTIC_TOPIC, bm.image_msg(frame.class_map, camera_ns, bm.CAMERA_FRAME)))
+    return messages
+
+
+def _declare_topics(bag: bm.BagWriter) -> None:
+    """Topics in a fixed order with their QoS, so every export lists them alike."""
+    bag.add_topic(bm.TF_STATIC_TOPIC, bm.TF_MESSAGE, bm.LATCHED_QOS)
+    bag.add_topic(bm.POINTS_TOPIC, bm.POINTCLOUD2, bm.SENSOR_QOS)
+    bag.add_topic(bm.IMAGE_TOPIC, bm.IMAGE, bm.SENSOR_QOS)
+    bag.add_topic(bm.CAMERA_INFO_TOPIC, bm.CAMERA_INFO, bm.SENSOR_QOS)
+    bag.add_topic(bm.GT_DETECTIONS_TOPIC, bm.DETECTION2D_ARRAY, bm.GROUND_TRUTH_QOS)
+    bag.add_topic(bm.GT_SEMANTIC_TOPIC, bm.IMAGE, bm.GROUND_TRUTH_QOS)
+
+
+def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels: LabelSet,
+              storage: str = 'sqlite3', source: str = '', log=print) -> dict[str, int]:
+    """Write the planned frames to a new bag at `out` (must not exist); returns messages per topic."""
+    refs = [(plan, i) for plan in plans for i in range(len(plan.frames))]
+    starts = [int(min(plan.lidar_ns[i], plan.camera_ns[i])) for plan, i in refs]
+    # watermark[k]: no message of frames k.. is older than this, so buffered older ones can be written
+    watermark = np.minimum.accumulate(np.array(starts + [np.iinfo(np.int64).max], dtype=np.int64)[::-1])[::-1]
+    readers: dict[Path, ChunkReader] = {}
+    pending: list = []
+    sequence = 0
+    last_calibration = None
+    with bm.BagWriter(out, storage=storage) as bag:
+        _declare_topics(bag)
+        bag.set_custom_data(CUSTOM_PREFIX + 'box_classes', json.dumps(list(box_labels.names)))
+        bag.set_custom_data(CUSTOM_PREFIX + 'semantic_classes', json.dumps(list(semantic_labels.names)))
+        bag.set_custom_data(CUSTOM_PREFIX + 'source', str(source))
+        bag.set_custom_data(CUSTOM_PREFIX + 'scenes', json.dumps([
+            {'scene': p.scene, 'frames': len(p.frames), 'start_ns': int(p.lidar_ns[0]), 'timing': p.timing,
+             'shift_ns': p.shift_ns} for p in plans if len(p.frames)]))
+        for k, (plan, i) in enumerate(refs):
+            ref = plan.frames[i]
+            reader = readers.get(ref.chunk) or readers.setdefault(ref.chunk, ChunkReader(ref.chunk))
+            frame = reader.frame(ref.index)
+            messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]))
+            calibration = np.asarray(frame.vehicle_to_camera, dtype=np.float64)
+            if last_calibration is None or not np.array_equal(calibration, last_calibration):
+                messages.insert(0, (starts[k], bm.TF_STATIC_TOPIC, bm.sensor_transforms_msg(calibration, starts[k])))
+                last_calibration = calibration
+            for timestamp, topic, msg in messages:
+                heapq.heappush(pending, (timestamp, sequence, topic, bm.serialize(msg), msg.__msgtype__))
+                sequence += 1
+            while pending and pending[0][0] < watermark[k + 1]:
+                timestamp, _, topic, data, msgtype = heapq.heappop(pending)
+                bag.write_raw(topic, msgtype, data, timestamp)
+            if i == len(plan.frames) - 1:
+                log(f'  {plan.scene}: {len(plan.frames)} frames, {plan.timing} timing, '
+                    f'{(plan.lidar_ns[-1] - plan.lidar_ns[0]) / 1e9:.2f} s')
+        while pending:
+            timestamp, _, topic, data, msgtype = heapq.heappop(pending)
+            bag.write_raw(topic, msgtype, data, timestamp)
+        return dict(bag.counts)
+
+
+def export_bag(chunks, out, split: str = 'val', storage: str = 'sqlite3', scenes=None,
+               max_frames: int | None = None, overwrite: bool = False, scene_gap_s: float = SCENE_GAP_S,
+               log=print) -> dict[str, int]:
+    """Chunks -> a rosbag2 folder at `out`, written beside it and renamed into place; returns messages per topic."""
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f'{out} exists: remove it, choose another --out, or pass --overwrite')
+        if not (out / 'metadata.yaml').is_file():
+            raise FileExistsError(f'{out} exists and is not a rosbag2 folder (no metadata.yaml): not overwriting it')
+    files, box_labels, semantic_labels = chunk_files(chunks, split)
+    plans = plan_timeline(plan_frames(files, scenes, max_frames), scene_gap_s)
+    if not any(len(p.frames) for p in plans):
+        raise ValueError(f'{chunks}: no frames to export (split {split!r}, scenes {scenes})')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.partial-', dir=out.parent))
+    try:
+        log(f'writing {sum(len(p.frames) for p in plans)} frames of {len(plans)} scenes to {out} ({storage})')
+        counts = write_bag(plans, staging / out.name, box_labels, semantic_labels, storage,
+                           source=str(Path(chunks).resolve()), log=log)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log('messages: ' + ', '.join(f'{topic} {count}' for topic, count in counts.items()))
+    return counts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m training.export.to_bag', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--chunks', required=True, help='chunk folder, or one chunk .npz file')
+    parser.add_argument('--split', default='val', choices=('train', 'val', 'all'),
+                        help='which chunk files of a folder (default val)')
+    parser.add_argument('--out', required=True, help='rosbag2 folder to create')
+    parser.add_argument('--storage', default='sqlite3', choices=sorted(bm.STORAGE_PLUGINS))
+    parser.add_argument('--scenes', nargs='+', help='only these scenes (default all)')
+    parser.add_argument('--max-frames', type=int, help='at most this many frames per scene (the first ones)')
+    parser.add_argument('--scene-gap', type=float, default=SCENE_GAP_S, metavar='S',
+                        help=f'seconds between one scene\'s last message and the next scene (default {SCENE_GAP_S})')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing bag at --out')
+    args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error('--max-frames must be >= 1')
+    try:
+        export_bag(args.chunks, args.out, args.split, args.storage, args.scenes, args.max_frames, args.overwrite,
+                   args.scene_gap)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Debug pictures: heatmaps, semantic maps, overlays, track plots."""

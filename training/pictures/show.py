@@ -1,0 +1,72 @@
+"""Draw one training sample as the trainer sees it: BEV targets, semantic map, LiDAR on the image.
+
+    python -m training.pictures.show --chunks CHUNK_DIR [--index I | --name NAME] --out picture.png
+
+Left: the BEV heatmap target (max over classes) with the GT boxes (class colours, heading tick)
+and the LiDAR points, forward up. Right, top: the class map blended on the image; bottom: the
+LiDAR points projected on the image, coloured by depth. All at the model input size.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from mtl_perception_ros.core.labels import LabelSet
+from training.data.dataset import ChunkDataset, DatasetConfig
+from training.pictures.draw import (add_title, draw_bev, draw_legend, draw_points_on_image, semantic_overlay,
+                                    side_by_side, stacked, write_png)
+from training.paths import A2D2_CONFIG_DIR
+
+
+
+def sample_picture(sample: dict, config: DatasetConfig, box_labels: LabelSet,
+                   semantic_labels: LabelSet) -> np.ndarray:
+    """The debug picture (RGB uint8) of one `prepare_sample` sample."""
+    image = sample['image'].permute(1, 2, 0).numpy()
+    points = sample['points'].numpy()
+    bev = draw_bev(sample['heatmap'].numpy(), sample['gt_boxes'].numpy(), sample['gt_classes'].numpy(),
+                   config.grid, box_labels.colors, points=points)
+    draw_legend(bev, box_labels.names, box_labels.colors)
+    bev = add_title(bev, f'{sample["name"]}  BEV targets and {len(sample["gt_boxes"])} GT boxes, forward up')
+    overlay = add_title(semantic_overlay(image, sample['class_map'].numpy(), semantic_labels),
+                        'semantic classes')
+    lidar = add_title(draw_points_on_image(image, points, sample['vehicle_to_camera'].numpy(),
+                                           sample['camera_matrix'].numpy()),
+                      f'LiDAR by depth, {len(points)} points in the grid')
+    return side_by_side([bev, stacked([overlay, lidar])])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--chunks', required=True, help='chunk folder or .npz file')
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument('--index', type=int, default=0, help='frame index over all chunks (default 0)')
+    which.add_argument('--name', help="frame name, e.g. '20180807_145028/000003780'")
+    parser.add_argument('--out', required=True, help='PNG to write')
+    parser.add_argument('--box-labels', default=A2D2_CONFIG_DIR / 'box_classes.yaml')
+    parser.add_argument('--semantic-labels', default=A2D2_CONFIG_DIR / 'semantic_classes.yaml')
+    parser.add_argument('--input-hw', type=int, nargs=2, default=(320, 512), metavar=('ROWS', 'COLS'))
+    parser.add_argument('--augment', action='store_true', help='apply the training augmentations')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the augmentations')
+    args = parser.parse_args(argv)
+
+    box_labels = LabelSet.from_yaml(args.box_labels)
+    semantic_labels = LabelSet.from_yaml(args.semantic_labels)
+    config = DatasetConfig(input_hw=tuple(args.input_hw), num_box_classes=len(box_labels),
+                           augment=args.augment)
+    dataset = ChunkDataset(args.chunks, config)
+    index = dataset.index_of(args.name) if args.name else args.index
+    if not 0 <= index < len(dataset):
+        parser.error(f'--index {index} out of range: the chunks hold {len(dataset)} frames')
+    torch.manual_seed(args.seed)
+    picture = sample_picture(dataset[index], config, box_labels, semantic_labels)
+    print(f'wrote {write_png(args.out, picture)} ({picture.shape[1]}x{picture.shape[0]}) '
+          f'for frame {dataset.frame_names[index]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

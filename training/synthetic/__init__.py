@@ -1,0 +1,1 @@
+"""The synthetic data set generator, writing A2D2's own on-disk layout."""
