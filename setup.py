@@ -23,7 +23,9 @@ setup(
     maintainer_email='perception@example.com',
     description='Multi-task LiDAR + camera perception (BEV detection, semantic segmentation) for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    # colcon test runs pytest when the 'test' extra names it (setuptools >= 72 drops tests_require,
+    # and colcon then falls back to unittest, which finds no tests here).
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
             'mtl_perception_node = mtl_perception_ros.ros.node:main',

@@ -1,9 +1,11 @@
-"""Frames per second of the training loader (ChunkDataset + DataLoader) over chunk files.
+"""Frames per second of the training loader (ChunkDataset + the trainer's DataLoader) over chunk files.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loader.py --chunks CHUNK_DIR [--workers 2]
 
 Prints: per-frame cost in one process (chunk read = PNG decode, sample = resize + augment +
-targets), then loader throughput with the given workers, augmentation off and on.
+targets), then loader throughput with the given workers, augmentation off and on, through
+training.engine.data_loading.make_train_loader: the loader the trainer uses (forked workers
+started anew each epoch, shuffled per (seed, epoch)).
 `--make-synthetic N` first writes N full-size (1920x1208) synthetic frames into CHUNK_DIR with
 the real A2D2 front-center calibration, for machines without converted data.
 """
@@ -23,8 +25,9 @@ from mtl_perception_ros.core.boxes import points_in_boxes  # noqa: E402
 from mtl_perception_ros.core.camera import project_points  # noqa: E402
 from training.data.a2d2_calibration import front_center_camera, load_calibration  # noqa: E402
 from training.data.chunks import write_chunk  # noqa: E402
-from training.data.dataset import ChunkDataset, DatasetConfig, make_loader, prepare_sample  # noqa: E402
+from training.data.dataset import ChunkDataset, DatasetConfig, prepare_sample  # noqa: E402
 from training.data.frame import Frame  # noqa: E402
+from training.engine.data_loading import make_train_loader  # noqa: E402
 
 
 def synthetic_frame(index: int, rng: np.random.Generator) -> Frame:
@@ -85,11 +88,12 @@ def time_single_process(dataset: ChunkDataset, config: DatasetConfig, frames: in
 
 
 def time_loader(dataset: ChunkDataset, workers: int, batch_size: int, epochs: int) -> None:
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+    loader = make_train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)
     start = time.perf_counter()
     first_batch_s = None
     frames = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
         for batch in loader:
             frames += len(batch['name'])
             if first_batch_s is None:

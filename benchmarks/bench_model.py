@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP  # noqa: E402
+from mtl_perception_ros.core.latency import latency_percentiles  # noqa: E402
 from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary  # noqa: E402
 
 
@@ -75,9 +76,8 @@ def time_calls(fn, iters: int, warmup: int, device: torch.device) -> list[float]
 
 
 def describe(times_ms: list[float]) -> str:
-    ordered = sorted(times_ms)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return f'median {statistics.median(ordered):7.2f} ms   p95 {p95:7.2f} ms   min {ordered[0]:7.2f} ms'
+    p50, p95 = latency_percentiles(times_ms)
+    return f'median {p50:7.2f} ms   p95 {p95:7.2f} ms   min {min(times_ms):7.2f} ms'
 
 
 def train_step_throughput(model: MultiTaskNet, batch: dict, iters: int, warmup: int,

@@ -1,5 +1,6 @@
 """Message <-> numpy conversion speed: PointCloud2 decoding against a per-point struct.unpack
-decoder and a plain copy of the buffer, Image conversions, and the detection message builders.
+decoder and a plain copy of the buffer, Image conversions, and the detection message builders
+(rclpy messages, and a row each with the rosbags message factory that bags are written with).
 
 Run: .venv/bin/python benchmarks/bench_msg_conversions.py [--repeats 30]
 Prints medians over the repeats (milliseconds) and ratios.
@@ -15,6 +16,7 @@ import numpy as np
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
+from mtl_perception_ros.bags.typestore import bag_message
 from mtl_perception_ros.messages.image import image_to_rgb, rgb_to_image
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array
 
@@ -91,6 +93,7 @@ def bench_images(repeats: int) -> None:
             ('rgb8 Image -> RGB array (zero-copy view)', lambda: image_to_rgb(rgb_msg)),
             ('mono16 Image -> RGB array', lambda: image_to_rgb(mono16)),
             ('RGB array -> rgb8 Image message', lambda: rgb_to_image(rgb)),
+            ('RGB array -> rgb8 Image, rosbags message', lambda: rgb_to_image(rgb, new=bag_message)),
             ('plain copy of the 7 MB array (reference)', lambda: rgb.copy())]
     for label, function in rows:
         print(f'{label:<46}{median_ms(function, repeats):>8.2f} ms')
@@ -99,6 +102,7 @@ def bench_images(repeats: int) -> None:
 def bench_builders(repeats: int) -> None:
     try:
         from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array
+        from mtl_perception_ros.messages.stamps import header_msg
     except ImportError as error:  # vision_msgs missing
         print(f'\n(detection builders skipped: {error})')
         return
@@ -114,6 +118,8 @@ def bench_builders(repeats: int) -> None:
     print(f'\nDetection message builders, {count} boxes (median ms)')
     rows = [('detection2d_array', lambda: detection2d_array(boxes, names, classes, scores, header)),
             ('detection3d_array', lambda: detection3d_array(boxes, names, classes, scores, header)),
+            ('detection2d_array, rosbags messages', lambda: detection2d_array(
+                boxes, names, classes, scores, header_msg(0, 'lidar', new=bag_message), new=bag_message)),
             ('box_markers (+ velocity arrows, track ids)',
              lambda: box_markers(boxes, names, classes, scores, header, colors, track_ids=list(range(count)),
                                  velocities=velocities))]

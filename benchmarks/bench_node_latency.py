@@ -54,7 +54,7 @@ def main():
                         help='subscribe to the detections only (the node then computes no semantic images)')
     parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='reliable',
                         help='input QoS of the node and of the publishers here (best effort loses '
-                             'large images in Fast DDS: README, Known limits)')
+                             'large images in Fast DDS: docs/node.md, Known limits)')
     args = parser.parse_args()
     profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
     if profile is not None:   # for this process's participant and the node's (inherited)

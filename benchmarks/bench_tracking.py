@@ -11,7 +11,6 @@ median, p95 and max of Tracker.update per frame (ms) for Hungarian and greedy as
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mtl_perception_ros.core.latency import latency_percentiles  # noqa: E402
 from mtl_perception_ros.core.tracking import Tracker, TrackerConfig  # noqa: E402
 
 
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
         frames = synthetic_frames(num_objects, args.frames)
         for association in ('hungarian', 'greedy'):
             times_ms, tracker = time_tracker(frames, association)
-            p95 = float(np.percentile(times_ms, 95))
-            print(f'{num_objects:>8} {association:>12} {statistics.median(times_ms):>10.3f} {p95:>8.3f} '
+            p50, p95 = latency_percentiles(times_ms)
+            print(f'{num_objects:>8} {association:>12} {p50:>10.3f} {p95:>8.3f} '
                   f'{max(times_ms):>8.3f} {tracker.num_confirmed:>7}')
     return 0
 

@@ -31,8 +31,8 @@ from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CL
 from training.engine.losses import MultiTaskLoss  # noqa: E402
 from training.data.toy_chunks import toy_frame  # noqa: E402
 from training.engine.train import TrainStep, build_model_config, build_optimizer  # noqa: E402
-from training.engine.trainer_utils import (make_dataset, make_train_loader, prepare_for_loader_workers,  # noqa: E402
-                                           read_chunk_folder, to_device)
+from training.engine.data_loading import (make_dataset, make_train_loader, prepare_for_loader_workers,  # noqa: E402
+                                          read_chunk_folder, to_device)
 from mtl_perception_ros.core.model import MultiTaskNet  # noqa: E402
 
 

@@ -2,9 +2,14 @@
 
   ros2 launch mtl_perception_ros mtl_perception.launch.py model:=/path/to/model.pt \
       points:=/sensors/lidar/points image:=/sensors/camera/image_raw rviz:=true
+
+fastdds_profile:=true (default) sets FASTDDS_DEFAULT_PROFILES_FILE to the shipped
+config/fastdds_large_images.xml for the processes started here (the node, RViz), so full-size
+images travel through Fast DDS shared memory; the publishers of the images (camera driver, bag
+player) need the same profile. fastdds_profile:=false leaves the environment as it is.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -23,7 +28,15 @@ def generate_launch_description():
         DeclareLaunchArgument('points', default_value='points', description='Input PointCloud2 topic.'),
         DeclareLaunchArgument('image', default_value='image', description='Input Image topic.'),
         DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with our config.'),
+        DeclareLaunchArgument('fastdds_profile', default_value='true',
+                              description='true: FASTDDS_DEFAULT_PROFILES_FILE = the shipped '
+                                          'config/fastdds_large_images.xml (full-size images over shared '
+                                          'memory); false: leave the environment as it is.'),
     ]
+    # Before the Node actions: a launched process takes the launch context's environment.
+    fastdds_profile = SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE', PathJoinSubstitution([share, 'config', 'fastdds_large_images.xml']),
+        condition=IfCondition(LaunchConfiguration('fastdds_profile')))
     node = Node(
         package='mtl_perception_ros',
         executable='mtl_perception_node',
@@ -44,4 +57,4 @@ def generate_launch_description():
         parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    return LaunchDescription(arguments + [node, rviz])
+    return LaunchDescription(arguments + [fastdds_profile, node, rviz])

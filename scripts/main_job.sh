@@ -113,7 +113,8 @@ else
   pids=(); trap - EXIT; set +m
   tracking_args=()
   [ -f "$out/tracking.json" ] && tracking_args=(--tracking-json "$out/tracking.json" --track-plots "$out/tracks")
-  "$py" -m training.evaluation.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" --out "$out/report" \
+  "$py" -m training.evaluation.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" \
+    --checkpoint "$run_dir/model_best.pt" --out "$out/report" \
     ${tracking_args[@]+"${tracking_args[@]}"}
 fi
 

@@ -7,6 +7,12 @@ test runs and other ROS users on the network do not see each other.
 Tests marked `@pytest.mark.ros` are skipped, with the import error as reason, where rclpy or
 the standard message packages cannot be imported; all other tests run anywhere.
 
+Test modules are collected here as plain pytest modules, test_launch.py excepted, before
+launch_testing's pytest plugin sees them: that plugin imports every test module to look for a
+launch test and lets a module-level skip escape, which then skips the whole session (pytest 7.4)
+or fails the directory's collection (pytest 8+). test_launch.py goes to launch_testing where it
+can run (ros_test_utils.launch_test_unavailable_reason), else it is skipped with the reason.
+
 Fixtures:
     ros_domain_id   the run's ROS_DOMAIN_ID (int).
     ros_env         environment dict for subprocesses that use rclpy (see
@@ -29,26 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # ros_test_utils, als
 import ros_test_utils  # noqa: E402
 
 ROS_DOMAIN_ID = ros_test_utils.isolate_ros_environment()
-
-_ros_unavailable: list = []   # cached reason ('' = available), computed on first need
-
-
-def ros_unavailable_reason() -> str:
-    """'' when rclpy and the standard message packages import, else why not."""
-    if not _ros_unavailable:
-        try:
-            import rclpy  # noqa: F401
-            import rclpy.node  # noqa: F401  (loads the C extension: fails on a broken LD_LIBRARY_PATH)
-            import sensor_msgs.msg  # noqa: F401
-            import std_msgs.msg  # noqa: F401
-            _ros_unavailable.append('')
-        except Exception as error:   # ImportError, or OSError from a shared library
-            _ros_unavailable.append(f'needs rclpy and sensor_msgs/std_msgs: {type(error).__name__}: {error}')
-    return _ros_unavailable[0]
-
-
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'ros: needs rclpy and the message packages (real DDS on loopback)')
+LAUNCH_TEST_FILES = ('test_launch.py',)
+PYTEST_MAJOR = int(pytest.__version__.split('.')[0])
 
 
 def pytest_report_header(config):
@@ -56,11 +44,41 @@ def pytest_report_header(config):
             f'(set {ros_test_utils.DOMAIN_ID_OVERRIDE_VAR} to choose the domain)')
 
 
+def plain_module(file_path: Path, parent):
+    """A plain Module for each test file (see the module docstring); None hands a file on."""
+    if file_path.name == '__init__.py':
+        return None
+    if file_path.name in LAUNCH_TEST_FILES:
+        reason = ros_test_utils.launch_test_unavailable_reason()
+        if not reason and not parent.config.pluginmanager.has_plugin('launch_testing'):
+            reason = "launch_testing's pytest plugin is not active (-p no:launch_testing)"
+        if not reason:
+            return None
+    if PYTEST_MAJOR >= 7:
+        module = pytest.Module.from_parent(parent, path=file_path)
+    else:
+        import py
+        module = pytest.Module.from_parent(parent, fspath=py.path.local(file_path))
+    if file_path.name in LAUNCH_TEST_FILES:
+        module.add_marker(pytest.mark.skip(reason=reason))
+    return module
+
+
+if PYTEST_MAJOR >= 7:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makemodule(module_path, parent):
+        return plain_module(module_path, parent)
+else:   # pytest 6.2 (Ubuntu 22.04): only the py.path argument
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makemodule(path, parent):
+        return plain_module(Path(path), parent)
+
+
 def pytest_collection_modifyitems(config, items):
     ros_items = [item for item in items if item.get_closest_marker('ros') is not None]
     if not ros_items:
         return
-    reason = ros_unavailable_reason()
+    reason = ros_test_utils.ros_unavailable_reason()
     if reason:
         skip = pytest.mark.skip(reason=reason)
         for item in ros_items:
@@ -79,7 +97,7 @@ def ros_env() -> dict:
 
 @pytest.fixture
 def rclpy_context():
-    reason = ros_unavailable_reason()
+    reason = ros_test_utils.ros_unavailable_reason()
     if reason:
         pytest.skip(reason)
     context = ros_test_utils.RosTestContext()

@@ -3,7 +3,12 @@
 Importing this module never imports rclpy: non-ROS tests may use `wait_until` and the process
 helpers anywhere. The fixtures that wrap these helpers live in test/conftest.py.
 
-Traps these helpers avoid (details: /work/shared/ROS_ENV_NOTES.md):
+A test module that needs ROS calls `require_ros(...)` (or `require_modules(...)`) before its ROS
+imports: it skips the module with the import error as reason. Not `pytest.importorskip`: from
+pytest 9.1 on it only catches ModuleNotFoundError, so a C extension that fails to load (an
+ImportError) errors instead of skipping, and its `exc_type` is missing before pytest 8.2.
+
+Traps these helpers avoid (details: docs/development.md):
 - Kilted's rcl ignores ROS_LOCALHOST_ONLY: isolation needs ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST,
   and a domain of its own per test run.
 - The PyPI wheels re-exec Python with LD_LIBRARY_PATH set unless _ROS_WHEELS_BOOTSTRAP_COMPLETE
@@ -13,9 +18,12 @@ Traps these helpers avoid (details: /work/shared/ROS_ENV_NOTES.md):
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +36,72 @@ TEST_DIR = Path(__file__).resolve().parent
 MAX_ROS_DOMAIN_ID = 101          # 0..101 are valid on Linux for every RMW
 DOMAIN_ID_OVERRIDE_VAR = 'MTL_TEST_ROS_DOMAIN_ID'
 BOOTSTRAP_GUARD_VAR = '_ROS_WHEELS_BOOTSTRAP_COMPLETE'
+PACKAGE = 'mtl_perception_ros'
+# `import rclpy.node` loads rclpy's C extension (fails on a broken LD_LIBRARY_PATH); the messages
+# are what every ROS test publishes or subscribes.
+ROS_MODULES = ('rclpy', 'rclpy.node', 'sensor_msgs.msg', 'std_msgs.msg')
+# Submodules, not just `launch`: the repository's launch/ folder imports as a namespace package.
+LAUNCH_MODULES = ('launch.actions', 'launch_ros.actions', 'launch_testing.actions', 'ament_index_python.packages')
+# pytest arguments that keep launch_testing's plugins (entry points `launch_testing` and `launch_ros`)
+# out of a child pytest run; naming a plugin that is not installed is harmless.
+NO_LAUNCH_TESTING_PLUGINS = ('-p', 'no:launch_testing', '-p', 'no:launch_ros')
+
+
+# ----------------------------------------------------------------------------- what this machine has
+@functools.lru_cache(maxsize=None)
+def missing_modules_reason(modules: tuple[str, ...]) -> str:
+    """'' when every module in `modules` imports, else which one does not and why."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:   # ImportError; OSError from a shared library; whatever a broken install raises
+            return f'needs {name} ({type(error).__name__}: {" ".join(str(error).split())})'   # one line
+    return ''
+
+
+def ros_unavailable_reason(*extra: str) -> str:
+    """'' when rclpy (with its C extension), the standard messages and `extra` import, else why not."""
+    return missing_modules_reason(ROS_MODULES + extra)
+
+
+def require_modules(*modules: str) -> None:
+    """Skip the calling test module (or test) unless all `modules` import."""
+    __tracebackhide__ = True    # the skip is reported at the caller's line, as pytest.importorskip's
+    reason = missing_modules_reason(modules)
+    if reason:
+        import pytest
+        pytest.skip(reason, allow_module_level=True)
+
+
+def require_ros(*extra: str) -> None:
+    """Skip the calling test module unless rclpy, the standard messages and `extra` import."""
+    __tracebackhide__ = True
+    require_modules(*ROS_MODULES, *extra)
+
+
+def launch_test_unavailable_reason(executable: str = 'mtl_perception_node') -> str:
+    """'' when test_launch.py can run, else why not.
+
+    It needs launch, launch_ros and launch_testing, rclpy with vision_msgs, and this package
+    registered in an ament prefix with its executable in lib/<package> (`colcon build`, then
+    `source install/setup.bash`): a pip install registers nothing, and launch_ros's Node looks
+    executables up there.
+    """
+    return (missing_modules_reason(LAUNCH_MODULES + ROS_MODULES + ('vision_msgs.msg',))
+            or package_unregistered_reason(executable))
+
+
+def package_unregistered_reason(executable: str = 'mtl_perception_node') -> str:
+    """'' when this package is in an ament prefix (AMENT_PREFIX_PATH) with lib/<package>/`executable`."""
+    from ament_index_python.packages import get_package_prefix
+    try:
+        prefix = Path(get_package_prefix(PACKAGE))
+    except (LookupError, OSError, ValueError) as error:  # PackageNotFoundError; AMENT_PREFIX_PATH unset
+        return (f'{PACKAGE} is not registered in an ament prefix ({type(error).__name__}: {error}); '
+                'colcon build it and source install/setup.bash')
+    if not (prefix / 'lib' / PACKAGE / executable).exists():
+        return f'{prefix} has no lib/{PACKAGE}/{executable} (colcon build installs it there, pip does not)'
+    return ''
 
 
 # ----------------------------------------------------------------------------- environment
@@ -238,3 +312,22 @@ class RosProcess:
 def python_command(script: str | os.PathLike, *args: str) -> list[str]:
     """argv running `script` with this interpreter (the venv's, so the child gets its rclpy)."""
     return [sys.executable, str(script), *map(str, args)]
+
+
+def run_child_pytest(args: Sequence[str], env: Mapping[str, str], timeout_s: float = 120.0):
+    """Run `python -m pytest -q -rs ARGS` in the repository root; returns the CompletedProcess.
+
+    launch_testing's plugins stay out (NO_LAUNCH_TESTING_PLUGINS), and so does PYTEST_ADDOPTS:
+    `colcon test` puts its own arguments there, --junit-xml with the path of its result file among them.
+    """
+    env = {k: v for k, v in env.items() if k != 'PYTEST_ADDOPTS'}
+    return subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
+                           *NO_LAUNCH_TESTING_PLUGINS, *map(str, args)],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """argv of a console script: the venv's (pip install -e .) or one on PATH, else `python -m module`
+    (a colcon install keeps it in lib/<package>, off PATH)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    return [found] if found else [sys.executable, '-m', module]

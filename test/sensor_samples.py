@@ -9,8 +9,9 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGE_HW = (151, 240)          # 1920x1208 scaled by 1/8: the shipped calibration's aspect ratio
 
 
-def make_small_checkpoint(path: Path) -> Path:
-    """A tiny randomly initialised network with the A2D2 label sets; some peaks pass 0.3."""
+def make_small_checkpoint(path: Path, bev_grid=None) -> Path:
+    """A tiny randomly initialised network with the A2D2 label sets; some peaks pass 0.3.
+    Its BEV grid: 0..32 m x -16..16 m at 0.5 m, or `bev_grid` (a BevGrid)."""
     import torch
 
     from mtl_perception_ros.core.bev_grid import BevGrid
@@ -22,7 +23,7 @@ def make_small_checkpoint(path: Path) -> Path:
     semantic = LabelSet.from_yaml(REPO / 'config/a2d2/semantic_classes.yaml')
     detection = LabelSet.from_yaml(REPO / 'config/a2d2/box_classes.yaml')
     cfg = ModelConfig(num_det_classes=len(detection), num_sem_classes=len(semantic),
-                      bev_grid=BevGrid(x_min_m=0, x_max_m=32, y_min_m=-16, y_max_m=16, cell_m=0.5),
+                      bev_grid=bev_grid or BevGrid(x_min_m=0, x_max_m=32, y_min_m=-16, y_max_m=16, cell_m=0.5),
                       image_hw=(64, 96), camera_channels=(8, 8, 16, 16), camera_feature_channels=8,
                       pillar_channels=8, bev_channels=(8, 16, 16), bev_blocks=(1, 1, 1),
                       neck_channels=16, head_channels=8)

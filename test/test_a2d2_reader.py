@@ -1,4 +1,4 @@
-"""A2D2 reader on tiny hand-made frames in the real on-disk layout (A2D2_FORMAT.md)."""
+"""A2D2 reader on tiny hand-made frames in the real on-disk layout (docs/a2d2_format.md)."""
 from __future__ import annotations
 
 import json

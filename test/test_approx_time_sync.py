@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTimeSync, stamp_to_ns
+from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTimeSync, as_nanoseconds
 
 MS = 1_000_000
 
@@ -418,8 +418,8 @@ def test_callback_gets_each_set_as_arguments_and_may_not_reenter():
 
 # ----------------------------------------------------------------------- API details
 def test_float_seconds_and_int_nanoseconds_are_the_same_stamp():
-    assert stamp_to_ns(0.03) == 30 * MS
-    assert stamp_to_ns(30 * MS) == 30 * MS
+    assert as_nanoseconds(0.03) == 30 * MS
+    assert as_nanoseconds(30 * MS) == 30 * MS
     sync = ApproximateTimeSync(2, slop_s=0.0)
     assert sync.add(0, 0.03, 'A') == []
     assert sync.add(1, 30 * MS, 'B') == [('A', 'B')]   # exactly equal: spread 0

@@ -6,16 +6,17 @@ recorder stores exactly what a publisher sends, latched topics included.
 """
 from __future__ import annotations
 
-import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
+from ros_test_utils import require_ros
+
+require_ros('rosgraph_msgs.msg', 'vision_msgs.msg')
+import rclpy  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -23,23 +24,19 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
-from mtl_perception_ros.bags import bag_messages as bm  # noqa: E402
+from mtl_perception_ros.bags.reader import BagReader  # noqa: E402
+from mtl_perception_ros.bags.topics import POINTS_TOPIC  # noqa: E402
 from mtl_perception_ros.core.labels import LabelSet  # noqa: E402
 from mtl_perception_ros.messages.outputs import detection2d_array, label_info  # noqa: E402
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array  # noqa: E402
+from mtl_perception_ros.messages.stamps import stamp_to_ns  # noqa: E402
 from training.export.to_bag import export_bag  # noqa: E402
 from training.data.toy_chunks import write_toy_chunks  # noqa: E402
-from ros_test_utils import wait_until  # noqa: E402
+from ros_test_utils import console_script, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
 FRAMES = 30                   # one scene at 10 Hz: a 2.9 s recorded span
 RATE_TOLERANCE = 0.05
-
-
-def console_script(name: str, module: str) -> list[str]:
-    """The venv's console script (pip install -e .), else the module with this interpreter."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    return [found] if found else [sys.executable, '-m', module]
 
 
 @pytest.fixture(scope='module')
@@ -51,8 +48,8 @@ def bag_30_frames(tmp_path_factory) -> Path:
 
 
 def recorded_points(bag: Path) -> dict[int, np.ndarray]:
-    with bm.BagReader(bag) as reader:
-        return {m.stamp_ns: m.data for m in reader.decoded([bm.POINTS_TOPIC], intensity_scale=1.0)}
+    with BagReader(bag) as reader:
+        return {m.stamp_ns: m.data for m in reader.decoded([POINTS_TOPIC], intensity_scale=1.0)}
 
 
 def receive_points(ros, clock: list | None = None, images: list | None = None):
@@ -63,10 +60,10 @@ def receive_points(ros, clock: list | None = None, images: list | None = None):
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
     def on_points(msg):
-        received.append((time.monotonic(), bm.time_to_ns(msg.header.stamp), msg))
+        received.append((time.monotonic(), stamp_to_ns(msg.header.stamp), msg))
     node.create_subscription(PointCloud2, '/points', on_points, reliable)
     if clock is not None:
-        node.create_subscription(Clock, '/clock', lambda m: clock.append(bm.time_to_ns(m.clock)), 1000)
+        node.create_subscription(Clock, '/clock', lambda m: clock.append(stamp_to_ns(m.clock)), 1000)
     if images is not None:
         node.create_subscription(Image, '/image', images.append, reliable)
     return received
@@ -150,7 +147,7 @@ def test_recorder_closes_its_bag_on_sigterm(ros_process, tmp_path):
         '--topics', '/never', '--out', str(out)], name='recorder')
     wait_until(lambda: (recorder.assert_running() or True) and out.exists(), 30, 'the recorder to open its bag')
     assert recorder.interrupt(sig=signal.SIGTERM) == 0, recorder.output()
-    with bm.BagReader(out) as reader:
+    with BagReader(out) as reader:
         assert reader.topics == {} and reader.metadata['version'] == 8
 
 
@@ -195,7 +192,7 @@ def test_recorder_records_what_a_publisher_sends(rclpy_context, ros_process, tmp
         assert publisher.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
     assert recorder.interrupt() == 0, recorder.output()
 
-    with bm.BagReader(out) as reader:
+    with BagReader(out) as reader:
         assert reader.metadata['version'] == 8
         assert reader.topics == {'/rec/points': ('sensor_msgs/msg/PointCloud2', 20),
                                  '/rec/detections': ('vision_msgs/msg/Detection2DArray', 20),
@@ -227,7 +224,7 @@ def test_recorder_stops_after_duration_and_refuses_existing_folders(ros_process,
         '--topics', '/never', '--out', str(out), '--duration', '1.0', '--storage', 'mcap'], name='recorder')
     assert recorder.popen.wait(timeout=30) == 0, recorder.output()
     assert time.monotonic() - start >= 1.0
-    with bm.BagReader(out) as reader:
+    with BagReader(out) as reader:
         assert reader.topics == {} and reader.metadata['storage_identifier'] == 'mcap'
     again = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
         '--topics', '/never', '--out', str(out)], name='again')

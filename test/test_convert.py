@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from training.data.chunks import ChunkReader
-from training.data.convert import convert, load_manifest, main, split_scenes
+from training.data.convert import convert, main, split_scenes
+from training.data.manifest import load_manifest
 from test_a2d2_reader import CAR_ID, make_root, write_frame
 
 SIZE_HW = (1208 // 8, 1920 // 8)

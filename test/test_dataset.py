@@ -9,8 +9,9 @@ from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, scale_camera_matrix
 from training.data.augment import AugmentConfig
 from training.data.chunks import write_chunk
-from training.data.dataset import ChunkDataset, DatasetConfig, collate_samples, make_loader
+from training.data.dataset import ChunkDataset, DatasetConfig, collate_samples
 from training.data.frame import Frame
+from training.engine.data_loading import make_eval_loader, make_train_loader
 
 IMAGE_HW = (60, 96)
 INPUT_HW = (30, 48)
@@ -88,8 +89,12 @@ def test_collate_concatenates_points_and_stacks_the_rest(chunk_dir):
     assert batch['name'] == ['s1/000000001', 's1/000000002', 's2/000000007']
 
 
-def test_loader_with_two_workers_yields_every_frame_once(chunk_dir):
-    loader = make_loader(ChunkDataset(chunk_dir, CONFIG), batch_size=2, num_workers=2)
+@pytest.mark.parametrize('make_loader', [lambda d: make_train_loader(d, batch_size=2, num_workers=2, seed=0),
+                                         lambda d: make_eval_loader(d, batch_size=2, num_workers=2)],
+                         ids=['train', 'eval'])
+def test_loader_with_two_workers_yields_every_frame_once(chunk_dir, make_loader):
+    # the trainer's loaders (training.engine.data_loading), with forked worker processes
+    loader = make_loader(ChunkDataset(chunk_dir, CONFIG))
     names = [name for batch in loader for name in batch['name']]
     assert sorted(names) == ['s1/000000001', 's1/000000002', 's2/000000007']
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from training.evaluation.detection_metrics import (RECALL_GRID, DetectionAccumulator, bev_iou, center_distances,
-                                                   greedy_match, interpolated_precision, match_frame, nuscenes_ap)
+                                                   greedy_match, interpolated_precision, match_detections_to_gt,
+                                                   nuscenes_ap)
 
 CLASSES = ('car', 'pedestrian')
 
@@ -85,7 +86,7 @@ def test_prediction_1p5_m_off_counts_at_2_and_4_m_only():
 
 
 def test_distance_threshold_is_strict_like_nuscenes():
-    is_tp = match_frame(boxes((11, 0)), classes(0), [0.5], boxes((10, 0)), classes(0))
+    is_tp = match_detections_to_gt(boxes((11, 0)), classes(0), [0.5], boxes((10, 0)), classes(0))
     assert is_tp.tolist() == [[False, False, True, True]]   # exactly 1 m: not < 1 m
 
 
@@ -95,7 +96,8 @@ def test_class_mismatch_does_not_match():
     result = acc.compute()
     np.testing.assert_allclose(result.ap[0], 0.0)      # the car is missed
     assert np.isnan(result.ap[1]).all()                # the pedestrian FP has no GT to be judged on
-    assert match_frame(boxes((10, 0)), classes(1), [0.9], boxes((10, 0)), classes(0)).tolist() == [[False] * 4]
+    is_tp = match_detections_to_gt(boxes((10, 0)), classes(1), [0.9], boxes((10, 0)), classes(0))
+    assert is_tp.tolist() == [[False] * 4]
     # A car prediction (.95) on a pedestrian, then a correct car (.9) in another frame:
     # FP, TP -> precision 0, 1/2; recall 0, 1 -> envelope 1/2 everywhere: AP = (0.5 - 0.1)/0.9 = 4/9.
     acc = DetectionAccumulator(CLASSES)
@@ -117,7 +119,7 @@ def test_greedy_matching_follows_score_order():
     # GT1 (10, 0), GT2 (20, 0). A (.9) is 1.5 m from GT1, B (.8) is 0.1 m from GT1, C (.7) 0.1 m from GT2.
     pred, scores = boxes((11.5, 0), (10.1, 0), (20.1, 0)), [0.9, 0.8, 0.7]
     gt = boxes((10, 0), (20, 0))
-    is_tp = match_frame(pred, classes(0, 0, 0), scores, gt, classes(0, 0))
+    is_tp = match_detections_to_gt(pred, classes(0, 0, 0), scores, gt, classes(0, 0))
     # At 2 and 4 m the higher-scored A takes GT1 although B is closer; B is left with GT2 (9.9 m) -> FP.
     # At 0.5 and 1 m A matches nothing, so B takes GT1.
     assert is_tp.tolist() == [[False, False, True, True], [True, True, False, False], [True] * 4]

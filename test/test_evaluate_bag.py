@@ -201,7 +201,42 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
                                   offline_eval.segmentation['confusion_matrix'])
     # and the CLI's recorded mode writes the report from the same numbers
     out = tmp_path / 'report'
-    assert main(['--bag', str(bag), '--recorded', str(recorded), '--out', str(out), '--samples', '1']) == 0
+    assert main(['--bag', str(bag), '--recorded', str(recorded), '--params', str(params_path), '--out', str(out),
+                 '--samples', '1']) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['segmentation']['miou'] == pytest.approx(offline_eval.segmentation['miou'])
     assert (out / 'sample_0.png').is_file() and 'node.processed' in (out / 'report.md').read_text()
+
+
+def test_recorded_mode_keeps_ground_truth_inside_the_checkpoints_grid_not_a_default_one(tmp_path):
+    """Toy objects up to 90 m ahead, a checkpoint whose grid reaches 96 m, and a "recording" whose
+    detections are the ground truth itself: every GT box counts and is found (mAP 1)."""
+    from mtl_perception_ros.bags.reader import BagReader
+    from mtl_perception_ros.bags.topics import DETECTION2D_ARRAY, GT_DETECTIONS_TOPIC
+    from mtl_perception_ros.bags.writer import BagWriter
+    from mtl_perception_ros.core.bev_grid import BevGrid
+
+    write_toy_chunks(tmp_path / 'chunks', scenes=2, frames=FRAMES, val_scenes=1, seed=5, image_hw=IMAGE_HW,
+                     extent_m=90.0)
+    export_bag(tmp_path / 'chunks', tmp_path / 'bag', split='val', log=lambda *a: None)
+    grid = BevGrid(x_min_m=0, x_max_m=96, y_min_m=-48, y_max_m=48, cell_m=1.0)
+    checkpoint = make_small_checkpoint(tmp_path / 'wide.pt', bev_grid=grid)
+    with BagReader(tmp_path / 'bag') as reader, BagWriter(tmp_path / 'recorded') as writer:
+        writer.add_topic('/mtl_perception/detections', DETECTION2D_ARRAY)
+        for _, msgtype, timestamp_ns, data in reader.raw([GT_DETECTIONS_TOPIC]):
+            writer.write_raw('/mtl_perception/detections', msgtype, data, timestamp_ns)
+    default = BevGrid()
+    truth = read_ground_truth(tmp_path / 'bag', labels()[0].names, default)
+    assert truth.outside_grid > 0                # the case at hand: boxes beyond the default grid
+    params = tmp_path / 'params.yaml'
+    params.write_text(f'/**:\n  ros__parameters:\n    model_path: "{checkpoint}"\n')
+    for grid_from in (['--params', str(params)], ['--checkpoint', str(checkpoint)]):
+        out = tmp_path / f'report_{grid_from[0].strip("-")}'
+        assert main(['--bag', str(tmp_path / 'bag'), '--recorded', str(tmp_path / 'recorded'), *grid_from,
+                     '--out', str(out), '--samples', '0']) == 0
+        metrics = json.loads((out / 'metrics.json').read_text())
+        assert metrics['counts']['gt_boxes_outside_grid'] == 0, grid_from
+        assert metrics['detection']['map'] == pytest.approx(1.0), grid_from
+    # without a checkpoint to take the grid from, recorded mode says what it needs
+    assert main(['--bag', str(tmp_path / 'bag'), '--recorded', str(tmp_path / 'recorded'),
+                 '--out', str(tmp_path / 'report_none'), '--samples', '0']) == 2

@@ -1,7 +1,7 @@
 """Chunks -> rosbag2 -> numpy: every array and stamp survives, the timing rules, Humble's format.
 
-No ROS needed except the last tests (marked `ros`), which check that the rosbags adapters write
-byte for byte what the node's own rclpy builders write.
+No ROS needed except the last tests (marked `ros`), which check that the shared message builders
+make the same messages with the rosbags factory as with the rclpy one the node uses.
 """
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.bags import topics as bt
+from mtl_perception_ros.bags.reader import BagReader
+from mtl_perception_ros.bags.typestore import bag_message, ensure_msgtype, find_msg_file, serialize
 from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP
+from mtl_perception_ros.messages.stamps import header_msg
+from mtl_perception_ros.messages.transforms import quaternion_to_rotation, rotation_to_quaternion
 from training.export import to_bag as export_bag
 from training.data.chunks import ChunkReader, write_chunk
 from training.data.frame import Frame
@@ -46,18 +50,18 @@ def test_round_trip_keeps_arrays_stamps_and_calibration(toy_dir, tmp_path, stora
     assert counts == {'/tf_static': 1, '/points': 9, '/image': 9, '/camera_info': 9, '/gt/detections': 9,
                       '/gt/semantic': 9}
 
-    with bm.BagReader(tmp_path / 'bag') as reader:
+    with BagReader(tmp_path / 'bag') as reader:
         assert reader.metadata['version'] == 8
         assert reader.metadata['storage_identifier'] == storage
         assert json.loads(reader.custom_data['mtl_perception.box_classes']) == BOX_NAMES
-        points = list(reader.decoded([bm.POINTS_TOPIC]))
-        raw_intensity = list(reader.decoded([bm.POINTS_TOPIC], intensity_scale=1.0))
-        images = list(reader.decoded([bm.IMAGE_TOPIC]))
-        infos = list(reader.decoded([bm.CAMERA_INFO_TOPIC]))
-        truth = list(reader.decoded([bm.GT_DETECTIONS_TOPIC]))
-        semantic = list(reader.decoded([bm.GT_SEMANTIC_TOPIC]))
+        points = list(reader.decoded([bt.POINTS_TOPIC]))
+        raw_intensity = list(reader.decoded([bt.POINTS_TOPIC], intensity_scale=1.0))
+        images = list(reader.decoded([bt.IMAGE_TOPIC]))
+        infos = list(reader.decoded([bt.CAMERA_INFO_TOPIC]))
+        truth = list(reader.decoded([bt.GT_DETECTIONS_TOPIC]))
+        semantic = list(reader.decoded([bt.GT_SEMANTIC_TOPIC]))
         vehicle_to_camera = reader.vehicle_to_camera()
-        lidar_pose = reader.static_transform(bm.VEHICLE_FRAME, bm.LIDAR_FRAME)
+        lidar_pose = reader.static_transform(bt.VEHICLE_FRAME, bt.LIDAR_FRAME)
         all_times = [t for _, _, t, _ in reader.raw()]
 
     # Stamps worked out by hand: toy frames have no stamps -> 10 Hz from SYNTHETIC_START_NS, each
@@ -126,15 +130,15 @@ def test_recorded_stamps_offsets_and_scene_shift(tmp_path):
                        b_cloud0, b_cloud0 + 99_990_000]
     expected_images = [(T0_US + 4_222) * 1000, (T0_US + 104_222) * 1000, a_end_ns,
                        b_cloud0 - 2_000_000, b_cloud0 + 97_990_000]
-    with bm.BagReader(tmp_path / 'bag') as reader:
-        assert [m.stamp_ns for m in reader.decoded([bm.POINTS_TOPIC])] == expected_points
-        assert [m.stamp_ns for m in reader.decoded([bm.IMAGE_TOPIC])] == expected_images
-        assert [m.stamp_ns for m in reader.decoded([bm.GT_SEMANTIC_TOPIC])] == expected_images[:2] + expected_images[3:]
-        truth = reader.by_stamp(bm.GT_DETECTIONS_TOPIC)
+    with BagReader(tmp_path / 'bag') as reader:
+        assert [m.stamp_ns for m in reader.decoded([bt.POINTS_TOPIC])] == expected_points
+        assert [m.stamp_ns for m in reader.decoded([bt.IMAGE_TOPIC])] == expected_images
+        assert [m.stamp_ns for m in reader.decoded([bt.GT_SEMANTIC_TOPIC])] == expected_images[:2] + expected_images[3:]
+        truth = reader.by_stamp(bt.GT_DETECTIONS_TOPIC)
         assert sorted(truth) == expected_points
         np.testing.assert_array_equal(truth[expected_points[0]].data.track_ids, [7, -1])
         assert [d.id for d in truth[expected_points[0]].msg.detections] == ['7', '']
-        transforms = [m for m in reader.decoded([bm.TF_STATIC_TOPIC])]
+        transforms = [m for m in reader.decoded([bt.TF_STATIC_TOPIC])]
         assert [m.timestamp_ns for m in transforms] == [expected_points[0], expected_images[3]]
         np.testing.assert_allclose(reader.vehicle_to_camera()[:3, 3], [0.0, 0.5, 0.0], atol=1e-12)
         scenes = json.loads(reader.custom_data['mtl_perception.scenes'])
@@ -190,37 +194,44 @@ def test_quaternions_round_trip_for_any_rotation():
     rotations += [np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1]), np.eye(3),
                   OPTICAL_FROM_FORWARD_LEFT_UP[:3, :3]]                       # 180 degree turns, identity
     for rotation in rotations:
-        quaternion = bm.rotation_to_quaternion(rotation)
+        quaternion = rotation_to_quaternion(rotation)
         assert quaternion[3] >= 0 and abs(np.linalg.norm(quaternion) - 1) < 1e-12
-        np.testing.assert_allclose(bm.quaternion_to_rotation(quaternion), rotation, atol=1e-12)
+        np.testing.assert_allclose(quaternion_to_rotation(quaternion), rotation, atol=1e-12)
         expected = Rotation.from_matrix(rotation).as_quat()
         assert min(np.abs(quaternion - expected).max(), np.abs(quaternion + expected).max()) < 1e-12
 
 
 def test_reader_names_missing_topics_and_folders(toy_dir, tmp_path):
     export_bag.export_bag(toy_dir, tmp_path / 'bag', log=quiet)
-    with bm.BagReader(tmp_path / 'bag') as reader:
+    with BagReader(tmp_path / 'bag') as reader:
         with pytest.raises(KeyError, match='/nothing'):
             list(reader.raw(['/nothing']))
     with pytest.raises(FileNotFoundError, match='metadata.yaml'):
-        bm.BagReader(tmp_path)
+        BagReader(tmp_path)
 
 
 # ----------------------------------------------------------------------------- same bytes as the node's builders
 @pytest.mark.ros
-def test_adapters_build_what_the_nodes_rclpy_builders_build():
+def test_shared_builders_make_the_same_messages_with_both_factories():
     # Compared as rclpy messages: Fast CDR leaves alignment padding bytes uninitialised.
-    from rclpy.serialization import deserialize_message
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
-    from vision_msgs.msg import Detection2DArray
+    from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+    from visualization_msgs.msg import MarkerArray
 
+    from mtl_perception_ros.core.labels import LabelSet
     from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
-    from mtl_perception_ros.messages.outputs import detection2d_array
+    from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
     from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
+    from mtl_perception_ros.messages.transforms import transform_stamped
 
     def as_rclpy(msg, cls):
-        return deserialize_message(bm.serialize(msg), cls)
+        return deserialize_message(serialize(msg), cls)
+
+    def sent(msg):   # float32 fields (colours, thresholds) are rounded on the wire only
+        return deserialize_message(serialize_message(msg), type(msg))
 
     rng = np.random.default_rng(3)
     stamp_ns = 1_533_638_528_740_366_123
@@ -228,18 +239,36 @@ def test_adapters_build_what_the_nodes_rclpy_builders_build():
     header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     points = rng.normal(size=(50, 4)).astype(np.float32)
     points[3, 1] = np.nan
-    assert as_rclpy(bm.pointcloud2_msg(points, stamp_ns, 'vehicle'), PointCloud2) == \
+    bag_header = header_msg(stamp_ns, 'vehicle', new=bag_message)
+    assert as_rclpy(array_to_pointcloud2(points, header=bag_header, new=bag_message), PointCloud2) == \
         array_to_pointcloud2(points, header=header)
     image = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     labels = rng.integers(0, 13, (5, 7), dtype=np.uint8)
-    assert as_rclpy(bm.image_msg(image, stamp_ns, 'vehicle'), Image) == rgb_to_image(image, header)
-    assert as_rclpy(bm.image_msg(labels, stamp_ns, 'vehicle'), Image) == mono8_to_image(labels, header)
+    assert as_rclpy(rgb_to_image(image, bag_header, new=bag_message), Image) == rgb_to_image(image, header)
+    assert as_rclpy(mono8_to_image(labels, bag_header, new=bag_message), Image) == mono8_to_image(labels, header)
     boxes = rng.normal(size=(3, 7))
     classes, scores, track_ids = np.array([0, 2, 3]), np.array([0.9, 0.5, 0.25]), np.array([4, -1, 12])
-    ours = as_rclpy(bm.detection2d_array_msg(boxes, BOX_NAMES, classes, stamp_ns, 'vehicle', track_ids, scores),
+    ours = as_rclpy(detection2d_array(boxes, BOX_NAMES, classes, scores, bag_header, track_ids, new=bag_message),
                     Detection2DArray)
     assert ours == detection2d_array(boxes, BOX_NAMES, classes, scores, header, track_ids)
     assert ours.detections[1].id == '' and ours.detections[2].id == '12'
+    # the default pose of results[0] is the identity (Quaternion.w defaults to 1, which rosbags does not know)
+    assert ours.detections[0].results[0].pose.pose.orientation.w == 1.0
+    assert as_rclpy(detection3d_array(boxes, BOX_NAMES, classes, scores, bag_header, track_ids, new=bag_message),
+                    Detection3DArray) == detection3d_array(boxes, BOX_NAMES, classes, scores, header, track_ids)
+    colors, velocities = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)], rng.normal(size=(3, 2))
+    markers = as_rclpy(box_markers(boxes, BOX_NAMES, classes, scores, bag_header, colors, track_ids, velocities,
+                                   lifetime_s=0.25, new=bag_message), MarkerArray)
+    assert len(markers.markers) == 1 + 3 * 3
+    assert markers == sent(box_markers(boxes, BOX_NAMES, classes, scores, header, colors, track_ids, velocities,
+                                       lifetime_s=0.25))
+    semantic = LabelSet(names=('road', 'car'), colors=((1, 1, 1), (2, 2, 2)), name='sem')
+    assert as_rclpy(label_info(semantic, bag_header, 0.4, new=bag_message), LabelInfo) == \
+        sent(label_info(semantic, header, 0.4))
+    pose = OPTICAL_FROM_FORWARD_LEFT_UP.copy()
+    pose[:3, 3] = [1.5, -0.25, 2.0]
+    assert as_rclpy(transform_stamped(pose, 'camera_front', bag_header, new=bag_message), TransformStamped) == \
+        transform_stamped(pose, 'camera_front', header)
 
 
 @pytest.mark.ros
@@ -247,8 +276,11 @@ def test_camera_info_and_transforms_deserialize_in_rclpy():
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo
 
+    from mtl_perception_ros.messages.camera_info import undistorted_camera_info
+
     k = np.array([[1687.3, 0, 965.4], [0, 1783.4, 684.4], [0, 0, 1]])
-    info = deserialize_message(bm.serialize(bm.camera_info_msg(k, (1208, 1920), 5, 'camera_front')), CameraInfo)
+    bag_info = undistorted_camera_info(k, (1208, 1920), header_msg(5, 'camera_front', new=bag_message), new=bag_message)
+    info = deserialize_message(serialize(bag_info), CameraInfo)
     assert (info.height, info.width, info.header.frame_id) == (1208, 1920, 'camera_front')
     np.testing.assert_array_equal(np.reshape(info.k, (3, 3)), k)
     np.testing.assert_array_equal(np.reshape(info.p, (3, 4))[:, :3], k)
@@ -258,13 +290,13 @@ def test_camera_info_and_transforms_deserialize_in_rclpy():
 def test_unknown_types_are_read_from_installed_msg_files():
     from rosbags.typesys import Stores, get_typestore
 
-    if bm.find_msg_file('sensor_msgs/msg/CameraInfo') is None:
+    if find_msg_file('sensor_msgs/msg/CameraInfo') is None:
         pytest.skip('no installed share/sensor_msgs/msg/CameraInfo.msg (needs a ROS prefix)')
     empty = get_typestore(Stores.EMPTY)
-    assert bm.ensure_msgtype(empty, 'sensor_msgs/msg/CameraInfo')
+    assert ensure_msgtype(empty, 'sensor_msgs/msg/CameraInfo')
     # Its dependencies came along, and the definitions hash like rosbags' own Humble store.
     for name in ('sensor_msgs/msg/CameraInfo', 'std_msgs/msg/Header', 'builtin_interfaces/msg/Time',
                  'sensor_msgs/msg/RegionOfInterest'):
         assert empty.hash_rihs01(name) == get_typestore(Stores.ROS2_HUMBLE).hash_rihs01(name)
-    assert not bm.ensure_msgtype(empty, 'no_such_pkg/msg/Nothing')
-    assert bm.find_msg_file('vision_msgs/msg/LabelInfo') is not None        # third_party/ in the source tree
+    assert not ensure_msgtype(empty, 'no_such_pkg/msg/Nothing')
+    assert find_msg_file('vision_msgs/msg/LabelInfo') is not None        # third_party/ in the source tree

@@ -8,6 +8,7 @@ import pytest
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
 from mtl_perception_ros.core.checkpoint import CheckpointError
 from mtl_perception_ros.core.inference import PerceptionInference, pick_device
+from mtl_perception_ros.messages.camera_info import camera_info_data
 from sensor_samples import IMAGE_HW, make_small_checkpoint, synthetic_cloud, synthetic_image
 
 A2D2_K = [1687.33691, 0.0, 965.434141, 0.0, 1783.42847, 684.41936, 0.0, 0.0, 1.0]
@@ -55,6 +56,25 @@ def test_without_an_image_it_runs_lidar_only_and_says_so(inference):
     assert result.boxes.shape[1] == 7
 
 
+@pytest.mark.parametrize('image_hw', [IMAGE_HW, (40, 60), (50, 160)], ids=['shrink', 'enlarge', 'mixed'])
+def test_inference_gives_the_model_the_pixels_and_camera_matrix_of_a_training_sample(inference, image_hw):
+    """No train/serve skew: on its device, inference resizes as training.data.dataset does."""
+    from training.data.dataset import DatasetConfig, prepare_sample
+    from training.data.frame import Frame
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, image_hw + (3,), dtype=np.uint8)   # noise: any two resizes differ
+    k = np.array([[image_hw[1] * 0.9, 0, image_hw[1] / 2], [0, image_hw[1] * 0.9, image_hw[0] / 2], [0, 0, 1]])
+    frame = Frame(name='s/0', scene='s', points=synthetic_cloud(rng)[:, :4] / [1, 1, 1, 255], image=image,
+                  class_map=None, boxes=np.zeros((0, 7), np.float32), box_classes=np.zeros(0, np.int64),
+                  track_ids=np.zeros(0, np.int64), camera_matrix=k, vehicle_to_camera=np.array(OPTICAL).reshape(4, 4))
+    sample = prepare_sample(frame, DatasetConfig(grid=inference.grid, input_hw=inference.info.image_hw))
+    image_t, k_model = inference.model_image(image, k)
+    assert image_t.device.type == inference.device.type and image_t.shape == (1, 3) + tuple(inference.info.image_hw)
+    np.testing.assert_array_equal(image_t[0].cpu().numpy(), sample['image'].numpy().astype(np.float32))
+    np.testing.assert_allclose(k_model, sample['camera_matrix'].numpy(), rtol=1e-6)
+
+
 def test_a_missing_checkpoint_is_named_in_the_error(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path / 'absent.pt')):
         PerceptionInference(tmp_path / 'absent.pt', device='cpu')
@@ -100,7 +120,11 @@ def test_camera_info_replaces_matrix_distortion_and_size():
     calibration = CameraCalibration.from_parameters(OPTICAL, A2D2_K, [0.0] * 5, [1920, 1208])
     info = CameraInfo(width=640, height=480, distortion_model='plumb_bob', d=[0.1, 0.0, 0.0, 0.0, 0.0],
                       k=[500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0])
-    updated = calibration.with_camera_info(info)
+    data = camera_info_data(info)
+    updated = calibration.with_intrinsics(data.camera_matrix, data.distortion, data.distortion_model,
+                                          data.image_size_wh)
     assert updated.image_size_wh == (640, 480) and updated.distortion[0] == pytest.approx(0.1)
     np.testing.assert_array_equal(updated.lidar_to_camera, calibration.lidar_to_camera)
-    assert updated.with_camera_info(info) is updated   # unchanged info: no rebuild of remap tables
+    data = camera_info_data(info)
+    assert updated.with_intrinsics(data.camera_matrix, data.distortion, data.distortion_model,
+                                   data.image_size_wh) is updated   # unchanged info: no rebuild of remap tables

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
+from ros_test_utils import require_ros
+
+require_ros('diagnostic_msgs.msg', 'vision_msgs.msg')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
@@ -346,4 +348,51 @@ def test_the_node_runs_with_the_shipped_large_image_dds_profile(harness, small_c
     wait_for_ready(harness, node, rng)
     output = node.output()
     assert 'XML' not in output and 'Error' not in output, output
+    assert node.interrupt() == 0, node.output()
+
+
+def test_label_info_threshold_is_the_configured_score_threshold(harness, small_checkpoint, ros_process):
+    node = ros_process(node_args(small_checkpoint, ['score_threshold:=0.45']), name='node')
+    harness.subscribe_label_info()      # latched: published at start-up, no inputs needed
+    assert harness.spin_until(lambda: harness.received['label_info'], 60.0, node), node.output()
+    assert harness.received['label_info'][0].threshold == pytest.approx(0.45, abs=1e-6)
+    assert node.interrupt() == 0, node.output()
+
+
+def test_camera_info_of_an_unsupported_model_or_length_is_reported_and_a_rational_one_used(
+        harness, small_checkpoint, ros_process):
+    from sensor_msgs.msg import CameraInfo
+    rng = np.random.default_rng(8)
+    node = ros_process(node_args(small_checkpoint, ['camera_info_topic:=camera_info', 'camera_timeout_s:=60.0']),
+                       name='node')
+    pub_info = harness.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera_info', qos_profile_sensor_data)
+    wait_for_ready(harness, node, rng)
+    k = [1687.33691 / 8, 0.0, 965.434141 / 8, 0.0, 1783.42847 / 8, 684.41936 / 8, 0.0, 0.0, 1.0]
+
+    def camera_info(model: str, d: list) -> CameraInfo:
+        return CameraInfo(header=header(5000.0, 'camera_front'), height=IMAGE_HW[0], width=IMAGE_HW[1],
+                          distortion_model=model, d=d, k=k)
+
+    # each is counted; the warning names the first (warnings of one reason come at most every 5 s)
+    for model, d in (('rational_polynomial', [0.01] * 5), ('equidistant', [0.01] * 4)):
+        before = int(harness.last_status().get('skipped.bad_camera_info', 0))
+        assert harness.spin_until(lambda: pub_info.publish(camera_info(model, d)) or int(
+            harness.last_status().get('skipped.bad_camera_info', 0)) > before, 20.0, node), node.output()
+    assert 'rational_polynomial needs 8 coefficients' in node.output()
+
+    def two_more_reports():      # diagnostics that count everything sent before
+        reports = len(harness.received['diagnostics'])
+        assert harness.spin_until(lambda: len(harness.received['diagnostics']) >= reports + 2, 20.0, node)
+    # all eight rational_polynomial coefficients are accepted and the node keeps answering
+    two_more_reports()
+    before = int(harness.last_status().get('skipped.bad_camera_info', 0))
+    for _ in range(5):
+        pub_info.publish(camera_info('rational_polynomial', [-0.1, 0.01, 0.0, 0.0, 0.0, 0.05, -0.01, 0.002]))
+        harness.ros.spin_once(0.05)
+    harness.received['detections'].clear()
+    cloud_msg, _ = publish_pair(harness, rng, 5001.0)
+    assert harness.spin_until(lambda: any(d.header == cloud_msg.header for d in harness.received['detections']),
+                              20.0, node), node.output()
+    two_more_reports()
+    assert int(harness.last_status().get('skipped.bad_camera_info', 0)) == before, harness.last_status()
     assert node.interrupt() == 0, node.output()

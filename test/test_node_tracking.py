@@ -12,7 +12,9 @@ import re
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
+from ros_test_utils import require_ros
+
+require_ros('visualization_msgs.msg', 'vision_msgs.msg')
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mtl_perception_ros.messages.image import rgb_to_image  # noqa: E402

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip('vision_msgs.msg', reason='needs rclpy and vision_msgs (make setup, or a sourced ROS)')
+from ros_test_utils import require_ros
+
+require_ros('vision_msgs.msg', 'visualization_msgs.msg')   # rclpy too: its serialization is tested
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo

@@ -11,7 +11,9 @@ import struct
 import numpy as np
 import pytest
 
-pytest.importorskip('sensor_msgs.msg', reason='needs the ROS 2 message packages (make setup, or a sourced ROS)')
+from ros_test_utils import require_modules
+
+require_modules('sensor_msgs.msg', 'std_msgs.msg')    # the messages only: no rclpy needed
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header
 

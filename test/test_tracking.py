@@ -250,3 +250,15 @@ def test_bad_inputs_raise_clear_errors_and_non_finite_rows_are_ignored():
     assert tracks.detection_track_ids(2).tolist() == [-1, 1]      # indices of the input, NaN row included
     tracks = frame(tracker, [box(np.nan, 0), box(np.inf, 0), box(10, 0)], [CAR, CAR, CAR], 0.1)
     assert tracks.detection_track_ids(3).tolist() == [-1, -1, 1]
+
+
+def test_gated_assignment_takes_the_most_pairs_first_and_the_gate_edge_as_asked():
+    from mtl_perception_ros.core.matching import gated_assignment
+    # The closest pair (0, 0) would leave row 1 unmatched: two pairs at 1.9 + 1.9 win.
+    cost = np.array([[0.1, 1.9], [1.9, 5.0]])
+    rows, cols = gated_assignment(cost, 2.0)
+    assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]
+    edge = np.array([[2.0, 7.0]])
+    assert gated_assignment(edge, 2.0)[1].tolist() == [0]                      # tracker: distance <= gate
+    assert gated_assignment(edge, 2.0, inclusive=False)[1].tolist() == []      # metrics: strictly within
+    assert gated_assignment(np.zeros((0, 3)), 2.0)[0].tolist() == []

@@ -18,8 +18,9 @@ from training.evaluation import evaluate as evaluate_cli
 from training.engine import train
 from training.pictures.debug_pictures import debug_picture, difference_picture
 from training.data.toy_chunks import write_toy_chunks
-from training.engine.trainer_utils import (ConfigError, capture_rng_state, load_config, lr_factor,
-                                           restore_rng_state)
+from training.engine.config import ConfigError, load_config
+from training.engine.lr_schedule import lr_factor
+from training.engine.training_state import capture_rng_state, restore_rng_state
 
 TINY = 'training/configs/tiny_ci.yaml'
 
@@ -190,6 +191,15 @@ def test_overrides_are_parsed_as_yaml_and_unknown_keys_are_named():
         load_config(TINY, ['schedule.name=linear'])
 
 
+def test_the_distributed_backend_is_checked(chunks, tmp_path, capsys):
+    assert load_config(TINY, ['distributed.backend=gloo'])['distributed']['backend'] == 'gloo'
+    with pytest.raises(ConfigError, match=r"distributed.backend 'mpi': expected one of \('auto', 'nccl', 'gloo'\)"):
+        load_config(TINY, ['distributed.backend=mpi'])
+    assert run_training(chunks, tmp_path / 'run', 'distributed.backend=mpi') == 2
+    assert "distributed.backend 'mpi'" in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()
+
+
 def test_warmup_cosine_and_one_cycle_factors_worked_out_on_paper():
     warm = {'name': 'warmup_cosine', 'warmup_steps': 2, 'warmup_fraction': 0.0, 'min_lr_ratio': 0.1}
     # warm-up 1/2, 2/2; then cosine over the remaining 8 steps from 1 to 0.1 (halfway: 0.55)
@@ -226,7 +236,7 @@ def test_the_difference_picture_shows_false_alarms_red_and_misses_blue():
 def test_the_debug_picture_has_both_rows(chunks):
     from mtl_perception_ros.core.model import MultiTaskNet
     from training.data.dataset import collate_samples
-    from training.engine.trainer_utils import make_dataset, read_chunk_folder
+    from training.engine.data_loading import make_dataset, read_chunk_folder
     folder = read_chunk_folder(chunks)
     model_cfg = train.build_model_config(load_config(TINY)['model'], folder.semantic_labels,
                                          folder.detection_labels)
@@ -295,7 +305,7 @@ class Oracle(torch.nn.Module):
 def test_evaluating_perfect_outputs_gives_full_scores(chunks):
     # targets (training.data.targets) -> decode (mtl_perception_ros.core.decode) -> matching must agree
     from training.evaluation.evaluate import evaluate
-    from training.engine.trainer_utils import make_dataset, make_eval_loader, read_chunk_folder
+    from training.engine.data_loading import make_dataset, make_eval_loader, read_chunk_folder
     folder = read_chunk_folder(chunks)
     model_cfg = train.build_model_config(load_config(TINY)['model'], folder.semantic_labels,
                                          folder.detection_labels)

@@ -1,8 +1,15 @@
 """Approximate-time synchronizer for N message streams (ROS-free: plain Python, no rclpy).
 
 The node feeds it header stamps; it hands back one message per stream whose stamps lie within
-`slop_s` of each other. It replaces message_filters, which is not always installed and whose
-Python ApproximateTimeSynchronizer never fires on best-effort (sensor-data QoS) topics.
+`slop_s` of each other. Why not message_filters' ApproximateTimeSynchronizer (which does work on
+best-effort topics once its Subscribers get the matching qos_profile): measured side by side on
+a jittered 10 Hz cloud / 30 Hz image stream with drops and out-of-order arrivals, this module
+pairs a cloud with its nearest image for 532 of 556 clouds, message_filters for 480 of 564, at
+5.5 vs 9.7-10.8 us per message. The price is a bounded wait: a set leaves only once no later
+arrival can make it tighter (guarantee 3), up to ~40 ms (p95) after both messages arrived, where
+message_filters emits at once. It also needs no message_filters (not on PyPI, so missing from
+pip-only installs) and works the same without ROS, e.g. offline in bag evaluation
+(training.evaluation.evaluate_bag).
 
 Time stamps
     `add()` takes an int (nanoseconds, e.g. `Time.from_msg(header.stamp).nanoseconds`) or a float
@@ -65,15 +72,16 @@ DROP_REASONS = ('queue_overflow', 'unmatched', 'superseded', 'out_of_order_late'
 _NEG_INF = float('-inf')
 
 
-def stamp_to_ns(stamp) -> int:
-    """int -> nanoseconds as given; float -> seconds converted to (rounded) nanoseconds."""
+def as_nanoseconds(stamp) -> int:
+    """An `add()` stamp: int -> nanoseconds as given; float -> seconds converted to (rounded) nanoseconds.
+
+    (A builtin_interfaces/Time is converted by mtl_perception_ros.messages.stamps.stamp_to_ns.)
+    """
     if isinstance(stamp, bool) or not isinstance(stamp, numbers.Real):
         raise TypeError(f'stamp must be int nanoseconds or float seconds, got {stamp!r}')
     if isinstance(stamp, numbers.Integral):
         return int(stamp)
-    if stamp != stamp or stamp in (float('inf'), float('-inf')):
-        raise ValueError(f'stamp must be finite, got {stamp!r}')
-    return int(round(float(stamp) * 1e9))
+    return _seconds_to_ns(stamp, 'stamp')
 
 
 def _seconds_to_ns(value: float, name: str) -> int:
@@ -167,7 +175,7 @@ class ApproximateTimeSync:
                 or not 0 <= stream_index < self._n:
             raise IndexError(f'stream_index must be an int in [0, {self._n}), got {stream_index!r}')
         i = int(stream_index)
-        t = stamp_to_ns(stamp) + self._offset_ns[i]
+        t = as_nanoseconds(stamp) + self._offset_ns[i]
         with self._lock:
             if self._delivering:
                 raise RuntimeError('ApproximateTimeSync.add() called from its own callback; '

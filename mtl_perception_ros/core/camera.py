@@ -19,6 +19,7 @@ OPTICAL_FROM_FORWARD_LEFT_UP = np.array([[0.0, -1.0, 0.0, 0.0],
                                          [1.0, 0.0, 0.0, 0.0],
                                          [0.0, 0.0, 0.0, 1.0]])
 
+# Points nearer than this along the optical axis do not project (here and in the model's sampling).
 MIN_DEPTH_M = 0.1
 
 

@@ -1,8 +1,17 @@
 """The node's camera calibration: LiDAR->camera transform, camera matrix, distortion.
 
-Given as parameters, or taken from a sensor_msgs/CameraInfo (K, D, width, height). Incoming
+Given as parameters (`from_parameters`), or with K, D, distortion model and size read from a
+sensor_msgs/CameraInfo by mtl_perception_ros.messages.camera_info (`with_intrinsics`). Incoming
 images are undistorted when a distortion is set (the model was trained on undistorted images)
 and the camera matrix is scaled when an image arrives at another resolution of the same aspect.
+
+Distortion (OpenCV's coefficient order, as in CameraInfo.D):
+- 'plumb_bob': 5 coefficients k1 k2 p1 p2 k3;
+- 'rational_polynomial': 8 coefficients k1 k2 p1 p2 k3 k4 k5 k6;
+- all-zero (or empty) D, under any model name: no distortion, images are used as they come.
+'equidistant' (fisheye) and other models are refused: rectify such images upstream (e.g.
+image_proc) and give the rectified camera's K with a zero D. Parameters have no model name: a
+list of 0, 5 or 8 numbers, the length says which model.
 """
 from __future__ import annotations
 
@@ -13,16 +22,68 @@ import numpy as np
 
 from mtl_perception_ros.core.camera import scale_camera_matrix
 
+# CameraInfo distortion model -> number of coefficients in D
+DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8}
+_PARAMETER_LENGTHS = '0, 5 (plumb_bob: k1 k2 p1 p2 k3) or 8 (rational_polynomial: k1 k2 p1 p2 k3 k4 k5 k6)'
+
 
 class CalibrationError(ValueError):
     """A calibration value or an image that does not fit the calibration."""
+
+
+def _finite(values: np.ndarray, name: str) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise CalibrationError(f'{name} must be finite numbers, got {values.tolist()}')
+    return values
+
+
+def distortion_from_parameter(distortion) -> np.ndarray:
+    """The `distortion` parameter (0, 5 or 8 numbers) -> coefficients; zeros(5) for none."""
+    d = _finite(np.asarray(distortion, dtype=np.float64).ravel(), 'distortion')
+    if d.size not in (0, 5, 8):
+        raise CalibrationError(f'distortion needs {_PARAMETER_LENGTHS} numbers, got {d.size}')
+    return d if d.size else np.zeros(5)
+
+
+def distortion_for_model(distortion, distortion_model: str) -> np.ndarray:
+    """CameraInfo's D and distortion_model -> coefficients; zeros(5) for an all-zero D."""
+    d = _finite(np.asarray(distortion, dtype=np.float64).ravel(), 'distortion (D)')
+    if not d.any():
+        return np.zeros(5)
+    if distortion_model == 'equidistant':
+        raise CalibrationError('distortion model equidistant (fisheye) is not supported: rectify the images '
+                               'upstream (e.g. image_proc) and give the rectified K with a zero D')
+    if distortion_model not in DISTORTION_MODELS:
+        raise CalibrationError(f'distortion model {distortion_model!r} with a non-zero D is not supported '
+                               f'(supported: {", ".join(DISTORTION_MODELS)}, or an all-zero D)')
+    expected = DISTORTION_MODELS[distortion_model]
+    if d.size != expected:
+        raise CalibrationError(f'distortion model {distortion_model} needs {expected} coefficients, got {d.size}')
+    return d
+
+
+def _camera_matrix(camera_matrix) -> np.ndarray:
+    k = np.asarray(camera_matrix, dtype=np.float64)
+    if k.size != 9:
+        raise CalibrationError(f'camera_matrix needs 9 numbers (3x3 row-major), got {k.size}')
+    k = _finite(k.reshape(3, 3), 'camera_matrix')
+    if k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
+        raise CalibrationError(f'camera_matrix must have fx, fy > 0 and last row 0 0 1, got {k.tolist()}')
+    return k
+
+
+def _image_size(image_size_wh, name: str) -> tuple[int, int]:
+    size = tuple(int(v) for v in image_size_wh)
+    if len(size) != 2 or min(size) <= 0:
+        raise CalibrationError(f'{name} must be [width, height] > 0, got {list(image_size_wh)}')
+    return size
 
 
 @dataclass(frozen=True)
 class CameraCalibration:
     lidar_to_camera: np.ndarray           # 4x4, point cloud frame -> camera optical frame
     camera_matrix: np.ndarray             # 3x3 of image_size_wh
-    distortion: np.ndarray                # (5,) OpenCV plumb-bob; zeros = undistorted input
+    distortion: np.ndarray                # (5,) plumb_bob or (8,) rational_polynomial; zeros = undistorted input
     image_size_wh: tuple[int, int]
     _maps: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -37,28 +98,16 @@ class CameraCalibration:
                 or not np.allclose(transform[3], [0, 0, 0, 1]):
             raise CalibrationError('lidar_to_camera is not a rigid transform (rotation must be orthonormal, '
                                    'det +1, last row 0 0 0 1)')
-        k = np.asarray(camera_matrix, dtype=np.float64)
-        if k.size != 9:
-            raise CalibrationError(f'camera_matrix needs 9 numbers (3x3 row-major), got {k.size}')
-        k = k.reshape(3, 3)
-        if k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
-            raise CalibrationError(f'camera_matrix must have fx, fy > 0 and last row 0 0 1, got {k.tolist()}')
-        d = np.zeros(5)
-        given = np.asarray(distortion, dtype=np.float64).ravel()
-        d[:min(5, given.size)] = given[:5]
-        size = tuple(int(v) for v in image_size_wh)
-        if len(size) != 2 or min(size) <= 0:
-            raise CalibrationError(f'calibration_image_size must be [width, height], got {list(image_size_wh)}')
-        return cls(transform, k, d, size)
+        return cls(transform, _camera_matrix(camera_matrix), distortion_from_parameter(distortion),
+                   _image_size(image_size_wh, 'calibration_image_size'))
 
-    def with_camera_info(self, msg) -> 'CameraCalibration':
-        """This calibration with K, D and the size of a CameraInfo message (same transform)."""
-        if msg.width == 0 or msg.height == 0:
-            raise CalibrationError('camera_info has width or height 0')
-        if msg.distortion_model not in ('', 'plumb_bob', 'rational_polynomial') and any(msg.d):
-            raise CalibrationError(f'camera_info distortion model {msg.distortion_model!r} is not supported')
-        updated = CameraCalibration.from_parameters(self.lidar_to_camera, list(msg.k), list(msg.d)[:5],
-                                                    (msg.width, msg.height))
+    def with_intrinsics(self, camera_matrix, distortion, distortion_model: str,
+                        image_size_wh) -> 'CameraCalibration':
+        """This calibration with another K, D (of `distortion_model`, CameraInfo's names) and image
+        size, the same transform; `self` when nothing changed (its remap tables are kept)."""
+        size = _image_size(image_size_wh, 'image size (width, height)')
+        updated = CameraCalibration(self.lidar_to_camera, _camera_matrix(camera_matrix),
+                                    distortion_for_model(distortion, distortion_model), size)
         if (np.array_equal(updated.camera_matrix, self.camera_matrix)
                 and np.array_equal(updated.distortion, self.distortion)
                 and updated.image_size_wh == self.image_size_wh):

@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.box_coding import REG_DIM
+from mtl_perception_ros.core.camera import MIN_DEPTH_M
 
-REG_CHANNELS = 8
-MIN_DEPTH_M = 0.1  # as mtl_perception_ros.core.camera.MIN_DEPTH_M
 POINT_GEOMETRY_CHANNELS = 9  # x, y, z, reflectance, dx/dy to pillar centre, dx/dy/dz to pillar mean
 CAMERA_STRIDE = 4  # camera features and sem_logits are at 1/4 of the input image
 
@@ -336,7 +336,7 @@ class DetectionHead(nn.Module):
         self.heatmap = nn.Sequential(ConvBNReLU(cfg.neck_channels, cfg.head_channels),
                                      nn.Conv2d(cfg.head_channels, cfg.num_det_classes, 1))
         self.regression = nn.Sequential(ConvBNReLU(cfg.neck_channels, cfg.head_channels),
-                                        nn.Conv2d(cfg.head_channels, REG_CHANNELS, 1))
+                                        nn.Conv2d(cfg.head_channels, REG_DIM, 1))
         nn.init.constant_(self.heatmap[-1].bias, cfg.heatmap_bias_init)
 
     def forward(self, bev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -484,5 +484,5 @@ def parameter_summary(model: MultiTaskNet) -> dict[str, int]:
     return summary
 
 
-__all__ = ['ModelConfig', 'MultiTaskNet', 'REG_CHANNELS', 'CAMERA_STRIDE', 'parameter_summary',
+__all__ = ['ModelConfig', 'MultiTaskNet', 'CAMERA_STRIDE', 'parameter_summary',
            'project_to_grid_sample_coords', 'sample_per_point', 'pillar_geometry']

@@ -45,9 +45,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from mtl_perception_ros.core.boxes import BOX_DIM, wrap_angle
+from mtl_perception_ros.core.matching import gated_assignment
 
 __all__ = ['TrackerConfig', 'TrackedObjects', 'Tracker', 'DEFAULT_GATES_BY_NAME', 'gates_for_class_names',
            'ASSOCIATIONS']
@@ -279,7 +279,7 @@ class Tracker:
                 if not within.any():
                     continue
                 if self.config.association == 'hungarian':
-                    rows, cols = _hungarian(distance, within, gate)
+                    rows, cols = gated_assignment(distance, gate)
                 else:
                     rows, cols = _greedy(distance, within, scores[detections])
                 track_parts.append(tracks[rows])
@@ -370,19 +370,6 @@ def _checked_detections(boxes, classes, scores) -> tuple[np.ndarray, np.ndarray,
     if len(input_index) < len(boxes):
         boxes, classes, scores = boxes[finite], classes[finite], scores[finite]
     return boxes, classes, scores, input_index
-
-
-def _hungarian(distance: np.ndarray, within: np.ndarray, gate: float) -> tuple[np.ndarray, np.ndarray]:
-    """Most pairs within the gate, then the least summed distance: (rows, cols)."""
-    rows_used = np.nonzero(within.any(axis=1))[0]
-    cols_used = np.nonzero(within.any(axis=0))[0]
-    sub_within = within[np.ix_(rows_used, cols_used)]
-    # A pair outside the gate costs more than any set of pairs inside it.
-    outside_cost = gate * (min(sub_within.shape) + 1)
-    cost = np.where(sub_within, distance[np.ix_(rows_used, cols_used)], outside_cost)
-    rows, cols = linear_sum_assignment(cost)
-    keep = sub_within[rows, cols]
-    return rows_used[rows[keep]], cols_used[cols[keep]]
 
 
 def _greedy(distance: np.ndarray, within: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

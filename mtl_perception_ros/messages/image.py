@@ -5,17 +5,17 @@ padding). rgb8 without row padding (and mono8 in `image_to_mono8`) comes back as
 that shares memory with `msg.data`; every other case returns a new C-contiguous array. Colour
 reordering uses OpenCV (a declared runtime dependency), about 10x faster than numpy fancy copies.
 
-Writing hands the array's bytes to `msg.data` in one step (an array.array('B'), which the
-generated message setter accepts without a per-byte check).
+Writing builds the message with a message factory (`new`, messages.message_factory: rclpy
+messages by default, rosbags ones with bags.typestore.bag_message) and hands it the pixels as one
+flat uint8 array (rclpy: one array.array('B') copy, never per byte).
 """
 from __future__ import annotations
-
-import array
 
 import cv2
 import numpy as np
 
 from mtl_perception_ros.messages.conversion_errors import ConversionError
+from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message
 from mtl_perception_ros.messages.pointcloud2 import buffer_as_uint8
 
 __all__ = ['ConversionError', 'RGB_SOURCE_ENCODINGS', 'image_to_rgb', 'image_to_mono8', 'rgb_to_image',
@@ -83,35 +83,24 @@ def image_to_mono8(msg) -> np.ndarray:
     return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
 
 
-def _image_message(pixels: np.ndarray, encoding: str, header):
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
-
+def _image_message(pixels: np.ndarray, encoding: str, header, new: MessageFactory):
     pixels = np.ascontiguousarray(pixels)
-    msg = Image()
-    msg.header = header if header is not None else Header()
-    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
-    data = array.array('B')
-    if pixels.size:
-        data.frombytes(pixels.reshape(-1))
-    msg.data = data
-    return msg
+    return new('sensor_msgs/msg/Image', header=header if header is not None else new('std_msgs/msg/Header'),
+               height=int(pixels.shape[0]), width=int(pixels.shape[1]), encoding=encoding, is_bigendian=0,
+               step=int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1)), data=pixels.reshape(-1))
 
 
-def rgb_to_image(rgb: np.ndarray, header=None):
+def rgb_to_image(rgb: np.ndarray, header=None, *, new: MessageFactory = ros_message):
     """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8 (no row padding)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ConversionError(f'rgb_to_image: got shape {rgb.shape} {rgb.dtype}, expected (H, W, 3) uint8')
-    return _image_message(rgb, 'rgb8', header)
+    return _image_message(rgb, 'rgb8', header, new)
 
 
-def mono8_to_image(mono: np.ndarray, header=None):
+def mono8_to_image(mono: np.ndarray, header=None, *, new: MessageFactory = ros_message):
     """(H, W) uint8 (e.g. class ids) -> sensor_msgs/Image mono8 (no row padding)."""
     mono = np.asarray(mono)
     if mono.ndim != 2 or mono.dtype != np.uint8:
         raise ConversionError(f'mono8_to_image: got shape {mono.shape} {mono.dtype}, expected (H, W) uint8')
-    return _image_message(mono, 'mono8', header)
+    return _image_message(mono, 'mono8', header, new)

@@ -7,18 +7,19 @@ copied as raw bytes in one strided pass; other types are cast column by column. 
 offsets, point_step / row_step padding, big-endian data and organized clouds (height > 1,
 flattened row-major) are handled; fields are found by their exact name.
 
-Writing builds one numpy structured array and hands its bytes to `msg.data` in one step (an
-array.array('B'), which the generated message setter accepts without a per-byte check).
+Writing builds one numpy structured array and hands its bytes to the message factory (`new`,
+messages.message_factory: rclpy messages by default, rosbags ones with bags.typestore.bag_message)
+as one flat uint8 array (rclpy: one array.array('B') copy, never per byte).
 """
 from __future__ import annotations
 
-import array
 import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from mtl_perception_ros.messages.conversion_errors import ConversionError
+from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message
 
 __all__ = ['ConversionError', 'POINT_FIELD_DTYPES', 'pointcloud2_to_array', 'array_to_pointcloud2']
 
@@ -211,7 +212,7 @@ def _field_dtypes(dtypes, field_names: Sequence[str]) -> list[np.dtype]:
 
 def array_to_pointcloud2(points, field_names: Sequence[str] = ('x', 'y', 'z', 'intensity'), header=None,
                          dtypes=None, *, offsets: Sequence[int] | None = None, point_step: int | None = None,
-                         is_bigendian: bool = False):
+                         is_bigendian: bool = False, new: MessageFactory = ros_message):
     """Build a sensor_msgs/PointCloud2 from an (N, k) array (or (H, W, k) for an organized cloud).
 
     Args:
@@ -224,12 +225,10 @@ def array_to_pointcloud2(points, field_names: Sequence[str] = ('x', 'y', 'z', 'i
         offsets: byte offset of each field (default: packed in the given order).
         point_step: bytes per point (default: the end of the last field; larger = padding).
         is_bigendian: write the fields big-endian.
+        new: message factory (default: rclpy messages; bags.typestore.bag_message for rosbags).
 
     The padding bytes are zero; row_step = width * point_step; is_dense = all values finite.
     """
-    from sensor_msgs.msg import PointCloud2, PointField
-    from std_msgs.msg import Header
-
     if isinstance(field_names, str):
         field_names = (field_names,)
     field_names = tuple(field_names)
@@ -277,19 +276,12 @@ def array_to_pointcloud2(points, field_names: Sequence[str] = ('x', 'y', 'z', 'i
                 raise ConversionError(f'field {name!r}: values outside {dtype} range [{info.min}, {info.max}] '
                                       'or not finite')
         cloud[name] = column
-    data = array.array('B')
-    if cloud.size:
-        data.frombytes(cloud.view(np.uint8).reshape(-1))
 
-    msg = PointCloud2()
-    msg.header = header if header is not None else Header()
-    msg.height, msg.width = int(height), int(width)
-    msg.fields = [PointField(name=name, offset=offset, datatype=_DATATYPE_OF_NUMPY[dtype.str[1:]], count=1)
-                  for name, offset, dtype in zip(field_names, offsets, field_dtypes)]
-    msg.is_bigendian = bool(is_bigendian)
-    msg.point_step = int(point_step)
-    msg.row_step = int(width * point_step)
-    msg.data = data
-    float_values = values if values.dtype.kind == 'f' else None
-    msg.is_dense = bool(float_values is None or np.isfinite(float_values).all())
-    return msg
+    fields = [new('sensor_msgs/msg/PointField', name=name, offset=offset,
+                  datatype=_DATATYPE_OF_NUMPY[dtype.str[1:]], count=1)
+              for name, offset, dtype in zip(field_names, offsets, field_dtypes)]
+    is_dense = values.dtype.kind != 'f' or bool(np.isfinite(values).all())
+    return new('sensor_msgs/msg/PointCloud2', header=header if header is not None else new('std_msgs/msg/Header'),
+               height=int(height), width=int(width), fields=fields, is_bigendian=bool(is_bigendian),
+               point_step=int(point_step), row_step=int(width * point_step),
+               data=cloud.reshape(-1).view(np.uint8), is_dense=is_dense)

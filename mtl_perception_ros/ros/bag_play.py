@@ -18,7 +18,6 @@ same bags.
 from __future__ import annotations
 
 import argparse
-import importlib
 import queue
 import sys
 import threading
@@ -28,20 +27,21 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.interfaces import QosDurability
+try:
+    from rosbags.interfaces import QosDurability
+except ImportError as error:   # rosbags has no rosdep key: say how to install it
+    from mtl_perception_ros.bags.rosbags_requirement import report_missing_rosbags
+    report_missing_rosbags(error)
 
-from mtl_perception_ros.bags.bag_messages import BagReader, is_latched_topic
+from mtl_perception_ros.bags.reader import BagReader
+from mtl_perception_ros.bags.topics import is_latched_topic
+from mtl_perception_ros.messages.message_factory import ros_message_class
+from mtl_perception_ros.messages.stamps import ns_to_time
 from mtl_perception_ros.ros.shutdown_signals import StopRequest, init_ros
 
 READ_AHEAD = 64            # messages buffered by the reader thread
 MAX_SLEEP_S = 0.05         # longest sleep, so Ctrl-C and the clock are served promptly
 _END = object()
-
-
-def message_class(msgtype: str):
-    """rclpy message class of 'pkg/msg/Name'; ImportError / AttributeError when not installed."""
-    package, kind, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{package}.{kind}'), name)
 
 
 def topic_qos(topic: str, recorded, reliable: bool) -> QoSProfile:
@@ -97,7 +97,7 @@ class BagPlayer:
             for topic in requested:
                 msgtype = available[topic][0]
                 try:
-                    cls = message_class(msgtype)
+                    cls = ros_message_class(msgtype)
                 except (ImportError, AttributeError):
                     self.logger.warning(f'{topic}: message type {msgtype} is not installed here; not played')
                     continue
@@ -138,7 +138,7 @@ class BagPlayer:
         if self.clock_publisher is None or bag_ns is None:
             return
         msg = self._clock_class()
-        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
+        msg.clock = ns_to_time(bag_ns)
         self.clock_publisher.publish(msg)
 
     def play_once(self, delay_s: float = 0.0) -> bool:

@@ -25,10 +25,15 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+try:
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+except ImportError as error:   # rosbags has no rosdep key: say how to install it
+    from mtl_perception_ros.bags.rosbags_requirement import report_missing_rosbags
+    report_missing_rosbags(error)
 
-from mtl_perception_ros.bags.bag_messages import BagWriter, msg_class
-from mtl_perception_ros.ros.bag_play import message_class
+from mtl_perception_ros.bags.typestore import msg_class
+from mtl_perception_ros.bags.writer import BagWriter
+from mtl_perception_ros.messages.message_factory import ros_message_class
 from mtl_perception_ros.ros.shutdown_signals import init_ros
 
 DISCOVERY_PERIOD_S = 0.2
@@ -98,7 +103,7 @@ class BagRecorder:
             msgtype = publishers[0].topic_type
             try:
                 msg_class(msgtype)          # rosbags knows it (or an installed .msg defines it)
-                cls = message_class(msgtype)  # rclpy has its type support
+                cls = ros_message_class(msgtype)  # rclpy has its type support
             except (KeyError, ImportError, AttributeError) as error:
                 self.skipped[topic] = f'{msgtype}: {error}'
                 self.logger.error(f'{topic}: cannot record {msgtype} ({error})')

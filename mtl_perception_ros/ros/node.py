@@ -1,6 +1,6 @@
 """The perception node: PointCloud2 + Image in, BEV detections and semantic images out.
 
-Thin ROS layer around mtl_perception_ros.core.inference.PerceptionInference (README: topics,
+Thin ROS layer around mtl_perception_ros.core.inference.PerceptionInference (docs/node.md: topics,
 parameters, the metric BEV box convention). Threads:
 - the executor thread runs the subscription callbacks, which only stamp and queue messages
   (never convert or infer), and the diagnostics timer;
@@ -29,12 +29,15 @@ from visualization_msgs.msg import MarkerArray
 from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
 from mtl_perception_ros.core.camera_calibration import CameraCalibration, CalibrationError
 from mtl_perception_ros.core.checkpoint import CheckpointError
+from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.image import image_to_rgb, mono8_to_image, rgb_to_image
 from mtl_perception_ros.core.inference import PerceptionInference, camera_inputs
 from mtl_perception_ros.core.labels import blend
+from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
 from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
+from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.ros.shutdown_signals import init_ros, spin_until_stopped
 from mtl_perception_ros.core.tracking import ASSOCIATIONS, Tracker, TrackerConfig
 
@@ -43,10 +46,6 @@ POINTS, IMAGE = 0, 1
 
 class StartupError(Exception):
     """The node cannot start (parameters, checkpoint, calibration): the message says what to fix."""
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class LatestOnlySlot:
@@ -90,8 +89,7 @@ class LatencyStats:
 
     def summary(self) -> dict[str, tuple[float, float]]:
         """stage -> (p50, p95) in ms."""
-        return {stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
-                for stage, values in self._samples.items() if values}
+        return latency_summary(self._samples)
 
 
 class MtlPerceptionNode(Node):
@@ -186,7 +184,8 @@ class MtlPerceptionNode(Node):
              '4x4 row-major transform from the point cloud frame into the camera optical frame.'),
             ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
              '3x3 row-major camera matrix K of calibration_image_size.'),
-            ('distortion', [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV k1 k2 p1 p2 k3; all zero = image already undistorted.'),
+            ('distortion', [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV k1 k2 p1 p2 k3 (plumb_bob) or k1 k2 p1 p2 k3 k4 k5 k6 '
+                                                 '(rational_polynomial); all zero = image already undistorted.'),
             ('calibration_image_size', [1920, 1208], '[width, height] that camera_matrix belongs to.'),
             ('point_fields', ['x', 'y', 'z', 'intensity'], 'PointCloud2 fields read as x, y, z, reflectance.'),
             ('intensity_scale', 1.0 / 255.0, 'Multiplies the 4th field to reach the model range [0, 1].'),
@@ -252,7 +251,7 @@ class MtlPerceptionNode(Node):
     def _on_points(self, msg: PointCloud2):
         receipt = time.monotonic()
         self._received['points'] += 1
-        stamp_s = stamp_ns(msg.header) * 1e-9
+        stamp_s = stamp_to_ns(msg.header.stamp) * 1e-9
         if self._first_points is None:
             self._first_points = (stamp_s, receipt)
         # The camera is silent when no image came for camera_timeout_s both by header stamps and
@@ -271,7 +270,7 @@ class MtlPerceptionNode(Node):
     def _on_image(self, msg: Image):
         receipt = time.monotonic()
         self._received['image'] += 1
-        stamp_s = stamp_ns(msg.header) * 1e-9
+        stamp_s = stamp_to_ns(msg.header.stamp) * 1e-9
         self._last_image = (max(stamp_s, self._last_image[0]) if self._last_image else stamp_s, receipt)
         if self._lidar_only_active:
             self.get_logger().info('images are back: fusing camera and LiDAR again')
@@ -280,14 +279,16 @@ class MtlPerceptionNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo):
         try:
-            calibration = self.calibration.with_camera_info(msg)
-        except CalibrationError as error:
+            info = camera_info_data(msg)
+            calibration = self.calibration.with_intrinsics(info.camera_matrix, info.distortion,
+                                                           info.distortion_model, info.image_size_wh)
+        except (CalibrationError, ConversionError) as error:
             self._skip('bad_camera_info', str(error))
             return
         self.calibration = calibration
 
     def _add_to_sync(self, stream: int, msg, receipt: float):
-        for points_item, image_item in self.synchronizer.add(stream, stamp_ns(msg.header), (msg, receipt)):
+        for points_item, image_item in self.synchronizer.add(stream, stamp_to_ns(msg.header.stamp), (msg, receipt)):
             self.counts['synced_pairs'] += 1
             self._dispatch(points_item[0], image_item[0], max(points_item[1], image_item[1]))
 
@@ -319,7 +320,8 @@ class MtlPerceptionNode(Node):
         if non_finite:
             self.counts['non_finite_points'] += non_finite
         if len(points) == 0:
-            self._skip('empty_pointcloud', f'point cloud at {stamp_ns(cloud_msg.header)} ns has no finite points')
+            self._skip('empty_pointcloud',
+                       f'point cloud at {stamp_to_ns(cloud_msg.header.stamp)} ns has no finite points')
             return
 
         image = camera_matrix = lidar_to_camera = None
@@ -341,7 +343,7 @@ class MtlPerceptionNode(Node):
         tracks = None
         if self.tracker is not None:
             tracks = self.tracker.update(result.boxes, result.classes, result.scores,
-                                         stamp_ns(cloud_msg.header) * 1e-9)
+                                         stamp_to_ns(cloud_msg.header.stamp) * 1e-9)
         t3 = time.monotonic()
         self._publish_detections(cloud_msg.header, result, tracks)
         if result.class_map is not None:
@@ -405,7 +407,8 @@ class MtlPerceptionNode(Node):
         header = Detection2DArray().header
         header.frame_id = ''
         header.stamp = self.get_clock().now().to_msg()
-        self.pub_label_info.publish(label_info(self.inference.semantic_labels, header))
+        self.pub_label_info.publish(label_info(self.inference.semantic_labels, header,
+                                               threshold=self.params['score_threshold']))
 
     # ----------------------------------------------------------------------------- diagnostics
     def _skip(self, reason: str, message: str, count_only: bool = False):

@@ -1,6 +1,6 @@
 """A2D2 calibration (`cams_lidars.json`): views, the front-center camera, undistortion.
 
-Facts from the format notes (../shared/A2D2_FORMAT.md, summarised in README):
+Facts from the format notes (docs/a2d2_format.md):
 - a *view* is {origin, x-axis, y-axis} relative to the vehicle frame; view->vehicle is the 4x4
   with columns [x̂ ŷ ẑ origin] where ŷ is y made orthogonal to x̂ and ẑ = x̂ × ŷ;
 - LiDAR points, boxes and `3d_points` are stored in the front-center camera's view frame

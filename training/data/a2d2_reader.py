@@ -1,6 +1,6 @@
 """Read the real A2D2 layout (front-center camera) into training Frames.
 
-Layout (see /work/shared/A2D2_FORMAT.md): `<root>/cams_lidars.json`, `<root>/class_list.json`
+Layout (see docs/a2d2_format.md): `<root>/cams_lidars.json`, `<root>/class_list.json`
 and scene folders `<root>/<scene>/{camera,lidar,label,label3D}/cam_front_center/` holding
 `<stamp>_<kind>_frontcenter_<ID9>.<ext>`. The stamp prefix differs between kinds, so the files
 of one frame are paired by scene and 9-digit ID. Both labelled sets are read as they are:

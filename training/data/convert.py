@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from training.data.a2d2_reader import A2D2Reader, FrameFiles, ReadStats
-from mtl_perception_ros.core.atomic_file import atomic_write_text
+from mtl_perception_ros.core.atomic_file import atomic_write_json
 from training.data.chunks import CHUNK_VERSION, ChunkError, ChunkReader, write_chunk
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
+from training.data.manifest import MANIFEST_NAME, load_manifest
 
-MANIFEST_NAME = 'manifest.json'
 MANIFEST_VERSION = 1
 SPLITS = ('train', 'val')
 CHUNK_FILE = re.compile(r'^(train|val)_\d{4,}\.npz$')
@@ -171,25 +171,6 @@ def chunk_is_complete(out_dir: Path, job: ChunkJob, entry: dict | None) -> bool:
         return False
 
 
-def write_json_atomically(path: Path, values: dict) -> None:
-    """Indented JSON with innermost lists of numbers / strings kept on one line."""
-    text = json.dumps(values, indent=1)
-    text = re.sub(r'\[\n([^\[\]{}]*?)\n\s*\]',
-                  lambda m: '[' + ' '.join(line.strip() for line in m.group(1).split('\n')) + ']', text)
-    atomic_write_text(path, text + '\n')
-
-
-def load_manifest(out_dir) -> dict | None:
-    """The manifest of a chunk folder, or None when there is none (or it is unreadable)."""
-    path = Path(out_dir) / MANIFEST_NAME
-    try:
-        with open(path, encoding='utf-8') as stream:
-            manifest = json.load(stream)
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _split_summary(entries: list[dict], split: str, scenes: list[str], num_classes: int,
                    num_box_classes: int) -> dict:
     entries = [e for e in entries if e['split'] == split]
@@ -267,7 +248,7 @@ def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2
                                                     num_classes, num_box_classes) for split in SPLITS}
         manifest['report'] = report.to_dict()
         manifest['complete'] = complete
-        write_json_atomically(out_dir / MANIFEST_NAME, manifest)
+        atomic_write_json(out_dir / MANIFEST_NAME, manifest)
 
     todo = []
     for job in jobs:

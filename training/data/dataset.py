@@ -17,10 +17,10 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mtl_perception_ros.core.bev_grid import BevGrid
-from mtl_perception_ros.core.camera import scale_camera_matrix
+from mtl_perception_ros.core.image_resize import resize_camera_image
 from mtl_perception_ros.core.labels import IGNORE_INDEX
 from training.data.augment import AugmentConfig, augment_frame
 from training.data.chunks import ChunkReader
@@ -88,24 +88,19 @@ def find_chunks(sources: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def resize_frame(frame: Frame, input_hw: tuple[int, int]) -> Frame:
-    """Image (area / linear) and class map (nearest) resized to `input_hw`, K scaled to match.
+    """Image (as the node's inference: mtl_perception_ros.core.image_resize) and class map
+    (nearest) resized to `input_hw`, K scaled to match.
 
     A missing class map becomes all IGNORE_INDEX, so every sample has one.
     """
-    from_hw = frame.image.shape[:2]
     height, width = input_hw
     class_map = frame.class_map
     if class_map is None:
         class_map = np.full(input_hw, IGNORE_INDEX, dtype=np.uint8)
     elif class_map.shape[:2] != tuple(input_hw):
         class_map = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
-    image = frame.image
-    if from_hw != tuple(input_hw):
-        shrinking = height < from_hw[0] and width < from_hw[1]
-        image = cv2.resize(image, (width, height),
-                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return dataclasses.replace(frame, image=image, class_map=class_map,
-                               camera_matrix=scale_camera_matrix(frame.camera_matrix, from_hw, input_hw))
+    image, camera_matrix = resize_camera_image(frame.image, frame.camera_matrix, input_hw)
+    return dataclasses.replace(frame, image=image, class_map=class_map, camera_matrix=camera_matrix)
 
 
 def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator | None = None) -> dict:
@@ -232,24 +227,7 @@ def init_worker(worker_id: int) -> None:
 
     Only in a fresh (spawned) worker: in a forked one, cv2.setNumThreads can hang on the
     parent's thread pool (seen: stuck in pthread_cond_destroy). A parent that forks workers
-    should call cv2.setNumThreads(0) itself first (training.engine.trainer_utils does).
+    should call cv2.setNumThreads(0) itself first (training.engine.data_loading does).
     """
     if os.getpid() == _IMPORTED_IN_PID:
         cv2.setNumThreads(1)
-
-
-def make_loader(dataset: ChunkDataset, batch_size: int, shuffle: bool = False, num_workers: int = 2,
-                drop_last: bool = False, multiprocessing_context: str | None = 'spawn',
-                **kwargs) -> DataLoader:
-    """A DataLoader with this module's collate function and worker setup.
-
-    Workers are spawned, not forked: a forked child inherits OpenCV's thread pool in whatever
-    state the parent left it, and can hang in cv2 (seen with opencv 5.0, pthreads backend).
-    Workers are persistent, so the start-up cost (a few seconds) is paid once.
-    """
-    if num_workers == 0:
-        multiprocessing_context = None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=collate_samples, worker_init_fn=init_worker, drop_last=drop_last,
-                      persistent_workers=num_workers > 0,
-                      multiprocessing_context=multiprocessing_context, **kwargs)

@@ -24,7 +24,7 @@ DEFAULT_SEMANTIC_CLASSES = CONFIG_DIR / 'semantic_classes.yaml'
 DEFAULT_BOX_CLASSES = CONFIG_DIR / 'box_classes.yaml'
 DEFAULT_CLASS_LIST = CONFIG_DIR / 'class_list.json'
 
-# The 14 classes of A2D2's label3D files (A2D2_FORMAT.md).
+# The 14 classes of A2D2's label3D files (docs/a2d2_format.md).
 A2D2_BOX_CLASSES = ('Car', 'Pedestrian', 'Truck', 'VanSUV', 'Cyclist', 'Bus', 'MotorBiker',
                     'Bicycle', 'UtilityVehicle', 'Motorcycle', 'CaravanTransporter', 'Animal',
                     'Trailer', 'EmergencyVehicle')

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_perception_ros.core.atomic_file import atomic_write_json
 from mtl_perception_ros.core.boxes import box_corners
 from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, project_points
 from mtl_perception_ros.core.labels import LabelSet
 from training.data.chunks import ChunkReader, write_chunk
-from training.data.convert import MANIFEST_NAME, write_json_atomically
 from training.data.frame import Frame
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
+from training.data.manifest import MANIFEST_NAME
 
 GROUND_Z_M = -1.5
 # Detection class id -> (length, width, height) m and the semantic class name painted for it.
@@ -138,7 +139,7 @@ def write_toy_chunks(out_dir, scenes: int = 3, frames: int = 4, val_scenes: int 
                                      'class_pixel_counts': entry['class_pixel_counts'],
                                      'ignored_pixels': entry['ignored_pixels'],
                                      'box_class_counts': entry['box_class_counts']}
-    write_json_atomically(out_dir / MANIFEST_NAME, manifest)
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)
     return manifest
 
 

@@ -6,11 +6,12 @@
 
 Overrides use the config's dotted keys, values in YAML: `optim.lr=1e-3`, `train.epochs=3`,
 `data.chunks=/data/a2d2_chunks`, `model.bev_grid.cell_m=0.5`. Every key is listed with its
-meaning in training/engine/trainer_utils.py (DEFAULT_CONFIG) and training/configs/short.yaml.
+meaning in training/configs/short.yaml (defaults: training/engine/config.py DEFAULT_CONFIG).
 
-The shape of torchvision's references/detection: build data, model, loss, optimizer and
-schedule, then per epoch `train_one_epoch` and `evaluate` (training/evaluation/evaluate.py, shared with the
-evaluation CLI). What a run writes to RUN_DIR (rank 0 only):
+The shape of torchvision's references/detection: `run` sets up the process, builds the data
+(`build_data`) and the network, loss, optimizer and schedule (`build_learner`), `resume`s, then
+per epoch `train_epoch` (`train_one_epoch`), `validate` (training/evaluation/evaluate.py, shared
+with the evaluation CLI) and `save_epoch`. What a run writes to RUN_DIR (rank 0 only):
 - config.yaml: the resolved config (what --resume reads when no --config is given).
 - model_last.pt / model_best.pt: deployable checkpoints (mtl_perception_ros.core.checkpoint: the
   node loads them alone), after every epoch / when the validation score improves.
@@ -31,7 +32,8 @@ evaluation CLI). What a run writes to RUN_DIR (rank 0 only):
 - train.log: the console log.
 
 Multi-GPU: DistributedDataParallel over the model and the loss (whose uncertainty weights are
-parameters too), NCCL on CUDA / gloo on CPU, DistributedSampler reseeded every epoch, BatchNorm
+parameters too), the process group's backend from distributed.backend (auto = NCCL on CUDA,
+gloo on CPU; train.log names the one used), DistributedSampler reseeded every epoch, BatchNorm
 converted to SyncBatchNorm on CUDA (distributed.sync_batchnorm). train.batch_size is per
 process. Validation is split across the ranks and merged on rank 0 (training/evaluation/evaluate.py).
 """
@@ -43,6 +45,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -50,23 +53,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mtl_perception_ros.core.atomic_file import atomic_write_text
+from mtl_perception_ros.core.atomic_file import atomic_write_json, atomic_write_text, json_ready
 from mtl_perception_ros.core.checkpoint import save_checkpoint
 from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary
 from training.data.chunks import ChunkError, ChunkReader
-from training.data.dataset import collate_samples
+from training.data.dataset import ChunkDataset, collate_samples
+from training.engine.config import ConfigError, load_config
+from training.engine.data_loading import (ChunkFolder, make_dataset, make_eval_loader, make_train_loader,
+                                          prepare_for_loader_workers, read_chunk_folder, to_device)
+from training.engine.distributed import (DistContext, barrier, broadcast_from_main, cleanup_distributed,
+                                         gather_to_main, init_distributed, parameter_digest)
+from training.engine.losses import MultiTaskLoss, semantic_class_weights
+from training.engine.lr_schedule import build_scheduler
+from training.engine.training_state import (capture_rng_state, load_training_state, restore_rng_state,
+                                            save_training_state, seed_everything)
+from training.evaluation.evaluate import EvaluationResult, autocast_context, evaluate
 from training.pictures.debug_pictures import debug_picture
 from training.pictures.draw import write_png
-from training.evaluation.evaluate import autocast_context, evaluate
-from training.engine.losses import MultiTaskLoss, semantic_class_weights
-from training.engine.trainer_utils import (ConfigError, DistContext, barrier, build_scheduler, capture_rng_state,
-                                           cleanup_distributed, gather_to_main, init_distributed, json_ready,
-                                           load_config, load_training_state, make_dataset, make_eval_loader,
-                                           make_train_loader, parameter_digest, prepare_for_loader_workers,
-                                           read_chunk_folder, restore_rng_state,
-                                           save_training_state, seed_everything, to_device, write_json_atomic)
 
 LOG = logging.getLogger('training.engine.train')
 STATE_NAME = 'training_state.pt'
@@ -290,14 +296,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)   # overrides may come before or after the options
 
 
-def _broadcast(value, ctx: DistContext):
-    if not ctx.enabled:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def _setup_logging(run_dir: Path, ctx: DistContext) -> None:
     LOG.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
     LOG.propagate = False
@@ -314,40 +312,45 @@ def _setup_logging(run_dir: Path, ctx: DistContext) -> None:
         LOG.addHandler(file_handler)
 
 
-def resolve_run(args, ctx: DistContext) -> tuple[dict, Path]:
-    """(config, run folder) from the command line; refuses to overwrite a run without --resume."""
+def resolve_config(args) -> dict:
+    """The config from the command line (--resume without --config: the run folder's config.yaml);
+    refuses to overwrite a run without --resume."""
     overrides = list(args.overrides) + list(args.set_overrides)
     stray = [o for o in overrides if '=' not in o]
     if stray:
         raise ConfigError(f'overrides must look like key=value, got {stray}')
-    if args.out is None:
-        if args.resume:
-            raise ConfigError('--resume needs --out RUN_DIR (the run to continue)')
-        stem = Path(args.config).stem if args.config else 'run'
-        run_dir = Path('runs') / f'{stem}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'
-        run_dir = Path(_broadcast(str(run_dir), ctx))
-    else:
-        run_dir = Path(args.out)
     config_path = args.config
     if args.resume:
-        if not (run_dir / STATE_NAME).is_file():
-            raise ConfigError(f'--resume: {run_dir / STATE_NAME} does not exist (nothing to resume)')
+        if args.out is None:
+            raise ConfigError('--resume needs --out RUN_DIR (the run to continue)')
+        state_path = Path(args.out) / STATE_NAME
+        if not state_path.is_file():
+            raise ConfigError(f'--resume: {state_path} does not exist (nothing to resume)')
         if config_path is None:
-            config_path = run_dir / CONFIG_NAME
+            config_path = Path(args.out) / CONFIG_NAME
     else:
-        if (run_dir / STATE_NAME).exists():
-            raise ConfigError(f'{run_dir} already holds a run ({STATE_NAME}); add --resume to continue it '
+        if args.out is not None and (Path(args.out) / STATE_NAME).exists():
+            raise ConfigError(f'{args.out} already holds a run ({STATE_NAME}); add --resume to continue it '
                               'or choose another --out')
         if config_path is None:
             raise ConfigError('--config is required (e.g. training/configs/short.yaml)')
-    return load_config(config_path, overrides), run_dir
+    return load_config(config_path, overrides)
+
+
+def resolve_run_dir(args, ctx: DistContext) -> Path:
+    """--out, else runs/<config name>-<time> (rank 0's time on every rank)."""
+    if args.out is not None:
+        return Path(args.out)
+    stem = Path(args.config).stem if args.config else 'run'
+    return Path(broadcast_from_main(str(Path('runs') / f'{stem}-{datetime.now().strftime("%Y%m%d-%H%M%S")}'), ctx))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ctx = init_distributed(args.device)
     try:
-        return _run(args, ctx)
+        config = resolve_config(args)
+        ctx = init_distributed(args.device, config['distributed']['backend'])
+        return run(args, config, resolve_run_dir(args, ctx), ctx)
     except (ConfigError, ChunkError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -355,10 +358,106 @@ def main(argv=None) -> int:
         cleanup_distributed()
 
 
-def _run(args, ctx: DistContext) -> int:
-    config, run_dir = resolve_run(args, ctx)
-    train_cfg, data_cfg, eval_cfg, dist_cfg = config['train'], config['data'], config['eval'], config['distributed']
-    device = ctx.device
+# ----------------------------------------------------------------------------- the steps of a run
+
+@dataclass
+class RunData:
+    """The chunk folder, the model config its label sets give, and the datasets and loaders over it."""
+
+    folder: ChunkFolder
+    model_cfg: ModelConfig
+    train_set: ChunkDataset
+    val_set: ChunkDataset | None
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+
+    def picture(self, batch: dict, outputs: dict) -> np.ndarray:
+        """The debug picture of the first frame of a batch (training.pictures.debug_pictures)."""
+        return debug_picture(batch, outputs, self.model_cfg.bev_grid, self.folder.detection_labels,
+                             self.folder.semantic_labels)
+
+
+@dataclass
+class Learner:
+    """What the optimizer steps change and how: network, loss, optimizer, schedule, AMP, step counts."""
+
+    model: MultiTaskNet
+    criterion: MultiTaskLoss
+    train_step: nn.Module            # TrainStep, in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    epochs: int
+    steps_per_epoch: int
+
+
+@dataclass
+class Progress:
+    """Where the run stands: completed epochs, optimizer steps, the best score, the history (rank 0's)."""
+
+    epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """What the per-epoch steps share."""
+
+    config: dict
+    run_dir: Path
+    ctx: DistContext
+    data: RunData
+    learner: Learner
+    progress: Progress
+    log: RunLog
+
+
+def run(args, config: dict, run_dir: Path, ctx: DistContext) -> int:
+    """A whole run: set up, build data and learner, resume, then per epoch train, evaluate, save."""
+    setup_process(run_dir, config['train'], ctx)
+    data = build_data(config, ctx)
+    learner = build_learner(config, data, ctx)
+    progress, state = Progress(), None
+    if args.resume:
+        state = resume(run_dir, learner, progress, ctx)
+    if ctx.is_main:
+        import yaml
+        atomic_write_text(run_dir / CONFIG_NAME, yaml.safe_dump(json_ready(config), sort_keys=False))
+    LOG.info('run %s: %d train / %d val frames, %s on %s, %d steps per epoch, AMP %s',
+             run_dir, len(data.train_set), len(data.val_set) if data.val_set else 0,
+             f'{ctx.world_size} processes' + (f' ({ctx.backend})' if ctx.backend else ''), ctx.device,
+             learner.steps_per_epoch, learner.amp_dtype if learner.amp_dtype is not None else 'off')
+    LOG.info('parameters: %s', parameter_summary(learner.model))
+    run_log = RunLog(run_dir, ctx.is_main, bool(config['train']['pictures_to_tensorboard']))
+    if state is not None:   # last, so that nothing built after it draws from the restored generators
+        restore_rng(state, int(config['train']['seed']), progress.epoch, ctx)
+    this = Run(config, run_dir, ctx, data, learner, progress, run_log)
+    try:
+        for epoch in range(progress.epoch, learner.epochs):
+            started = time.perf_counter()
+            train_means = train_epoch(this, epoch)
+            result = validate(this, epoch)
+            save_epoch(this, epoch, train_means, result, started)
+            if args.stop_after_epoch is not None and args.stop_after_epoch <= epoch + 1 < learner.epochs:
+                LOG.info('stopping after epoch %d as asked (--stop-after-epoch); continue with --resume',
+                         epoch + 1)
+                break
+    finally:
+        run_log.close()
+    if ctx.is_main and progress.best_epoch:
+        LOG.info('done: %s (best %s = %.4f at epoch %d)', run_dir, config['eval']['best_metric'],
+                 progress.best_score, progress.best_epoch)
+    elif ctx.is_main:
+        LOG.info('done: %s (no validation, so no model_best.pt)', run_dir)
+    return 0
+
+
+def setup_process(run_dir: Path, train_cfg: dict, ctx: DistContext) -> None:
+    """Run folder, logging, torch threads, determinism and the seeds of this process."""
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(ctx)
@@ -369,12 +468,14 @@ def _run(args, ctx: DistContext) -> int:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif device.type == 'cuda':
+    elif ctx.device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
-    seed = int(train_cfg['seed'])
-    seed_everything(seed + ctx.rank)
+    seed_everything(int(train_cfg['seed']) + ctx.rank)
 
-    # data
+
+def build_data(config: dict, ctx: DistContext) -> RunData:
+    """The chunk folder's splits as datasets fitting the model, and this rank's loaders."""
+    data_cfg, train_cfg, eval_cfg = config['data'], config['train'], config['eval']
     prepare_for_loader_workers(int(data_cfg['num_workers']))
     folder = read_chunk_folder(data_cfg['chunks'], (data_cfg['train_split'], data_cfg['val_split']))
     folder.files.setdefault('train', folder.files[data_cfg['train_split']])
@@ -388,18 +489,22 @@ def _run(args, ctx: DistContext) -> int:
                              augment_config=data_cfg['augment_config'], **dataset_args)
     val_files = folder.files[data_cfg['val_split']]
     val_set = make_dataset(val_files, **dataset_args) if val_files else None
-    pin = device.type == 'cuda'
-    train_loader = make_train_loader(train_set, train_cfg['batch_size'], data_cfg['num_workers'], seed,
-                                     ctx.rank, ctx.world_size, pin)
+    pin = ctx.device.type == 'cuda'
+    train_loader = make_train_loader(train_set, train_cfg['batch_size'], data_cfg['num_workers'],
+                                     int(train_cfg['seed']), ctx.rank, ctx.world_size, pin)
     val_loader = None if val_set is None else make_eval_loader(
         val_set, eval_cfg['batch_size'] or train_cfg['batch_size'], data_cfg['num_workers'], ctx.rank,
         ctx.world_size, pin)
     if val_set is None:
         LOG.warning('no %r chunks in %s: no validation, no best checkpoint', data_cfg['val_split'], folder.path)
+    return RunData(folder, model_cfg, train_set, val_set, train_loader, val_loader)
 
-    # model, loss, optimizer, schedule
-    model = MultiTaskNet(model_cfg).to(device)
-    criterion = build_criterion(config['loss'], folder, model_cfg.num_sem_classes).to(device)
+
+def build_learner(config: dict, data: RunData, ctx: DistContext) -> Learner:
+    """Network, loss (with the train split's class weights), DDP wrapper, optimizer, schedule, AMP."""
+    train_cfg, dist_cfg, device = config['train'], config['distributed'], ctx.device
+    model = MultiTaskNet(data.model_cfg).to(device)
+    criterion = build_criterion(config['loss'], data.folder, data.model_cfg.num_sem_classes).to(device)
     if ctx.enabled and device.type == 'cuda' and dist_cfg['sync_batchnorm']:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_step = TrainStep(model, criterion)
@@ -408,133 +513,143 @@ def _run(args, ctx: DistContext) -> int:
             train_step, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=bool(dist_cfg['find_unused_parameters']))
     optimizer = build_optimizer([model, criterion], config['optim'])
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(data.train_loader)
     if train_cfg['max_steps_per_epoch']:
         steps_per_epoch = min(steps_per_epoch, int(train_cfg['max_steps_per_epoch']))
     epochs = int(train_cfg['epochs'])
     scheduler = build_scheduler(optimizer, epochs * steps_per_epoch, config['schedule'])
     amp_dtype = amp_dtype_for(train_cfg['amp'], device)
     scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
+    return Learner(model, criterion, train_step, optimizer, scheduler, scaler, amp_dtype, epochs, steps_per_epoch)
 
-    start_epoch, global_step, best_score, best_epoch = 0, 0, -math.inf, 0
-    history = load_history(run_dir) if args.resume and ctx.is_main else []
-    if args.resume:
-        state = load_training_state(run_dir / STATE_NAME)
-        model.load_state_dict(state['model'])
-        criterion.load_state_dict(state['criterion'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if state['scaler'] is not None and scaler.is_enabled():
-            scaler.load_state_dict(state['scaler'])
-        start_epoch, global_step = state['epoch'], state['global_step']
-        best_score, best_epoch = state['best_score'], state['best_epoch']
-        history = [entry for entry in history if entry.get('epoch', 0) <= start_epoch]
-        LOG.info('resumed %s after epoch %d (step %d, best score %.4f at epoch %d)', run_dir, start_epoch,
-                 global_step, best_score, best_epoch)
-    if ctx.is_main:
-        import yaml
-        text = yaml.safe_dump(json_ready(config), sort_keys=False)
-        atomic_write_text(run_dir / CONFIG_NAME, text)
-    LOG.info('run %s: %d train / %d val frames, %d processes on %s, %d steps per epoch, AMP %s',
-             run_dir, len(train_set), len(val_set) if val_set else 0, ctx.world_size, device, steps_per_epoch,
-             amp_dtype if amp_dtype is not None else 'off')
-    LOG.info('parameters: %s', parameter_summary(model))
 
-    run_log = RunLog(run_dir, ctx.is_main, bool(train_cfg['pictures_to_tensorboard']))
-    grid, det_labels, sem_labels = model_cfg.bev_grid, folder.detection_labels, folder.semantic_labels
+def resume(run_dir: Path, learner: Learner, progress: Progress, ctx: DistContext) -> dict:
+    """Load RUN_DIR/training_state.pt into `learner` and `progress`; returns the state (for its RNG)."""
+    history = load_history(run_dir) if ctx.is_main else []
+    state = load_training_state(run_dir / STATE_NAME)
+    learner.model.load_state_dict(state['model'])
+    learner.criterion.load_state_dict(state['criterion'])
+    learner.optimizer.load_state_dict(state['optimizer'])
+    learner.scheduler.load_state_dict(state['scheduler'])
+    if state['scaler'] is not None and learner.scaler.is_enabled():
+        learner.scaler.load_state_dict(state['scaler'])
+    progress.epoch, progress.global_step = state['epoch'], state['global_step']
+    progress.best_score, progress.best_epoch = state['best_score'], state['best_epoch']
+    progress.history = [entry for entry in history if entry.get('epoch', 0) <= progress.epoch]
+    LOG.info('resumed %s after epoch %d (step %d, best score %.4f at epoch %d)', run_dir, progress.epoch,
+             progress.global_step, progress.best_score, progress.best_epoch)
+    return state
 
-    def picture_fn(batch, outputs):
-        return debug_picture(batch, outputs, grid, det_labels, sem_labels)
 
-    if args.resume:   # last, so that nothing built after it draws from the restored generators
-        if len(state['rng']) == ctx.world_size:
-            restore_rng_state(state['rng'][ctx.rank])
-        else:
-            LOG.warning('resuming with %d processes, the state has RNG states of %d: reseeding',
-                        ctx.world_size, len(state['rng']))
-            seed_everything(seed + 1000 * start_epoch + ctx.rank)
-    try:
-        for epoch in range(start_epoch, epochs):
-            started = time.perf_counter()
-            train_loader.sampler.set_epoch(epoch)
-            global_step, train_means = train_one_epoch(
-                train_step, optimizer, scheduler, scaler, train_loader, device=device, amp_dtype=amp_dtype,
-                grad_clip_norm=config['optim']['grad_clip_norm'], max_steps=steps_per_epoch, epoch=epoch,
-                global_step=global_step, ctx=ctx, run_log=run_log, log_every=train_cfg['log_every_steps'],
-                picture_every=train_cfg['picture_every_steps'], picture_fn=picture_fn,
-                progress=train_cfg['progress'])
-            result = None
-            every = int(train_cfg['eval_every_epochs'] or 0)
-            if ctx.enabled:   # BatchNorm statistics differ per rank: evaluate (and save) rank 0's
-                for buffer in model.buffers():
-                    dist.broadcast(buffer, src=0)
-            if val_loader is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
-                result = evaluate(model, val_loader, grid=grid, detection_labels=det_labels,
-                                  semantic_labels=sem_labels, device=device, criterion=criterion,
-                                  score_threshold=eval_cfg['score_threshold'],
-                                  max_detections=eval_cfg['max_detections'], nms_radius_m=eval_cfg['nms_radius_m'],
-                                  amp_dtype=amp_dtype, ctx=ctx, progress=train_cfg['progress'],
-                                  description=f'validate {epoch + 1}')
-            rng_states = gather_to_main(capture_rng_state(), ctx)
-            digests = gather_to_main(parameter_digest(model), ctx)   # DDP keeps replicas bitwise equal
-            if ctx.is_main:
-                if len(set(digests)) > 1:
-                    LOG.error('epoch %d: the %d DDP replicas have different weights (digests %s)',
-                              epoch + 1, len(digests), digests)
-                score = result.score(eval_cfg['best_metric']) if result is not None else math.nan
-                is_best = math.isfinite(score) and score > best_score
-                if is_best:
-                    best_score, best_epoch = score, epoch + 1
-                summary = result.summary() if result is not None else None
-                extra = {'epoch': epoch + 1, 'global_step': global_step, 'score': score,
-                         'best_metric': eval_cfg['best_metric'], 'metrics': summary, 'train_losses': train_means,
-                         'config': json_ready(config)}
-                save_checkpoint(run_dir / 'model_last.pt', model, sem_labels, det_labels, extra)
-                if is_best:
-                    save_checkpoint(run_dir / 'model_best.pt', model, sem_labels, det_labels, extra)
-                entry = {'epoch': epoch + 1, 'global_step': global_step, 'lr': optimizer.param_groups[0]['lr'],
-                         'epoch_time_s': time.perf_counter() - started, 'train': train_means, 'val': summary,
-                         'score': score, 'is_best': is_best, 'best_score': best_score, 'best_epoch': best_epoch}
-                history.append(entry)
-                write_json_atomic(run_dir / HISTORY_NAME, history)
-                run_log.scalars('train_epoch', train_means, global_step)
-                if summary is not None:
-                    run_log.scalars('val', {**summary, 'score': score}, global_step)
-                    sample = collate_samples([val_set[0]])
-                    with torch.no_grad():
-                        model.eval()
-                        batch = to_device(sample, device)
-                        outputs = model(batch['points'], batch['points_batch'], batch['image'],
-                                        batch['camera_matrix'], batch['vehicle_to_camera'], batch['camera_valid'])
-                        model.train()
-                    run_log.picture(f'val_epoch_{epoch + 1:03d}', picture_fn(batch, outputs), global_step)
-                run_log.flush()
-                save_training_state(run_dir / STATE_NAME, model=model, criterion=criterion, optimizer=optimizer,
-                                    scheduler=scheduler, scaler=scaler, epoch=epoch + 1, global_step=global_step,
-                                    best_score=best_score, best_epoch=best_epoch, config=config,
-                                    rng_states=rng_states, world_size=ctx.world_size,
-                                    replica_digests=digests)
-                message = (f'epoch {epoch + 1}/{epochs} step {global_step} '
-                           f'loss {train_means.get("total", math.nan):.4f} '
-                           f'(heatmap {train_means.get("heatmap", math.nan):.4f}, '
-                           f'reg {train_means.get("reg", math.nan):.4f}, sem {train_means.get("sem", math.nan):.4f})')
-                if summary is not None:
-                    message += (f' | val mAP {summary["map"]:.4f} mIoU {summary["miou"]:.4f} '
-                                f'pixel acc {summary["pixel_accuracy"]:.4f} loss {summary.get("loss/total", math.nan):.4f}'
-                                f'{" (best)" if is_best else ""}')
-                LOG.info('%s [%.1f s]', message, time.perf_counter() - started)
-            barrier(ctx)
-            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < epochs:
-                LOG.info('stopping after epoch %d as asked (--stop-after-epoch); continue with --resume',
-                         epoch + 1)
-                break
-    finally:
-        run_log.close()
-    if ctx.is_main and best_epoch:
-        LOG.info('done: %s (best %s = %.4f at epoch %d)', run_dir, eval_cfg['best_metric'], best_score, best_epoch)
-    elif ctx.is_main:
-        LOG.info('done: %s (no validation, so no model_best.pt)', run_dir)
-    return 0
+def restore_rng(state: dict, seed: int, start_epoch: int, ctx: DistContext) -> None:
+    """This rank's RNG states from the training state; a reseed when the number of processes changed."""
+    if len(state['rng']) == ctx.world_size:
+        restore_rng_state(state['rng'][ctx.rank])
+    else:
+        LOG.warning('resuming with %d processes, the state has RNG states of %d: reseeding',
+                    ctx.world_size, len(state['rng']))
+        seed_everything(seed + 1000 * start_epoch + ctx.rank)
+
+
+def train_epoch(run: Run, epoch: int) -> dict:
+    """One epoch of optimizer steps; returns the mean of each loss term (over all ranks)."""
+    train_cfg, learner = run.config['train'], run.learner
+    run.data.train_loader.sampler.set_epoch(epoch)
+    run.progress.global_step, train_means = train_one_epoch(
+        learner.train_step, learner.optimizer, learner.scheduler, learner.scaler, run.data.train_loader,
+        device=run.ctx.device, amp_dtype=learner.amp_dtype, grad_clip_norm=run.config['optim']['grad_clip_norm'],
+        max_steps=learner.steps_per_epoch, epoch=epoch, global_step=run.progress.global_step, ctx=run.ctx,
+        run_log=run.log, log_every=train_cfg['log_every_steps'], picture_every=train_cfg['picture_every_steps'],
+        picture_fn=run.data.picture, progress=train_cfg['progress'])
+    return train_means
+
+
+def validate(run: Run, epoch: int) -> EvaluationResult | None:
+    """Rank 0's weights on the validation split, in epochs that evaluate (every eval_every_epochs and
+    the last); None in the others or without validation chunks."""
+    every = int(run.config['train']['eval_every_epochs'] or 0)
+    if run.ctx.enabled:   # BatchNorm statistics differ per rank: evaluate (and save) rank 0's
+        for buffer in run.learner.model.buffers():
+            dist.broadcast(buffer, src=0)
+    if run.data.val_loader is None or not every or ((epoch + 1) % every and epoch + 1 != run.learner.epochs):
+        return None
+    eval_cfg, data = run.config['eval'], run.data
+    return evaluate(run.learner.model, data.val_loader, grid=data.model_cfg.bev_grid,
+                    detection_labels=data.folder.detection_labels, semantic_labels=data.folder.semantic_labels,
+                    device=run.ctx.device, criterion=run.learner.criterion,
+                    score_threshold=eval_cfg['score_threshold'], max_detections=eval_cfg['max_detections'],
+                    nms_radius_m=eval_cfg['nms_radius_m'], amp_dtype=run.learner.amp_dtype, ctx=run.ctx,
+                    progress=run.config['train']['progress'], description=f'validate {epoch + 1}')
+
+
+def save_epoch(run: Run, epoch: int, train_means: dict, result: EvaluationResult | None, started: float) -> None:
+    """After an epoch: checkpoints, metrics history, TensorBoard, the validation picture and the
+    training state (rank 0), then every rank waits for them."""
+    rng_states = gather_to_main(capture_rng_state(), run.ctx)
+    digests = gather_to_main(parameter_digest(run.learner.model), run.ctx)   # DDP keeps replicas bitwise equal
+    if run.ctx.is_main:
+        if len(set(digests)) > 1:
+            LOG.error('epoch %d: the %d DDP replicas have different weights (digests %s)',
+                      epoch + 1, len(digests), digests)
+        summary, score, is_best = record_epoch(run, epoch, train_means, result, started)
+        learner, progress = run.learner, run.progress
+        save_training_state(run.run_dir / STATE_NAME, model=learner.model, criterion=learner.criterion,
+                            optimizer=learner.optimizer, scheduler=learner.scheduler, scaler=learner.scaler,
+                            epoch=epoch + 1, global_step=progress.global_step, best_score=progress.best_score,
+                            best_epoch=progress.best_epoch, config=run.config, rng_states=rng_states,
+                            world_size=run.ctx.world_size, replica_digests=digests)
+        log_epoch(epoch, learner.epochs, progress.global_step, train_means, summary, is_best, started)
+    barrier(run.ctx)
+
+
+def record_epoch(run: Run, epoch: int, train_means: dict, result: EvaluationResult | None,
+                 started: float) -> tuple[dict | None, float, bool]:
+    """Rank 0: score, model_last.pt / model_best.pt, metrics history, TensorBoard, the validation
+    picture. Returns (validation summary, score, whether it is the best so far)."""
+    eval_cfg, data, learner, progress, run_dir = (run.config['eval'], run.data, run.learner, run.progress,
+                                                  run.run_dir)
+    score = result.score(eval_cfg['best_metric']) if result is not None else math.nan
+    is_best = math.isfinite(score) and score > progress.best_score
+    if is_best:
+        progress.best_score, progress.best_epoch = score, epoch + 1
+    summary = result.summary() if result is not None else None
+    labels = (data.folder.semantic_labels, data.folder.detection_labels)
+    extra = {'epoch': epoch + 1, 'global_step': progress.global_step, 'score': score,
+             'best_metric': eval_cfg['best_metric'], 'metrics': summary, 'train_losses': train_means,
+             'config': json_ready(run.config)}
+    save_checkpoint(run_dir / 'model_last.pt', learner.model, *labels, extra)
+    if is_best:
+        save_checkpoint(run_dir / 'model_best.pt', learner.model, *labels, extra)
+    progress.history.append({
+        'epoch': epoch + 1, 'global_step': progress.global_step, 'lr': learner.optimizer.param_groups[0]['lr'],
+        'epoch_time_s': time.perf_counter() - started, 'train': train_means, 'val': summary, 'score': score,
+        'is_best': is_best, 'best_score': progress.best_score, 'best_epoch': progress.best_epoch})
+    atomic_write_json(run_dir / HISTORY_NAME, progress.history)
+    run.log.scalars('train_epoch', train_means, progress.global_step)
+    if summary is not None:
+        run.log.scalars('val', {**summary, 'score': score}, progress.global_step)
+        batch = to_device(collate_samples([data.val_set[0]]), run.ctx.device)
+        with torch.no_grad():
+            learner.model.eval()
+            outputs = learner.model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
+                                    batch['vehicle_to_camera'], batch['camera_valid'])
+            learner.model.train()
+        run.log.picture(f'val_epoch_{epoch + 1:03d}', data.picture(batch, outputs), progress.global_step)
+    run.log.flush()
+    return summary, score, is_best
+
+
+def log_epoch(epoch: int, epochs: int, global_step: int, train_means: dict, summary: dict | None, is_best: bool,
+              started: float) -> None:
+    message = (f'epoch {epoch + 1}/{epochs} step {global_step} '
+               f'loss {train_means.get("total", math.nan):.4f} '
+               f'(heatmap {train_means.get("heatmap", math.nan):.4f}, '
+               f'reg {train_means.get("reg", math.nan):.4f}, sem {train_means.get("sem", math.nan):.4f})')
+    if summary is not None:
+        message += (f' | val mAP {summary["map"]:.4f} mIoU {summary["miou"]:.4f} '
+                    f'pixel acc {summary["pixel_accuracy"]:.4f} loss {summary.get("loss/total", math.nan):.4f}'
+                    f'{" (best)" if is_best else ""}')
+    LOG.info('%s [%.1f s]', message, time.perf_counter() - started)
 
 
 if __name__ == '__main__':

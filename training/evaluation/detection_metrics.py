@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtl_perception_ros.core.boxes import BOX_DIM, bev_corners
+from training.evaluation.formatting import format_number
 
 CENTER_DISTANCE_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
 BEV_IOU_THRESHOLDS = (0.5, 0.7)
@@ -149,9 +150,9 @@ def greedy_match(cost: np.ndarray, allowed: np.ndarray, order: np.ndarray) -> np
     return matched
 
 
-def match_frame(pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
-                gt_boxes: np.ndarray, gt_classes: np.ndarray, thresholds=CENTER_DISTANCE_THRESHOLDS_M,
-                criterion: str = 'center_distance') -> np.ndarray:
+def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
+                           gt_boxes: np.ndarray, gt_classes: np.ndarray, thresholds=CENTER_DISTANCE_THRESHOLDS_M,
+                           criterion: str = 'center_distance') -> np.ndarray:
     """Match one frame's predictions to its ground truth, class by class.
 
     Shapes: pred_boxes (N, 7), pred_classes (N,), pred_scores (N,), gt_boxes (M, 7),
@@ -275,16 +276,12 @@ class DetectionMetrics:
         header = ['class'] + [f'AP@{t:g}{unit}' for t in self.thresholds] + ['mean', 'GT', 'pred']
         rows = [header]
         for c, name in enumerate(self.class_names):
-            rows.append([name] + [_fmt(v) for v in self.ap[c]] + [_fmt(self.ap_per_class[c]),
+            rows.append([name] + [format_number(v) for v in self.ap[c]] + [format_number(self.ap_per_class[c]),
                         str(int(self.num_gt[c])), str(int(self.num_pred[c]))])
-        rows.append(['mAP'] + [''] * len(self.thresholds) + [_fmt(self.map), '', ''])
+        rows.append(['mAP'] + [''] * len(self.thresholds) + [format_number(self.map), '', ''])
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         return '\n'.join('  '.join(cell.rjust(w) if i else cell.ljust(w)
                                    for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
-
-
-def _fmt(value: float) -> str:
-    return '-' if np.isnan(value) else f'{value:.4f}'
 
 
 class DetectionAccumulator:
@@ -326,8 +323,8 @@ class DetectionAccumulator:
         if pred_scores.shape != (len(pred_boxes),) or not np.all(np.isfinite(pred_scores)):
             raise ValueError(f'pred_scores: expected {len(pred_boxes)} finite scores, '
                              f'got shape {pred_scores.shape}')
-        is_tp = match_frame(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
-                            self.thresholds, self.criterion)
+        is_tp = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
+                                       self.thresholds, self.criterion)
         self._scores.append(pred_scores)
         self._classes.append(pred_classes)
         self._is_tp.append(is_tp)

@@ -32,14 +32,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mtl_perception_ros.core.atomic_file import atomic_write_json, json_ready
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
 from training.evaluation.detection_metrics import DetectionAccumulator, DetectionMetrics
+from training.evaluation.formatting import format_number
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
-from training.engine.trainer_utils import (DistContext, ShardSampler, gather_to_main, json_ready, make_dataset,
-                                           make_eval_loader, prepare_for_loader_workers, read_split,
-                                           to_device, write_json_atomic)
+from training.engine.data_loading import (ShardSampler, make_dataset, make_eval_loader, prepare_for_loader_workers,
+                                          read_split, to_device)
+from training.engine.distributed import DistContext, gather_to_main
 
 
 @dataclass
@@ -113,16 +115,12 @@ class EvaluationResult:
         width = max(len('pixel accuracy'), *(len(n) for n in seg['class_names']))
         lines.append(f'{"class".ljust(width)}     IoU  accuracy')
         for name, iou, accuracy in zip(seg['class_names'], seg['iou'], seg['class_accuracy']):
-            lines.append(f'{name.ljust(width)}  {_fmt(iou)}    {_fmt(accuracy)}')
-        lines.append(f'{"mIoU".ljust(width)}  {_fmt(seg["miou"])}')
-        lines.append(f'{"pixel accuracy".ljust(width)}  {_fmt(seg["pixel_accuracy"])}')
+            lines.append(f'{name.ljust(width)}  {format_number(iou, width=6)}    {format_number(accuracy, width=6)}')
+        lines.append(f'{"mIoU".ljust(width)}  {format_number(seg["miou"], width=6)}')
+        lines.append(f'{"pixel accuracy".ljust(width)}  {format_number(seg["pixel_accuracy"], width=6)}')
         if self.losses:
             lines += ['', 'Losses: ' + ', '.join(f'{k} {v:.4f}' for k, v in self.losses.items())]
         return '\n'.join(lines)
-
-
-def _fmt(value) -> str:
-    return '     -' if value is None or math.isnan(value) else f'{value:.4f}'
 
 
 def semantic_prediction(sem_logits: torch.Tensor, size_hw) -> torch.Tensor:
@@ -250,7 +248,7 @@ def main(argv=None) -> int:
     print(f'chunks: {args.chunks} split {args.split}')
     print(result.format_report())
     if args.json:
-        write_json_atomic(args.json, {'checkpoint': str(args.checkpoint), 'chunks': str(args.chunks),
+        atomic_write_json(args.json, {'checkpoint': str(args.checkpoint), 'chunks': str(args.chunks),
                                       'split': args.split, **result.to_dict()})
         print(f'metrics: {args.json}')
     return 0

@@ -2,11 +2,11 @@
 
     python -m training.evaluation.evaluate_bag --bag BAG --checkpoint CKPT [--params config/mtl_perception.yaml]
         [--calibration params|camera_info|bag] --out REPORT_DIR
-    python -m training.evaluation.evaluate_bag --bag BAG --recorded RECORDED_BAG --out REPORT_DIR
+    python -m training.evaluation.evaluate_bag --bag BAG --recorded RECORDED_BAG [--checkpoint CKPT] --out REPORT_DIR
         [--tracking-json output/tracking.json --track-plots output/tracks]
 
 BAG is a bag written by `python -m training.export.to_bag` (/points, /image, /camera_info,
-/tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.bag_messages).
+/tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.topics).
 
 Offline (`--checkpoint`): the bag's /points and /image messages are read in recorded order and
 paired by mtl_perception_ros.core.approx_time_sync.ApproximateTimeSync with the node's settings from
@@ -25,7 +25,8 @@ busy worker).
 Recorded (`--recorded`): the node's outputs recorded with mtl_bag_record while BAG played:
 `.../detections` (vision_msgs/Detection2DArray, the cloud's header) and `.../semantic/labels`
 (mono8, the image's header), plus `/diagnostics` when recorded (the node's sync/drop counts and
-latency p50/p95, its last report).
+latency p50/p95, its last report). The BEV grid that bounds the ground truth is the one of the
+checkpoint the node ran: `--checkpoint`, else the params YAML's model_path.
 
 Scoring (both modes, so that they agree when the node processed every pair):
 - Detection: every /gt/detections frame (matched to predictions by the cloud's header stamp; a
@@ -49,12 +50,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.bags import topics as bt
+from mtl_perception_ros.bags.reader import BagReader, DecodedMessage
 from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.boxes import BOX_DIM
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
 from mtl_perception_ros.core.labels import LabelSet
+from mtl_perception_ros.core.latency import latency_summary
 from training.evaluation.detection_metrics import DetectionAccumulator
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
 from training.paths import NODE_PARAMS_PATH
@@ -124,12 +127,6 @@ class BagPredictions:
     class_maps: dict | None = None   # recorded: image stamp -> class map (offline: in the frames)
 
 
-def latency_summary(samples: dict) -> dict:
-    """stage -> list of ms  ->  stage -> (p50, p95)."""
-    return {stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
-            for stage, values in samples.items() if len(values)}
-
-
 def _finite_rows(points: np.ndarray) -> np.ndarray:
     return points[np.isfinite(points).all(axis=1)]
 
@@ -153,7 +150,7 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
     timeout_ns = int(round(params['camera_timeout_s'] * 1e9))
     last_image_ns = first_points_ns = None
 
-    def process(cloud: bm.DecodedMessage, image: bm.DecodedMessage | None):
+    def process(cloud: DecodedMessage, image: DecodedMessage | None):
         start = time.perf_counter()
         points = _finite_rows(cloud.data)
         if len(points) == 0:
@@ -180,20 +177,22 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_map,
             result.lidar_only))
 
-    topics = [bm.POINTS_TOPIC, bm.IMAGE_TOPIC]
-    with bm.BagReader(bag) as reader:
-        if calibration_source in ('camera_info', 'bag') and bm.CAMERA_INFO_TOPIC in reader.topics:
-            topics.append(bm.CAMERA_INFO_TOPIC)
+    topics = [bt.POINTS_TOPIC, bt.IMAGE_TOPIC]
+    with BagReader(bag) as reader:
+        if calibration_source in ('camera_info', 'bag') and bt.CAMERA_INFO_TOPIC in reader.topics:
+            topics.append(bt.CAMERA_INFO_TOPIC)
         if calibration_source == 'bag':
             calibration = CameraCalibration.from_parameters(
                 reader.vehicle_to_camera(), calibration.camera_matrix, calibration.distortion,
                 calibration.image_size_wh)
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
-            if message.topic == bm.CAMERA_INFO_TOPIC:
-                calibration = calibration.with_camera_info(message.msg)
+            if message.topic == bt.CAMERA_INFO_TOPIC:
+                info = message.data          # messages.camera_info.CameraInfoData
+                calibration = calibration.with_intrinsics(info.camera_matrix, info.distortion,
+                                                          info.distortion_model, info.image_size_wh)
                 continue
-            stream = 0 if message.topic == bm.POINTS_TOPIC else 1
+            stream = 0 if message.topic == bt.POINTS_TOPIC else 1
             counts[f'received.{message.topic.strip("/")}'] = counts.get(f'received.{message.topic.strip("/")}', 0) + 1
             if stream == 1:
                 last_image_ns = message.timestamp_ns
@@ -219,14 +218,14 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
     return out
 
 
-def find_topic(reader: bm.BagReader, msgtype: str, suffix: str) -> str | None:
+def find_topic(reader: BagReader, msgtype: str, suffix: str) -> str | None:
     """The recorded topic of `msgtype` whose name ends with `suffix` (ground-truth topics excluded)."""
     found = [t for t, (kind, _) in reader.topics.items()
              if kind == msgtype and t.endswith(suffix) and not t.startswith('/gt/')]
     return sorted(found)[0] if found else None
 
 
-def diagnostics_values(reader: bm.BagReader, topic: str = '/diagnostics') -> dict[str, str]:
+def diagnostics_values(reader: BagReader, topic: str = '/diagnostics') -> dict[str, str]:
     """key -> value of the last mtl_perception status on the recorded /diagnostics ({} when none)."""
     if topic not in reader.topics:
         return {}
@@ -243,9 +242,9 @@ def read_recorded(recorded, detection_names, detections_topic: str | None = None
     """The node's recorded outputs as BagPredictions (module doc). Class names -> ids by `detection_names`."""
     out = BagPredictions(source=f'recorded: {recorded}')
     names = list(detection_names)
-    with bm.BagReader(recorded) as reader:
-        detections_topic = detections_topic or find_topic(reader, bm.DETECTION2D_ARRAY, '/detections')
-        labels_topic = labels_topic or find_topic(reader, bm.IMAGE, '/semantic/labels')
+    with BagReader(recorded) as reader:
+        detections_topic = detections_topic or find_topic(reader, bt.DETECTION2D_ARRAY, '/detections')
+        labels_topic = labels_topic or find_topic(reader, bt.IMAGE, '/semantic/labels')
         if detections_topic is None:
             raise ValueError(f'{recorded}: no .../detections topic (vision_msgs/msg/Detection2DArray); '
                              f'the bag has {sorted(reader.topics)}')
@@ -296,20 +295,20 @@ class GroundTruth:
 def read_ground_truth(bag, detection_names, grid: BevGrid) -> GroundTruth:
     names = list(detection_names)
     detections, outside = {}, 0
-    with bm.BagReader(bag) as reader:
-        for stamp, message in sorted(reader.by_stamp(bm.GT_DETECTIONS_TOPIC).items()):
+    with BagReader(bag) as reader:
+        for stamp, message in sorted(reader.by_stamp(bt.GT_DETECTIONS_TOPIC).items()):
             data = message.data
             unknown = sorted(set(data.class_names) - set(names))
             if unknown:
-                raise ValueError(f'{bag} {bm.GT_DETECTIONS_TOPIC}: classes {unknown} are not among {names}')
+                raise ValueError(f'{bag} {bt.GT_DETECTIONS_TOPIC}: classes {unknown} are not among {names}')
             boxes = bev_to_boxes(data.boxes)
             classes = np.array([names.index(n) for n in data.class_names], np.int64)
             inside = ((boxes[:, 0] >= grid.x_min_m) & (boxes[:, 0] < grid.x_max_m)
                       & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
             outside += int(np.count_nonzero(~inside))
             detections[stamp] = (boxes[inside], classes[inside])
-        semantic = ({m.stamp_ns: m.data for m in reader.decoded([bm.GT_SEMANTIC_TOPIC])}
-                    if bm.GT_SEMANTIC_TOPIC in reader.topics else {})
+        semantic = ({m.stamp_ns: m.data for m in reader.decoded([bt.GT_SEMANTIC_TOPIC])}
+                    if bt.GT_SEMANTIC_TOPIC in reader.topics else {})
     return GroundTruth(detections, semantic, outside)
 
 
@@ -359,7 +358,7 @@ def score(predictions: BagPredictions, truth: GroundTruth, detection_labels: Lab
 
 
 # ----------------------------------------------------------------------------- samples for the report
-def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scale: float = bm.DEFAULT_INTENSITY_SCALE):
+def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scale: float = bt.DEFAULT_INTENSITY_SCALE):
     """Up to `count` report.SampleFrame, evenly spaced over the GT frames: camera, points, GT and predictions."""
     from training.evaluation.report import SampleFrame
     stamps = sorted(evaluation.truth.detections)
@@ -377,11 +376,11 @@ def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scal
         elif image_stamps:
             wanted[stamp] = min(image_stamps, key=lambda s: abs(s - stamp))
     clouds, images = {}, {}
-    with bm.BagReader(bag) as reader:
-        for message in reader.decoded([bm.POINTS_TOPIC, bm.IMAGE_TOPIC], intensity_scale=intensity_scale):
-            if message.topic == bm.POINTS_TOPIC and message.stamp_ns in wanted:
+    with BagReader(bag) as reader:
+        for message in reader.decoded([bt.POINTS_TOPIC, bt.IMAGE_TOPIC], intensity_scale=intensity_scale):
+            if message.topic == bt.POINTS_TOPIC and message.stamp_ns in wanted:
                 clouds[message.stamp_ns] = message.data
-            elif message.topic == bm.IMAGE_TOPIC and message.stamp_ns in wanted.values():
+            elif message.topic == bt.IMAGE_TOPIC and message.stamp_ns in wanted.values():
                 images[message.stamp_ns] = message.data
     samples = []
     for stamp in chosen:
@@ -402,7 +401,7 @@ def bag_label_sets(bag) -> tuple[LabelSet | None, LabelSet | None]:
     """(detection, semantic) class names from the bag's custom_data (export_bag), as LabelSets with
     the default colours of config/a2d2 where the names agree; None when absent."""
     from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
-    with bm.BagReader(bag) as reader:
+    with BagReader(bag) as reader:
         custom = reader.custom_data
     result = []
     for key, default in (('box_classes', DEFAULT_BOX_CLASSES), ('semantic_classes', DEFAULT_SEMANTIC_CLASSES)):
@@ -420,12 +419,23 @@ def bag_label_sets(bag) -> tuple[LabelSet | None, LabelSet | None]:
     return result[0], result[1]
 
 
+def recorded_grid(checkpoint, params: dict) -> BevGrid:
+    """Recorded mode: the BEV grid of the checkpoint the node ran (`checkpoint`, else the YAML's model_path)."""
+    path = checkpoint or params.get('model_path')
+    if not path:
+        raise ValueError('recorded mode needs the checkpoint the node ran, for its BEV grid (ground truth outside '
+                         'it is not scored): give --checkpoint CKPT, or a --params YAML that sets model_path')
+    from mtl_perception_ros.core.checkpoint import read_checkpoint
+    return read_checkpoint(path)[1].bev_grid
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate_bag', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
     parser.add_argument('--bag', required=True, help='source bag with /points, /image and /gt/* (training.export.to_bag)')
-    parser.add_argument('--checkpoint', help='offline: run this checkpoint over the bag as the node would')
+    parser.add_argument('--checkpoint', help='offline: run this checkpoint over the bag as the node would; '
+                        "with --recorded: the checkpoint the node ran (its BEV grid; default the YAML's model_path)")
     parser.add_argument('--recorded', help="score a live node's recorded outputs instead (mtl_bag_record bag)")
     parser.add_argument('--params', default=str(NODE_PARAMS_PATH), help='node parameters YAML (default %(default)s)')
     parser.add_argument('--calibration', choices=CALIBRATION_SOURCES, default=None,
@@ -439,14 +449,14 @@ def main(argv=None) -> int:
     parser.add_argument('--samples', type=int, default=4, help='sample frames drawn in the report (default 4)')
     parser.add_argument('--out', required=True, help='report folder (report.md, metrics.json, PNGs)')
     args = parser.parse_args(argv)
-    if bool(args.checkpoint) == bool(args.recorded):
-        parser.error('give exactly one of --checkpoint (offline) and --recorded (recorded outputs)')
+    if not args.checkpoint and not args.recorded:
+        parser.error('give --checkpoint (offline) or --recorded (recorded outputs)')
 
     from training.evaluation.report import write_report
     try:
         params = load_node_params(args.params)
         bag_detection, bag_semantic = bag_label_sets(args.bag)
-        if args.checkpoint:
+        if not args.recorded:
             from mtl_perception_ros.core.inference import PerceptionInference
             inference = PerceptionInference(
                 args.checkpoint, device=args.device, score_threshold=params['score_threshold'],
@@ -465,7 +475,8 @@ def main(argv=None) -> int:
             if bag_detection is None or bag_semantic is None:
                 raise ValueError(f'{args.bag}: metadata.yaml custom_data has no mtl_perception.box_classes / '
                                  'semantic_classes (export the bag with training.export.to_bag)')
-            detection_labels, semantic_labels, grid = bag_detection, bag_semantic, BevGrid()
+            detection_labels, semantic_labels = bag_detection, bag_semantic
+            grid = recorded_grid(args.checkpoint, params)
             predictions = read_recorded(args.recorded, detection_labels.names, args.detections_topic,
                                         args.labels_topic)
         truth = read_ground_truth(args.bag, detection_labels.names, grid)

@@ -36,6 +36,7 @@ import numpy as np
 
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.tracking import ASSOCIATIONS, Tracker, TrackerConfig, gates_for_class_names
+from training.evaluation.formatting import format_number
 from training.evaluation.tracking_metrics import TrackingAccumulator
 
 DEFAULT_FRAME_PERIOD_S = 0.1     # used when a chunk has no timestamps (A2D2 LiDAR: 10 Hz)
@@ -79,17 +80,13 @@ class TrackingEvaluation:
         header = ['class', 'MOTA', 'MOTP m', 'IDF1', 'IDP', 'IDR', 'IDSW', 'IDSW/100f', 'Frag', 'FP', 'FN', 'GT']
         rows = [header]
         for name, m in self.metrics.items():
-            rows.append([name, _fmt(m['mota']), _fmt(m['motp_m']), _fmt(m['idf1']), _fmt(m['idp']), _fmt(m['idr']),
-                         str(m['idsw']), _fmt(self.idsw_per_100_frames(name), 2), str(m['frag']), str(m['fp']),
-                         str(m['fn']), str(m['num_gt'])])
+            rows.append([name] + [format_number(m[key]) for key in ('mota', 'motp_m', 'idf1', 'idp', 'idr')]
+                        + [str(m['idsw']), format_number(self.idsw_per_100_frames(name), 2)]
+                        + [str(m[key]) for key in ('frag', 'fp', 'fn', 'num_gt')])
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         table = '\n'.join('  '.join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                                     enumerate(zip(row, widths))) for row in rows)
         return f'{self.num_frames} frames in {self.num_scenes} scenes\n{table}'
-
-
-def _fmt(value, digits: int = 4) -> str:
-    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
 
 
 def _in_grid(boxes: np.ndarray, grid: BevGrid) -> np.ndarray:
@@ -200,7 +197,8 @@ def write_track_plots(evaluation: TrackingEvaluation, grid: BevGrid, out_dir) ->
     paths = []
     for scene, hyp in evaluation.hyp_trajectories.items():
         m = evaluation.scene_metrics[scene]
-        title = (f'{scene}: {m["num_frames"]} frames, MOTA {_fmt(m["mota"], 3)}, IDF1 {_fmt(m["idf1"], 3)}, '
+        title = (f'{scene}: {m["num_frames"]} frames, MOTA {format_number(m["mota"], 3)}, '
+                 f'IDF1 {format_number(m["idf1"], 3)}, '
                  f'IDSW {m["idsw"]}, Frag {m["frag"]}')
         image = draw_track_plot(evaluation.gt_trajectories[scene], hyp, grid, title=title)
         paths.append(write_png(Path(out_dir) / f'{scene.replace("/", "_")}.png', image))
@@ -214,7 +212,7 @@ def _model_detections(args, folder, dataset, model, info):
     import torch
 
     from training.evaluation.evaluate import evaluate
-    from training.engine.trainer_utils import make_eval_loader, prepare_for_loader_workers
+    from training.engine.data_loading import make_eval_loader, prepare_for_loader_workers
     device = next(model.parameters()).device
     prepare_for_loader_workers(args.num_workers)
     loader = make_eval_loader(dataset, args.batch_size, args.num_workers, pin_memory=device.type == 'cuda')
@@ -250,7 +248,8 @@ def main(argv=None) -> int:
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
 
-    from training.engine.trainer_utils import make_dataset, read_split, write_json_atomic
+    from mtl_perception_ros.core.atomic_file import atomic_write_json
+    from training.engine.data_loading import make_dataset, read_split
     if not args.gt_detections and not args.checkpoint:
         parser.error('--checkpoint is required (or --gt-detections to track the ground truth)')
     try:
@@ -305,7 +304,7 @@ def main(argv=None) -> int:
     print(f'tracker: {config.association}, birth after {config.birth_hits} hits, death after '
           f'{config.death_misses} misses, gates {config.gates_m} m; matched to GT at {args.max_distance_m} m')
     if detection_result is not None:
-        print(f'detection mAP {_fmt(detection_result.map)} (score >= 0.05, as training.evaluation.evaluate)')
+        print(f'detection mAP {format_number(detection_result.map)} (score >= 0.05, as training.evaluation.evaluate)')
     print(evaluation.format_report())
     if args.plots:
         paths = write_track_plots(evaluation, grid, args.plots)
@@ -316,7 +315,7 @@ def main(argv=None) -> int:
                   **evaluation.to_dict()}
         if detection_result is not None:
             values['detection_map'] = detection_result.map
-        write_json_atomic(args.json, values)
+        atomic_write_json(args.json, values)
         print(f'metrics: {args.json}')
     return 0
 

@@ -19,7 +19,6 @@ Pictures are drawn with OpenCV (RGB arrays, training.pictures.draw.write_png).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from mtl_perception_ros.core.atomic_file import atomic_write_bytes, atomic_write_text
+from mtl_perception_ros.core.atomic_file import atomic_write_bytes, atomic_write_json, atomic_write_text, json_ready
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.labels import LabelSet
-from training.engine.trainer_utils import json_ready
+from mtl_perception_ros.core.latency import latency_percentiles
+from training.evaluation.formatting import format_number
 from training.pictures.draw import add_title, draw_bev, semantic_overlay, side_by_side, write_png
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -164,11 +164,11 @@ def latency_picture(samples: dict, summary: dict, stages: Sequence[str] | None =
                 u0, v0 = to_pixels(a, 0)
                 u1, v1 = to_pixels(b, count)
                 cv2.rectangle(canvas, (int(u0) + 1, int(v1)), (int(u1) - 1, int(v0) - 1), (31, 119, 180), -1)
-        for q, color in ((50, (44, 160, 44)), (95, (214, 39, 40))):
-            u, _ = to_pixels(np.percentile(values, q), 0)
+        p50, p95 = latency_percentiles(values)
+        for value, color in ((p50, (44, 160, 44)), (p95, (214, 39, 40))):
+            u, _ = to_pixels(value, 0)
             cv2.line(canvas, (int(u), 20), (int(u), 195), color, 1)
-        panels.append(add_title(canvas, f'{stage}: p50 {np.percentile(values, 50):.1f} ms, '
-                                        f'p95 {np.percentile(values, 95):.1f} ms ({len(values)} frames)'))
+        panels.append(add_title(canvas, f'{stage}: p50 {p50:.1f} ms, p95 {p95:.1f} ms ({len(values)} frames)'))
     if not panels and summary:
         names = sorted(summary)
         high = max(v[1] for v in summary.values()) * 1.1 or 1.0
@@ -206,15 +206,9 @@ def sample_picture(sample: SampleFrame, detection_labels: LabelSet, semantic_lab
 
 
 # ----------------------------------------------------------------------------- report
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return '-'
-    return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(_fmt(c) for c in row) + ' |' for row in rows]
+    lines += ['| ' + ' | '.join(format_number(c) for c in row) + ' |' for row in rows]
     return '\n'.join(lines)
 
 
@@ -257,7 +251,7 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
     rows = [[name] + [float(v) for v in det.ap[c]] + [float(det.ap_per_class[c]), int(det.num_gt[c]),
                                                       int(det.num_pred[c])]
             for c, name in enumerate(det.class_names)]
-    md += [_table(header, rows), '', f'**mAP {_fmt(float(det.map))}**\n']
+    md += [_table(header, rows), '', f'**mAP {format_number(float(det.map))}**\n']
     pictures = []
     for c, name in enumerate(det.class_names):
         path = write_png(out / f'pr_{_safe_name(name)}.png', pr_curve_picture(det, c))
@@ -266,8 +260,8 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
 
     md.append('## Semantic segmentation\n')
     md.append(_table(['class', 'IoU'], [[n, float(v)] for n, v in zip(seg['class_names'], seg['iou'])]))
-    md.append(f"\n**mIoU {_fmt(seg['miou'])}**, pixel accuracy {_fmt(seg['pixel_accuracy'])}, "
-              f"mean class accuracy {_fmt(seg['mean_class_accuracy'])} ({seg['num_pixels']} pixels)\n")
+    md.append(f"\n**mIoU {format_number(seg['miou'])}**, pixel accuracy {format_number(seg['pixel_accuracy'])}, "
+              f"mean class accuracy {format_number(seg['mean_class_accuracy'])} ({seg['num_pixels']} pixels)\n")
     write_png(out / 'confusion_matrix.png', confusion_picture(seg['confusion_matrix'], seg['class_names']))
     md.append('![confusion matrix](confusion_matrix.png)\n')
 
@@ -303,5 +297,5 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
             md.append(f'![sample {k}]({name})')
         md.append('')
 
-    atomic_write_text(out / 'metrics.json', json.dumps(metrics_dict(evaluation, tracking), indent=1) + '\n')
+    atomic_write_json(out / 'metrics.json', metrics_dict(evaluation, tracking))
     return atomic_write_text(out / 'report.md', '\n'.join(md) + '\n')

@@ -31,12 +31,14 @@ from collections import defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from mtl_perception_ros.core.matching import gated_assignment
+
 COUNT_KEYS = ('num_frames', 'num_gt', 'num_hyp', 'num_matches', 'fn', 'fp', 'idsw', 'frag',
               'idtp', 'idfp', 'idfn')
 
 
-def match_frame(gt_ids: np.ndarray, gt_xy: np.ndarray, hyp_ids: np.ndarray, hyp_xy: np.ndarray,
-                previous: dict, max_distance_m: float) -> list[tuple[int, int, float, bool]]:
+def match_tracks_to_gt(gt_ids: np.ndarray, gt_xy: np.ndarray, hyp_ids: np.ndarray, hyp_xy: np.ndarray,
+                       previous: dict, max_distance_m: float) -> list[tuple[int, int, float, bool]]:
     """CLEAR-MOT matching of one frame of one class.
 
     gt_ids (M,), gt_xy (M, 2), hyp_ids (N,), hyp_xy (N, 2); `previous` maps a GT id to the
@@ -57,16 +59,11 @@ def match_frame(gt_ids: np.ndarray, gt_xy: np.ndarray, hyp_ids: np.ndarray, hyp_
             gt_free[i] = hyp_free[j] = False
     rows, cols = np.nonzero(gt_free)[0], np.nonzero(hyp_free)[0]
     if len(rows) and len(cols):
-        sub_within = within[np.ix_(rows, cols)]
-        # An invalid pair costs more than all valid pairs together: maximum number of matches
-        # first, then minimum total distance.
-        invalid_cost = max_distance_m * (min(len(rows), len(cols)) + 1)
-        cost = np.where(sub_within, distance[np.ix_(rows, cols)], invalid_cost)
-        for r, c in zip(*linear_sum_assignment(cost)):
-            if sub_within[r, c]:
-                i, j = int(rows[r]), int(cols[c])
-                last = previous.get(int(gt_ids[i]), None)
-                matches.append((i, j, float(distance[i, j]), last is not None and last != int(hyp_ids[j])))
+        # Maximum number of matches first, then minimum total distance (strictly within the distance).
+        for r, c in zip(*gated_assignment(distance[np.ix_(rows, cols)], max_distance_m, inclusive=False)):
+            i, j = int(rows[r]), int(cols[c])
+            last = previous.get(int(gt_ids[i]), None)
+            matches.append((i, j, float(distance[i, j]), last is not None and last != int(hyp_ids[j])))
     return matches
 
 
@@ -120,8 +117,8 @@ class TrackingAccumulator:
                     raise ValueError(f'{kind}_ids: duplicate ids {ids.tolist()} in one frame for class '
                                      f'{self.class_names[cls]!r}')
             state.counts['num_frames'] += 1
-            matches = match_frame(c_gt_ids, gt_xy[g], c_hyp_ids, hyp_xy[h], state.previous,
-                                  self.max_distance_m)
+            matches = match_tracks_to_gt(c_gt_ids, gt_xy[g], c_hyp_ids, hyp_xy[h], state.previous,
+                                         self.max_distance_m)
             matched_gt = np.zeros(len(g), dtype=bool)
             for i, j, distance, is_switch in matches:
                 matched_gt[i] = True

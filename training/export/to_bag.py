@@ -5,7 +5,7 @@
 
 CHUNK_DIR is a chunk folder (training.data.convert's layout; `--split train|val|all` picks its files,
 default val) or one chunk .npz file. Topics, types, frames and QoS are those of
-mtl_perception_ros.bags.bag_messages (its docstring is the reference): /points, /image, /camera_info,
+mtl_perception_ros.bags.topics (its docstring is the reference): /points, /image, /camera_info,
 /tf_static, /gt/detections, /gt/semantic. The bag is rosbag2 metadata version 8: `ros2 bag play`
 on Humble and later, and `mtl_bag_play` here, play it.
 
@@ -40,8 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_perception_ros.bags import bag_messages as bm
+from mtl_perception_ros.bags import topics as bt
+from mtl_perception_ros.bags.qos import GROUND_TRUTH_QOS, LATCHED_QOS, SENSOR_QOS
+from mtl_perception_ros.bags.typestore import bag_message, serialize
+from mtl_perception_ros.bags.writer import STORAGE_PLUGINS, BagWriter
+from mtl_perception_ros.core.camera import invert_rigid
 from mtl_perception_ros.core.labels import LabelSet
+from mtl_perception_ros.messages.camera_info import undistorted_camera_info
+from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
+from mtl_perception_ros.messages.outputs import detection2d_array
+from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
+from mtl_perception_ros.messages.stamps import header_msg
+from mtl_perception_ros.messages.transforms import transform_stamped
 from training.data.chunks import ChunkReader
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 
@@ -78,7 +88,7 @@ class ScenePlan:
 def chunk_files(chunks, split: str = 'val') -> tuple[list[Path], LabelSet, LabelSet]:
     """(chunk files, detection labels, semantic labels) of a chunk folder's split ('all' = train + val)
     or of one .npz file (labels from its folder's manifest, else config/a2d2/)."""
-    from training.engine.trainer_utils import read_chunk_folder
+    from training.engine.data_loading import read_chunk_folder
 
     path = Path(chunks)
     if path.is_file():
@@ -155,28 +165,40 @@ def plan_timeline(by_scene: dict[str, list[FrameRef]], scene_gap_s: float = SCEN
 def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int) -> list[tuple[int, str, object]]:
     """(receive time ns, topic, rosbags message) of one chunk Frame (no /tf_static)."""
     points = np.asarray(frame.points, dtype=np.float32).copy()
-    points[:, 3] *= np.float32(bm.INTENSITY_SCALE_IN_BAG)
-    image_hw = frame.image.shape[:2]
+    points[:, 3] *= np.float32(bt.INTENSITY_SCALE_IN_BAG)
+    boxes = np.asarray(frame.boxes, dtype=np.float64).reshape(-1, 7)
+    lidar_header = header_msg(lidar_ns, bt.VEHICLE_FRAME, new=bag_message)
+    camera_header = header_msg(camera_ns, bt.CAMERA_FRAME, new=bag_message)
     messages = [
-        (lidar_ns, bm.POINTS_TOPIC, bm.pointcloud2_msg(points, lidar_ns, bm.VEHICLE_FRAME)),
-        (lidar_ns, bm.GT_DETECTIONS_TOPIC, bm.detection2d_array_msg(
-            frame.boxes, class_names, frame.box_classes, lidar_ns, bm.VEHICLE_FRAME, track_ids=frame.track_ids)),
-        (camera_ns, bm.IMAGE_TOPIC, bm.image_msg(frame.image, camera_ns, bm.CAMERA_FRAME)),
-        (camera_ns, bm.CAMERA_INFO_TOPIC, bm.camera_info_msg(frame.camera_matrix, image_hw, camera_ns,
-                                                             bm.CAMERA_FRAME))]
+        (lidar_ns, bt.POINTS_TOPIC, array_to_pointcloud2(points, bt.POINT_FIELDS, lidar_header, new=bag_message)),
+        (lidar_ns, bt.GT_DETECTIONS_TOPIC, detection2d_array(boxes, class_names, frame.box_classes, np.ones(len(boxes)),
+                                                             lidar_header, frame.track_ids, new=bag_message)),
+        (camera_ns, bt.IMAGE_TOPIC, rgb_to_image(frame.image, camera_header, new=bag_message)),
+        (camera_ns, bt.CAMERA_INFO_TOPIC, undistorted_camera_info(frame.camera_matrix, frame.image.shape[:2],
+                                                                  camera_header, new=bag_message))]
     if frame.class_map is not None:
-        messages.append((camera_ns, bm.GT_SEMANTIC_TOPIC, bm.image_msg(frame.class_map, camera_ns, bm.CAMERA_FRAME)))
+        messages.append((camera_ns, bt.GT_SEMANTIC_TOPIC, mono8_to_image(frame.class_map, camera_header,
+                                                                         new=bag_message)))
     return messages
 
 
-def _declare_topics(bag: bm.BagWriter) -> None:
+def sensor_transforms(vehicle_to_camera: np.ndarray, stamp_ns: int):
+    """tf2_msgs/TFMessage: vehicle -> lidar (identity) and vehicle -> camera_front (optical frame)."""
+    header = header_msg(stamp_ns, bt.VEHICLE_FRAME, new=bag_message)
+    camera_pose = invert_rigid(np.asarray(vehicle_to_camera, dtype=np.float64))
+    return bag_message(bt.TF_MESSAGE, transforms=[
+        transform_stamped(np.eye(4), bt.LIDAR_FRAME, header, new=bag_message),
+        transform_stamped(camera_pose, bt.CAMERA_FRAME, header, new=bag_message)])
+
+
+def _declare_topics(bag: BagWriter) -> None:
     """Topics in a fixed order with their QoS, so every export lists them alike."""
-    bag.add_topic(bm.TF_STATIC_TOPIC, bm.TF_MESSAGE, bm.LATCHED_QOS)
-    bag.add_topic(bm.POINTS_TOPIC, bm.POINTCLOUD2, bm.SENSOR_QOS)
-    bag.add_topic(bm.IMAGE_TOPIC, bm.IMAGE, bm.SENSOR_QOS)
-    bag.add_topic(bm.CAMERA_INFO_TOPIC, bm.CAMERA_INFO, bm.SENSOR_QOS)
-    bag.add_topic(bm.GT_DETECTIONS_TOPIC, bm.DETECTION2D_ARRAY, bm.GROUND_TRUTH_QOS)
-    bag.add_topic(bm.GT_SEMANTIC_TOPIC, bm.IMAGE, bm.GROUND_TRUTH_QOS)
+    bag.add_topic(bt.TF_STATIC_TOPIC, bt.TF_MESSAGE, LATCHED_QOS)
+    bag.add_topic(bt.POINTS_TOPIC, bt.POINTCLOUD2, SENSOR_QOS)
+    bag.add_topic(bt.IMAGE_TOPIC, bt.IMAGE, SENSOR_QOS)
+    bag.add_topic(bt.CAMERA_INFO_TOPIC, bt.CAMERA_INFO, SENSOR_QOS)
+    bag.add_topic(bt.GT_DETECTIONS_TOPIC, bt.DETECTION2D_ARRAY, GROUND_TRUTH_QOS)
+    bag.add_topic(bt.GT_SEMANTIC_TOPIC, bt.IMAGE, GROUND_TRUTH_QOS)
 
 
 def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels: LabelSet,
@@ -190,7 +212,7 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
     pending: list = []
     sequence = 0
     last_calibration = None
-    with bm.BagWriter(out, storage=storage) as bag:
+    with BagWriter(out, storage=storage) as bag:
         _declare_topics(bag)
         bag.set_custom_data(CUSTOM_PREFIX + 'box_classes', json.dumps(list(box_labels.names)))
         bag.set_custom_data(CUSTOM_PREFIX + 'semantic_classes', json.dumps(list(semantic_labels.names)))
@@ -205,10 +227,10 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
             messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]))
             calibration = np.asarray(frame.vehicle_to_camera, dtype=np.float64)
             if last_calibration is None or not np.array_equal(calibration, last_calibration):
-                messages.insert(0, (starts[k], bm.TF_STATIC_TOPIC, bm.sensor_transforms_msg(calibration, starts[k])))
+                messages.insert(0, (starts[k], bt.TF_STATIC_TOPIC, sensor_transforms(calibration, starts[k])))
                 last_calibration = calibration
             for timestamp, topic, msg in messages:
-                heapq.heappush(pending, (timestamp, sequence, topic, bm.serialize(msg), msg.__msgtype__))
+                heapq.heappush(pending, (timestamp, sequence, topic, serialize(msg), msg.__msgtype__))
                 sequence += 1
             while pending and pending[0][0] < watermark[k + 1]:
                 timestamp, _, topic, data, msgtype = heapq.heappop(pending)
@@ -259,7 +281,7 @@ def main(argv=None) -> int:
     parser.add_argument('--split', default='val', choices=('train', 'val', 'all'),
                         help='which chunk files of a folder (default val)')
     parser.add_argument('--out', required=True, help='rosbag2 folder to create')
-    parser.add_argument('--storage', default='sqlite3', choices=sorted(bm.STORAGE_PLUGINS))
+    parser.add_argument('--storage', default='sqlite3', choices=sorted(STORAGE_PLUGINS))
     parser.add_argument('--scenes', nargs='+', help='only these scenes (default all)')
     parser.add_argument('--max-frames', type=int, help='at most this many frames per scene (the first ones)')
     parser.add_argument('--scene-gap', type=float, default=SCENE_GAP_S, metavar='S',

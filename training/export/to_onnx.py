@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtl_perception_ros.core.atomic_file import atomic_write_json
 from mtl_perception_ros.core.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from mtl_perception_ros.core.model import MultiTaskNet
-from training.engine.trainer_utils import write_json_atomic
 
 CAMERA_FILE = 'camera.onnx'
 BEV_FILE = 'bev.onnx'
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         'check': {'frames': result.frames, 'ok': result.ok, 'rtol': options.rtol, 'atol': options.atol,
                   'max_abs_diff': result.max_abs_diff, 'allowed': result.allowed},
     }
-    write_json_atomic(Path(options.out) / REPORT_FILE, report)
+    atomic_write_json(Path(options.out) / REPORT_FILE, report)
     for name in OUTPUTS:
         print(f'{name:14s} max |onnx - torch| {result.max_abs_diff[name]:.2e} (allowed {result.allowed[name]:.2e})')
     print(f'wrote {camera_path}, {bev_path}, {Path(options.out) / REPORT_FILE}')

@@ -13,7 +13,7 @@ import torch
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
-from training.pictures.draw import add_title, draw_bev, semantic_overlay, side_by_side, stacked, write_png
+from training.pictures.draw import add_title, draw_bev, semantic_overlay, side_by_side, stacked
 
 
 def difference_picture(predicted: np.ndarray, target: np.ndarray, pixels_per_cell: int = 8) -> np.ndarray:
@@ -80,11 +80,3 @@ def debug_picture(batch: dict, outputs: dict, grid: BevGrid, detection_labels: L
                   'prediction on image'),
     ])
     return stacked([bev_row, camera_row])
-
-
-def save_debug_picture(path, batch: dict, outputs: dict, grid: BevGrid, detection_labels: LabelSet,
-                       semantic_labels: LabelSet, index: int = 0) -> np.ndarray:
-    """debug_picture written as PNG to `path` (atomically); returns the picture."""
-    picture = debug_picture(batch, outputs, grid, detection_labels, semantic_labels, index)
-    write_png(path, picture)
-    return picture

@@ -146,26 +146,24 @@ def _resize_to(image: np.ndarray, height: int | None = None, width: int | None =
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR)
 
 
-def side_by_side(images: Sequence[np.ndarray], height: int | None = None, gap_px: int = 4) -> np.ndarray:
-    """Images left to right, each scaled to `height` (default: the tallest), black gaps between."""
-    height = max(i.shape[0] for i in images) if height is None else height
+def _concatenate(images: Sequence[np.ndarray], axis: int, size: int, gap_px: int) -> np.ndarray:
+    """Images along `axis` (1: left to right at height `size`, 0: top to bottom at width `size`), black gaps."""
     parts = []
     for i, image in enumerate(images):
         if i:
-            parts.append(np.zeros((height, gap_px, 3), np.uint8))
-        parts.append(_resize_to(image, height=height))
-    return np.concatenate(parts, axis=1)
+            parts.append(np.zeros((size, gap_px, 3) if axis == 1 else (gap_px, size, 3), np.uint8))
+        parts.append(_resize_to(image, height=size) if axis == 1 else _resize_to(image, width=size))
+    return np.concatenate(parts, axis=axis)
+
+
+def side_by_side(images: Sequence[np.ndarray], height: int | None = None, gap_px: int = 4) -> np.ndarray:
+    """Images left to right, each scaled to `height` (default: the tallest), black gaps between."""
+    return _concatenate(images, 1, max(i.shape[0] for i in images) if height is None else height, gap_px)
 
 
 def stacked(images: Sequence[np.ndarray], width: int | None = None, gap_px: int = 4) -> np.ndarray:
     """Images top to bottom, each scaled to `width` (default: the widest), black gaps between."""
-    width = max(i.shape[1] for i in images) if width is None else width
-    parts = []
-    for i, image in enumerate(images):
-        if i:
-            parts.append(np.zeros((gap_px, width, 3), np.uint8))
-        parts.append(_resize_to(image, width=width))
-    return np.concatenate(parts, axis=0)
+    return _concatenate(images, 0, max(i.shape[1] for i in images) if width is None else width, gap_px)
 
 
 def write_png(path, image_rgb: np.ndarray) -> Path:

@@ -72,12 +72,6 @@ class Shape:
         if self.rendered is None:
             self.rendered = np.ones(count, dtype=bool)
 
-    def parts_at(self, phase: float) -> np.ndarray:
-        """(P, 7) parts at a walking phase (radians): swinging parts move along x."""
-        parts = self.parts.copy()
-        parts[:, 0] += self.swing_m * np.sin(phase)
-        return parts
-
 
 class ShapeBuilder:
     """Collects parts and decals; `face_quad` / `disc` place decals on part faces."""

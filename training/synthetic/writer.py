@@ -1,6 +1,6 @@
 """Writing synthetic frames in A2D2's own on-disk layout (camera_lidar_semantic_bboxes, front center).
 
-See /work/shared/A2D2_FORMAT.md (summarised in training/data/a2d2_calibration.py): per frame a
+See docs/a2d2_format.md (summarised in training/data/a2d2_calibration.py): per frame a
 distorted camera PNG + JSON, a LiDAR `.npz` in the camera view frame, a label PNG and a
 `label3D` JSON, under `<root>/<YYYYMMDD_hhmmss>/<kind>/cam_front_center/`. Every write is
 atomic (temporary file in the same folder, then os.replace) and byte-deterministic: the `.npz`
@@ -91,7 +91,7 @@ def camera_json(camera_tstamp_us: int, lidar_ids: dict) -> dict:
 
 def label3d_json(boxes_vehicle: np.ndarray, classes: list, track_ids: list, camera: A2D2Camera,
                  truncation: np.ndarray, occlusion: np.ndarray) -> dict:
-    """A2D2 `label3D` content for (N, 7) vehicle-frame boxes (see A2D2_FORMAT.md, 3D boxes).
+    """A2D2 `label3D` content for (N, 7) vehicle-frame boxes (see docs/a2d2_format.md, 3D boxes).
 
     centre and 3d_points in the camera view frame; size = [length, width, height]; yaw in the
     view frame as axis [0, 0, +-1] and rot_angle >= 0; 2d_bbox = extent of the projected corners
