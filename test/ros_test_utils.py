@@ -327,7 +327,14 @@ def run_child_pytest(args: Sequence[str], env: Mapping[str, str], timeout_s: flo
 
 
 def console_script(name: str, module: str) -> list[str]:
-    """argv of a console script: the venv's (pip install -e .) or one on PATH, else `python -m module`
-    (a colcon install keeps it in lib/<package>, off PATH)."""
+    """argv of a console script: the venv's (pip install -e .), one on PATH, a colcon install's
+    lib/<package>/NAME (off PATH), else `python -m module`."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        try:
+            from ament_index_python.packages import get_package_prefix
+            candidate = Path(get_package_prefix('mtl_perception_ros')) / 'lib' / 'mtl_perception_ros' / name
+            found = str(candidate) if candidate.exists() else None
+        except Exception:   # PackageNotFoundError, or no ament index at all
+            found = None
     return [found] if found else [sys.executable, '-m', module]

@@ -3,8 +3,6 @@ by stamp, and agreement with the outputs of the real node replaying the same bag
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import yaml
 
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import LabelSet
+from ros_test_utils import console_script
 from sensor_samples import make_small_checkpoint
 from training.data.chunks import ChunkReader
 from training.evaluation.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
@@ -139,11 +138,6 @@ def test_cli_writes_the_report(toy_bag, tmp_path):
 
 
 # ----------------------------------------------------------------------------- live replay through the node
-def console_script(name: str, module: str) -> list[str]:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    return [found] if found else [sys.executable, '-m', module]
-
-
 @pytest.mark.ros
 def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_path, rclpy_context, ros_process):
     from sensor_msgs.msg import Image

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (make setup installs it)')
-pytest.importorskip('onnxscript', reason='onnxscript is not installed (make setup installs it)')
+from ros_test_utils import require_modules
+
+require_modules('onnxruntime', 'onnxscript')   # `make setup` installs them; a broken install skips too
 
 from mtl_perception_ros.core.checkpoint import load_checkpoint  # noqa: E402
 from sensor_samples import REPO, make_small_checkpoint  # noqa: E402

@@ -131,3 +131,15 @@ def test_builders_reject_wrong_shapes_and_types():
         rgb_to_image(RGB[..., :2])
     with pytest.raises(ConversionError, match=r'expected \(H, W\) uint8'):
         mono8_to_image(RGB)
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8', 'mono16'])
+@pytest.mark.parametrize('width, height', [(3, 0), (0, 2), (0, 0)])
+def test_an_image_of_zero_width_or_height_is_a_conversion_error(encoding, width, height):
+    msg = Image(height=height, width=width, encoding=encoding, step=width * (2 if encoding == 'mono16' else 3))
+    message = rf'Image \({encoding}\): width {width}, height {height}, expected both > 0'
+    with pytest.raises(ConversionError, match=message):
+        image_to_rgb(msg)
+    if encoding == 'mono8':
+        with pytest.raises(ConversionError, match=message):
+            image_to_mono8(msg)

@@ -210,3 +210,47 @@ def test_reads_rosbags_deserialized_message():
     read, dropped = pointcloud2_to_array(bag_msg)
     np.testing.assert_array_equal(read, points[[0, 2]])
     assert dropped == 1
+
+
+def test_requested_fields_that_share_bytes_are_rejected():
+    # every field a UINT8 at offset 0 of a 1-byte point: each byte of the buffer would become a point
+    all_at_zero = [(name, 0, PointField.UINT8) for name in ('x', 'y', 'z', 'intensity')]
+    msg = cloud_from_bytes([bytes(200_000)], all_at_zero, point_step=1, width=200_000)
+    with pytest.raises(ConversionError, match=r"fields 'x' \(UINT8 at offset 0, 1 bytes\) and 'y' "
+                                              r'\(UINT8 at offset 0\) overlap; requested fields must not share bytes'):
+        pointcloud2_to_array(msg)
+    # a float32 intensity starting inside z
+    msg = cloud_from_bytes([bytes(16)], [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 10, 7)], 16, 1)
+    with pytest.raises(ConversionError, match=r"'z' \(FLOAT32 at offset 8, 4 bytes\) and 'intensity' "
+                                              r'\(FLOAT32 at offset 10\) overlap'):
+        pointcloud2_to_array(msg)
+    # fields not requested may overlap (they are not read), and a field asked for twice is one field
+    msg = cloud_from_bytes([struct.pack('<ffff', 1, 2, 3, 4)], [('x', 0, 7), ('y', 4, 7), ('z', 8, 7),
+                                                                 ('intensity', 12, 7), ('rgb', 12, 7)], 16, 1)
+    assert pointcloud2_to_array(msg)[0].tolist() == [[1, 2, 3, 4]]
+    assert pointcloud2_to_array(msg, ('x', 'x'))[0].tolist() == [[1, 1]]
+
+
+def test_a_field_past_point_step_is_rejected_before_reading_bytes_as_points():
+    msg = cloud_from_bytes([bytes(200_000)], [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 12, 7)],
+                           point_step=1, width=200_000)
+    with pytest.raises(ConversionError, match=r"field 'x': offset 0 \+ 4 bytes \(FLOAT32\) does not fit in "
+                                              'point_step 1'):
+        pointcloud2_to_array(msg)
+
+
+def test_negative_sizes_of_a_hand_made_message_are_named():
+    """rosbags / duck-typed messages do not enforce uint32: a negative size is a clear error, not a numpy one."""
+    from types import SimpleNamespace
+    fields = [SimpleNamespace(name=n, offset=o, datatype=7, count=1) for n, o in (('x', 0), ('y', 4), ('z', 8))]
+    msg = SimpleNamespace(height=-1, width=-1, point_step=12, row_step=0, is_bigendian=False, data=b'', fields=fields)
+    with pytest.raises(ConversionError, match='PointCloud2: height -1, width -1, expected >= 0'):
+        pointcloud2_to_array(msg, ('x', 'y', 'z'))
+
+
+def test_a_value_that_the_scale_takes_past_float32_is_dropped_as_non_finite():
+    msg = array_to_pointcloud2(np.array([[1, 2, 3, 3e38], [4, 5, 6, 100]], dtype=np.float32))
+    read, dropped = pointcloud2_to_array(msg, scales={'intensity': 10.0})
+    assert dropped == 1 and read.tolist() == [[4, 5, 6, 1000]]
+    msg = array_to_pointcloud2(np.array([[1, 2, 3, 200]]), dtypes={'intensity': np.uint8})   # integer field
+    assert pointcloud2_to_array(msg, scales={'intensity': 3e37})[1] == 1

@@ -29,8 +29,39 @@ from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.messages.transforms import transform_to_matrix
 
-__all__ = ['BevDetections', 'StaticTransform', 'DecodedMessage', 'bev_detections', 'static_transforms',
-           'decode_message', 'BagReader']
+__all__ = ['BagError', 'BevDetections', 'StaticTransform', 'DecodedMessage', 'bev_detections',
+           'static_transforms', 'decode_message', 'BagReader']
+
+
+class BagError(ValueError):
+    """A rosbag2 folder that cannot be read (broken metadata.yaml, cut or damaged storage file);
+    the message, one line, names the folder or file and what is wrong."""
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; prefixed by its type unless it is one of rosbags' own."""
+    text = ' '.join(str(error).split())
+    if type(error).__module__.startswith('rosbags') and text:
+        return text
+    return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+def read_metadata(path: Path) -> dict:
+    """metadata.yaml's `rosbag2_bagfile_information` mapping; BagError when the file is not that."""
+    try:
+        with open(path, encoding='utf-8') as stream:
+            document = yaml.safe_load(stream)
+    except yaml.YAMLError as error:
+        mark = getattr(error, 'problem_mark', None)
+        where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
+        problem = getattr(error, 'problem', None) or _one_line(error)
+        raise BagError(f'{path}: not valid YAML ({where}{problem})') from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BagError(f'{path}: cannot be read ({_one_line(error)})') from None
+    info = document.get('rosbag2_bagfile_information') if isinstance(document, dict) else None
+    if not isinstance(info, dict):
+        raise BagError(f'{path}: not rosbag2 metadata (expected a mapping `rosbag2_bagfile_information:`)')
+    return info
 
 
 @dataclass
@@ -118,15 +149,31 @@ class BagReader:
         truth = reader.by_stamp(GT_DETECTIONS_TOPIC)           # {cloud stamp ns: DecodedMessage}
         vehicle_to_camera = reader.vehicle_to_camera()          # from /tf_static
 
-    Message types come from the bag's stored definitions, else from `bag_typestore()`.
+    Message types come from the bag's stored definitions, else from `bag_typestore()`. A broken
+    metadata.yaml or a cut / damaged storage file raises BagError (a ValueError) on opening or
+    while reading, naming the file.
     """
 
     def __init__(self, path):
         self.path = Path(path)
         if not (self.path / 'metadata.yaml').is_file():
             raise FileNotFoundError(f'{self.path}: not a rosbag2 folder (expected a folder with metadata.yaml)')
+        self._metadata = read_metadata(self.path / 'metadata.yaml')
         self._reader = AnyReader([self.path], default_typestore=bag_typestore())
-        self._reader.open()
+        try:
+            self._reader.open()
+        except Exception as error:   # rosbags, sqlite3, MCAP and YAML errors: all about the user's files
+            reason = _one_line(error)
+            # rosbags parses metadata.yaml while opening; its messages on it say "metadata"
+            culprit = self.path / 'metadata.yaml' if 'metadata' in reason.lower() else self._files()
+            raise BagError(f'{culprit}: cannot open the bag: {reason}') from None
+
+    def _files(self) -> str:
+        """The bag's storage file(s) as metadata.yaml lists them (for messages), else the folder."""
+        names = self._metadata.get('relative_file_paths')
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return ', '.join(str(self.path / n) for n in names)
+        return str(self.path)
 
     def close(self) -> None:
         self._reader.close()
@@ -145,8 +192,7 @@ class BagReader:
     @property
     def metadata(self) -> dict:
         """metadata.yaml's `rosbag2_bagfile_information` (version, storage_identifier, custom_data, ...)."""
-        with open(self.path / 'metadata.yaml', encoding='utf-8') as stream:
-            return yaml.safe_load(stream)['rosbag2_bagfile_information']
+        return read_metadata(self.path / 'metadata.yaml')
 
     @property
     def custom_data(self) -> dict[str, str]:
@@ -170,13 +216,26 @@ class BagReader:
 
     def raw(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, message type, receive time ns, CDR bytes) in receive-time order."""
-        for connection, timestamp, data in self._reader.messages(connections=self._connections(topics)):
+        messages = self._reader.messages(connections=self._connections(topics))
+        while True:
+            try:   # only the bag's own reading is guarded: the consumer's errors never pass through here
+                connection, timestamp, data = next(messages)
+            except StopIteration:
+                return
+            except Exception as error:
+                raise BagError(f'{self._files()}: cannot read the messages (cut or damaged?): '
+                               f'{_one_line(error)}') from None
             yield connection.topic, connection.msgtype, int(timestamp), data
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, Any]]:
         """(topic, message type, receive time ns, rosbags message object) in receive-time order."""
         for topic, msgtype, timestamp, data in self.raw(topics):
-            yield topic, msgtype, timestamp, self._reader.deserialize(data, msgtype)
+            try:
+                msg = self._reader.deserialize(data, msgtype)
+            except Exception as error:
+                raise BagError(f'{self._files()}: a {msgtype} message on {topic} at {timestamp} ns does not '
+                               f'deserialize: {_one_line(error)}') from None
+            yield topic, msgtype, timestamp, msg
 
     def decoded(self, topics: Iterable[str] | None = None, intensity_scale: float = DEFAULT_INTENSITY_SCALE,
                 point_fields: Sequence[str] = POINT_FIELDS) -> Iterator[DecodedMessage]:

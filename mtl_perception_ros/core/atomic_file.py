@@ -2,6 +2,11 @@
 
 Bytes, text and JSON (`atomic_write_json`, the one JSON writer of the project; `json_ready`
 turns numpy / torch values into plain JSON types).
+
+The temporary file is `.NAME.<host>.<pid>.XXXXXXXX.tmp` beside NAME. A process killed while
+writing (SIGKILL, power loss) leaves it behind; the next write of NAME removes such leftovers:
+at once when their process (same host) is gone, after STALE_AFTER_S when it cannot tell (another
+host on a shared folder, a reused pid, or the `.NAME.XXXXXXXX.tmp` names of older versions).
 """
 from __future__ import annotations
 
@@ -9,23 +14,77 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
+
+STALE_AFTER_S = 24 * 3600.0   # a leftover whose writer may still live is removed after this age
+
+
+def _host() -> str:
+    return re.sub(r'[^A-Za-z0-9-]', '_', socket.gethostname()) or 'host'
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    except OSError:           # e.g. an out-of-range pid
+        return False
+    try:   # a killed process its parent has not reaped yet (Linux): as good as gone
+        with open(f'/proc/{pid}/stat', 'rb') as stream:
+            return stream.read().rsplit(b')', 1)[1].split()[0] != b'Z'
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove the temporary files that earlier, killed writers of `path` left beside it; returns them."""
+    path = Path(path)
+    ours = re.compile(rf'^\.{re.escape(path.name)}\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+\.tmp$')
+    older = re.compile(rf'^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$')   # before the pid was in the name
+    host, now, removed = _host(), time.time(), []
+    try:
+        candidates = [entry for entry in os.scandir(path.parent) if entry.name.startswith(f'.{path.name}.')]
+    except OSError:
+        return removed
+    for entry in candidates:
+        match = ours.match(entry.name)
+        if match is None and not older.match(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            dead = (match is not None and match['host'] == host and int(match['pid']) != os.getpid()
+                    and not _pid_alive(int(match['pid'])))
+            if dead or now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:   # gone already (another writer cleaned it) or not ours to remove
+            continue
+    return removed
 
 
 def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(binary_stream)` on a temporary file beside `path`, fsync, then os.replace it.
 
     The folder is created if needed; the file gets the usual permissions (0666 & ~umask); on any
-    error the temporary file is removed and `path` is left as it was.
+    error the temporary file is removed and `path` is left as it was. Leftover temporary files
+    of killed earlier writers of `path` are removed first (module docstring).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.{_host()}.{os.getpid()}.', suffix='.tmp',
+                                         dir=path.parent)
     try:
         with os.fdopen(handle, 'wb') as stream:
             write(stream)

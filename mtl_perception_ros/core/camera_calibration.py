@@ -8,10 +8,18 @@ and the camera matrix is scaled when an image arrives at another resolution of t
 Distortion (OpenCV's coefficient order, as in CameraInfo.D):
 - 'plumb_bob': 5 coefficients k1 k2 p1 p2 k3;
 - 'rational_polynomial': 8 coefficients k1 k2 p1 p2 k3 k4 k5 k6;
+- 'equidistant' (fisheye, OpenCV's cv2.fisheye model): 4 coefficients k1 k2 k3 k4. The image is
+  undistorted to a pinhole image with the same K, like the others, so what a wide lens sees
+  beyond K's pinhole view falls outside the image;
 - all-zero (or empty) D, under any model name: no distortion, images are used as they come.
-'equidistant' (fisheye) and other models are refused: rectify such images upstream (e.g.
-image_proc) and give the rectified camera's K with a zero D. Parameters have no model name: a
-list of 0, 5 or 8 numbers, the length says which model.
+Other models are refused: rectify such images upstream (e.g. image_proc) and give the rectified
+camera's K with a zero D. Parameters have no model name: a list of 0, 5 or 8 numbers, the length
+says which model (fisheye comes only from a CameraInfo).
+
+Every value is checked where it enters (parameters, each CameraInfo, each image) and refused with
+a CalibrationError naming the value and what is allowed: K 9 finite numbers with fx, fy > 0 and
+last row 0 0 1; D finite with the model's count; image width and height > 0. A NaN would
+otherwise leave the camera silently unused or the undistorted image black.
 """
 from __future__ import annotations
 
@@ -23,7 +31,8 @@ import numpy as np
 from mtl_perception_ros.core.camera import scale_camera_matrix
 
 # CameraInfo distortion model -> number of coefficients in D
-DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8}
+DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+FISHEYE = 'equidistant'
 _PARAMETER_LENGTHS = '0, 5 (plumb_bob: k1 k2 p1 p2 k3) or 8 (rational_polynomial: k1 k2 p1 p2 k3 k4 k5 k6)'
 
 
@@ -50,25 +59,26 @@ def distortion_for_model(distortion, distortion_model: str) -> np.ndarray:
     d = _finite(np.asarray(distortion, dtype=np.float64).ravel(), 'distortion (D)')
     if not d.any():
         return np.zeros(5)
-    if distortion_model == 'equidistant':
-        raise CalibrationError('distortion model equidistant (fisheye) is not supported: rectify the images '
-                               'upstream (e.g. image_proc) and give the rectified K with a zero D')
     if distortion_model not in DISTORTION_MODELS:
         raise CalibrationError(f'distortion model {distortion_model!r} with a non-zero D is not supported '
                                f'(supported: {", ".join(DISTORTION_MODELS)}, or an all-zero D)')
     expected = DISTORTION_MODELS[distortion_model]
     if d.size != expected:
-        raise CalibrationError(f'distortion model {distortion_model} needs {expected} coefficients, got {d.size}')
+        raise CalibrationError(f'distortion model {distortion_model} needs {expected} coefficients, got {d.size}: '
+                               f'D = {d.tolist()}')
     return d
 
 
-def _camera_matrix(camera_matrix) -> np.ndarray:
+def _camera_matrix(camera_matrix, name: str = 'camera_matrix') -> np.ndarray:
     k = np.asarray(camera_matrix, dtype=np.float64)
     if k.size != 9:
-        raise CalibrationError(f'camera_matrix needs 9 numbers (3x3 row-major), got {k.size}')
-    k = _finite(k.reshape(3, 3), 'camera_matrix')
-    if k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
-        raise CalibrationError(f'camera_matrix must have fx, fy > 0 and last row 0 0 1, got {k.tolist()}')
+        raise CalibrationError(f'{name} needs 9 numbers (3x3 row-major), got {k.size}')
+    k = _finite(k.reshape(3, 3), name)
+    if not (k[0, 0] > 0 and k[1, 1] > 0):
+        raise CalibrationError(f'{name} must have fx, fy > 0, got fx = {k[0, 0]:g}, fy = {k[1, 1]:g} '
+                               f'in {k.tolist()}')
+    if not np.allclose(k[2], [0, 0, 1]):
+        raise CalibrationError(f'{name} must have last row 0 0 1, got {k[2].tolist()} in {k.tolist()}')
     return k
 
 
@@ -83,8 +93,9 @@ def _image_size(image_size_wh, name: str) -> tuple[int, int]:
 class CameraCalibration:
     lidar_to_camera: np.ndarray           # 4x4, point cloud frame -> camera optical frame
     camera_matrix: np.ndarray             # 3x3 of image_size_wh
-    distortion: np.ndarray                # (5,) plumb_bob or (8,) rational_polynomial; zeros = undistorted input
+    distortion: np.ndarray                # (5,) plumb_bob, (8,) rational_polynomial, (4,) equidistant; zeros: none
     image_size_wh: tuple[int, int]
+    distortion_model: str = 'plumb_bob'   # a key of DISTORTION_MODELS, matching the length of `distortion`
     _maps: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -98,25 +109,33 @@ class CameraCalibration:
                 or not np.allclose(transform[3], [0, 0, 0, 1]):
             raise CalibrationError('lidar_to_camera is not a rigid transform (rotation must be orthonormal, '
                                    'det +1, last row 0 0 0 1)')
-        return cls(transform, _camera_matrix(camera_matrix), distortion_from_parameter(distortion),
-                   _image_size(image_size_wh, 'calibration_image_size'))
+        d = distortion_from_parameter(distortion)
+        return cls(transform, _camera_matrix(camera_matrix), d, _image_size(image_size_wh, 'calibration_image_size'),
+                   'rational_polynomial' if d.size == 8 else 'plumb_bob')
 
     def with_intrinsics(self, camera_matrix, distortion, distortion_model: str,
                         image_size_wh) -> 'CameraCalibration':
         """This calibration with another K, D (of `distortion_model`, CameraInfo's names) and image
-        size, the same transform; `self` when nothing changed (its remap tables are kept)."""
+        size, the same transform; `self` when nothing changed (its remap tables are kept).
+
+        Raises CalibrationError for a value that cannot be a calibration (module docstring); the
+        caller keeps the previous calibration."""
         size = _image_size(image_size_wh, 'image size (width, height)')
-        updated = CameraCalibration(self.lidar_to_camera, _camera_matrix(camera_matrix),
-                                    distortion_for_model(distortion, distortion_model), size)
-        if (np.array_equal(updated.camera_matrix, self.camera_matrix)
-                and np.array_equal(updated.distortion, self.distortion)
-                and updated.image_size_wh == self.image_size_wh):
+        k = _camera_matrix(camera_matrix, 'K (camera matrix)')
+        d = distortion_for_model(distortion, distortion_model)
+        model = distortion_model if d.any() else 'plumb_bob'
+        if (np.array_equal(k, self.camera_matrix) and np.array_equal(d, self.distortion)
+                and size == self.image_size_wh and model == self.distortion_model):
             return self
-        return updated
+        return CameraCalibration(self.lidar_to_camera, k, d, size, model)
 
     def prepare_image(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(undistorted image, camera matrix of that image) for an incoming RGB image."""
+        """(undistorted image, camera matrix of that image) for an incoming RGB image.
+
+        Raises CalibrationError for an empty image or one of another aspect ratio."""
         height, width = image.shape[:2]
+        if height <= 0 or width <= 0:
+            raise CalibrationError(f'image is {width}x{height}: width and height must be > 0')
         cal_w, cal_h = self.image_size_wh
         if (width, height) == (cal_w, cal_h):
             k = self.camera_matrix
@@ -129,7 +148,12 @@ class CameraCalibration:
             return image, k
         key = (width, height)
         if key not in self._maps:
-            self._maps[key] = cv2.initUndistortRectifyMap(k, self.distortion, None, k, (width, height), cv2.CV_16SC2)
+            # D holds for every resolution (it acts on normalised coordinates); only K is scaled
+            if self.distortion_model == FISHEYE:
+                maps = cv2.fisheye.initUndistortRectifyMap(k, self.distortion, np.eye(3), k, (width, height),
+                                                           cv2.CV_16SC2)
+            else:
+                maps = cv2.initUndistortRectifyMap(k, self.distortion, None, k, (width, height), cv2.CV_16SC2)
+            self._maps[key] = maps
         map1, map2 = self._maps[key]
         return cv2.remap(image, map1, map2, cv2.INTER_LINEAR), k
-

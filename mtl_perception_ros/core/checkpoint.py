@@ -15,7 +15,10 @@ A node rebuilds the exact network from the file alone with `load_checkpoint`.
 """
 from __future__ import annotations
 
+import math
+import pickle
 import re
+import typing
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,12 +132,13 @@ def read_checkpoint(path, map_location='cpu') -> tuple[dict, CheckpointInfo]:
     if not path.is_file():
         raise CheckpointError(f'{path}: no such checkpoint file')
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f'{path}: not a loadable checkpoint (not a torch.save zip archive)')
+        raise CheckpointError(f'{path}: not a loadable checkpoint: not a torch.save zip archive (truncated, '
+                              'damaged or another kind of file)')
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # pickle, zip and weights-only refusals all end here
-        raise CheckpointError(f'{path}: not a loadable checkpoint ({_load_failure_reason(error)}); '
-                              'files with pickled code or objects are refused') from None
+        raise CheckpointError(f'{path}: not a loadable checkpoint: {load_failure_reason(error)}; '
+                              'checkpoints hold only tensors and plain types') from None
     if not isinstance(payload, dict) or payload.get('format') != FORMAT_NAME:
         raise CheckpointError(f'{path}: not an mtl_perception_ros checkpoint (no format={FORMAT_NAME!r}); '
                               'write checkpoints with mtl_perception_ros.core.checkpoint.save_checkpoint')
@@ -144,6 +148,9 @@ def read_checkpoint(path, map_location='cpu') -> tuple[dict, CheckpointInfo]:
     if version > FORMAT_VERSION:
         raise CheckpointError(f'{path}: format_version {version} is newer than this code reads '
                               f'({FORMAT_VERSION}); update mtl_perception_ros')
+    for key, cls in (('model_config', ModelConfig), ('bev_grid', BevGrid)):
+        if key in payload:
+            _check_field_types(path, cls, payload[key], key)
     try:
         model_config = ModelConfig.from_dict({**payload['model_config'], 'bev_grid': payload['bev_grid']})
         info = CheckpointInfo(path=path, format_version=version, model_config=model_config,
@@ -165,15 +172,53 @@ def read_checkpoint(path, map_location='cpu') -> tuple[dict, CheckpointInfo]:
     return state_dict, info
 
 
-def _load_failure_reason(error: Exception) -> str:
-    """One line on why torch.load failed (weights_only's own message starts with advice to bypass it)."""
+def load_failure_reason(error: Exception) -> str:
+    """One line, in our words, on why torch.load(weights_only=True) failed.
+
+    torch's own refusal (a pickle.UnpicklingError) advises retrying with weights_only=False, which
+    would run code from the file: that advice is never passed on. Only the name of the refused
+    global is kept from it (torch has written it as `GLOBAL module.name` since 2.4).
+    """
+    if isinstance(error, pickle.UnpicklingError):
+        found = re.search(r'GLOBAL ([A-Za-z_][\w.]*)', str(error))
+        what = f'a pickled Python object ({found.group(1)})' if found else 'pickled Python objects'
+        return f'it holds {what}, which is never unpickled'
     lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(error).splitlines()]
-    lines = [line for line in lines if line]
-    for line in lines:
-        if line.startswith('WeightsUnpickler error:'):
-            return line.split('.', 1)[0] if 'was not an allowed global' not in line else \
-                line.split(' was not an allowed global', 1)[0] + ' is not allowed'
+    lines = [line for line in lines if line and 'weights_only' not in line]
     return f'{type(error).__name__}: {lines[0] if lines else "no message"}'
+
+
+def _type_problem(value, hint) -> str:
+    """'' when `value` (as torch.load returns it) fits the type hint `hint`, else what was expected."""
+    if hint is bool:
+        return '' if isinstance(value, bool) else 'true or false'
+    if hint is int:
+        return '' if isinstance(value, int) and not isinstance(value, bool) else 'an integer'
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return '' if ok else 'a finite number'
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        kinds = {int: 'integers', float: 'numbers'}
+        if Ellipsis in items or any(item not in kinds for item in items):
+            return ''
+        expected = f'a list of {len(items)} {kinds[items[0]]}'
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            return expected
+        return expected if any(_type_problem(v, item) for v, item in zip(value, items)) else ''
+    return ''
+
+
+def _check_field_types(path: Path, cls, values, where: str) -> None:
+    """CheckpointError when a stored config dict has a field of the wrong type for dataclass `cls`."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f'{path}: {where} must be a dict, got {type(values).__name__}')
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        problem = _type_problem(value, hints[name]) if name in hints else ''
+        if problem:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + '...'
+            raise CheckpointError(f'{path}: {where}.{name} must be {problem}, got {shown}')
 
 
 def _state_dict_mismatch(model: torch.nn.Module, state_dict: dict) -> str:

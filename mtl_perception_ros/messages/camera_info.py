@@ -1,7 +1,9 @@
 """sensor_msgs/CameraInfo <-> numpy (duck-typed: rclpy or rosbags messages, no rclpy import).
 
-Only reads the fields; whether K and D make a usable calibration (distortion model, number of
-coefficients) is decided by mtl_perception_ros.core.camera_calibration.
+Reads K, D, size and distortion model; whether they make a usable calibration (finite K with
+fx, fy > 0, the model's number of finite coefficients, size > 0) is decided by
+mtl_perception_ros.core.camera_calibration. R and P are not used (images are undistorted to K)
+but must be 9 and 12 finite numbers: a NaN there means a broken calibration message.
 """
 from __future__ import annotations
 
@@ -31,10 +33,19 @@ class CameraInfoData:
 
 
 def camera_info_data(msg) -> CameraInfoData:
-    """sensor_msgs/CameraInfo -> CameraInfoData (copies; the message is not kept)."""
+    """sensor_msgs/CameraInfo -> CameraInfoData (copies; the message is not kept).
+
+    Raises:
+        ConversionError: K or R not 9 numbers, P not 12, or R or P not finite.
+    """
     k = np.asarray(msg.k, dtype=np.float64).ravel()
     if k.size != 9:
         raise ConversionError(f'CameraInfo.k has {k.size} numbers, expected 9 (3x3 row-major)')
+    for name, size, layout in (('r', 9, '3x3 row-major'), ('p', 12, '3x4 row-major; all zeros when unset')):
+        values = np.asarray(getattr(msg, name), dtype=np.float64).ravel()
+        if values.size != size or not np.isfinite(values).all():
+            raise ConversionError(f'CameraInfo.{name} must be {size} finite numbers ({layout}), '
+                                  f'got {values.tolist()}')
     return CameraInfoData(k.reshape(3, 3).copy(), np.asarray(msg.d, dtype=np.float64).ravel().copy(),
                           (int(msg.height), int(msg.width)), str(msg.distortion_model))
 

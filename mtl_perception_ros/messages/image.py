@@ -35,6 +35,8 @@ def _pixels(msg, supported: tuple[str, ...]) -> np.ndarray:
         raise ConversionError(f'Image encoding {encoding!r} is not supported here; expected one of {list(supported)}')
     channels, channel_bytes = _LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:  # nothing to see: a clear error (the node runs that frame LiDAR-only)
+        raise ConversionError(f'Image ({encoding}): width {width}, height {height}, expected both > 0')
     pixel_bytes = channels * channel_bytes
     if step < width * pixel_bytes:
         raise ConversionError(f'Image ({encoding}, {width}x{height}): step {step} is smaller than width {width} * '
@@ -44,8 +46,6 @@ def _pixels(msg, supported: tuple[str, ...]) -> np.ndarray:
         raise ConversionError(f'Image ({encoding}, {width}x{height}): data has {buffer.size} bytes, expected '
                               f'step {step} * height {height} = {step * height}')
     dtype = np.dtype(np.uint8) if channel_bytes == 1 else np.dtype('>u2' if msg.is_bigendian else '<u2')
-    if height * width == 0:
-        return np.zeros((height, width, channels), dtype=dtype)
     return np.ndarray((height, width, channels), dtype=dtype, buffer=buffer,
                       strides=(step, pixel_bytes, channel_bytes))
 
@@ -58,12 +58,11 @@ def image_to_rgb(msg) -> np.ndarray:
     of `msg.data` (writing to it changes the message); the rest are new arrays.
 
     Raises:
-        ConversionError: unsupported encoding, step < width * bytes per pixel, or data size != step * height.
+        ConversionError: unsupported encoding, width or height 0, step < width * bytes per pixel, or
+            data size != step * height.
     """
     pixels = _pixels(msg, RGB_SOURCE_ENCODINGS)
     encoding = msg.encoding
-    if pixels.size == 0:
-        return np.zeros(pixels.shape[:2] + (3,), dtype=np.uint8)
     if encoding == 'rgb8':
         return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
     if encoding == 'mono16':
@@ -77,7 +76,7 @@ def image_to_mono8(msg) -> np.ndarray:
     """sensor_msgs/Image mono8 (e.g. a class-id map) -> (H, W) uint8; a zero-copy view without row padding.
 
     Raises:
-        ConversionError: encoding other than mono8, step < width, or data size != step * height.
+        ConversionError: encoding other than mono8, width or height 0, step < width, or data size != step * height.
     """
     pixels = _pixels(msg, ('mono8',))[..., 0]
     return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)

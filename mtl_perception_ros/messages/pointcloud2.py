@@ -53,6 +53,10 @@ def _cloud_geometry(msg, data_size: int) -> tuple[int, int, int, int]:
     """Check height, width, point_step, row_step against the data size; return them."""
     height, width = int(msg.height), int(msg.width)
     point_step, row_step = int(msg.point_step), int(msg.row_step)
+    negative = [f'{name} {value}' for name, value in
+                (('height', height), ('width', width), ('point_step', point_step), ('row_step', row_step)) if value < 0]
+    if negative:  # uint32 in ROS; only a hand-made or corrupted message gets here
+        raise ConversionError(f'PointCloud2: {", ".join(negative)}, expected >= 0')
     if height * width > 0 and point_step <= 0:
         raise ConversionError(f'PointCloud2 ({width}x{height} points): point_step is {point_step}, '
                               'expected the size of one point in bytes (> 0)')
@@ -66,11 +70,12 @@ def _cloud_geometry(msg, data_size: int) -> tuple[int, int, int, int]:
 
 
 def _requested_fields(fields, field_names: Sequence[str], point_step: int) -> list[tuple[int, int]]:
-    """(offset, datatype) of each requested field, checked against point_step."""
+    """(offset, datatype) of each requested field, checked against point_step and each other."""
     by_name: dict[str, list] = {}
     for field in fields:
         by_name.setdefault(field.name, []).append(field)
     layout = []
+    spans: dict[str, tuple[int, int, str]] = {}   # name -> (offset, bytes, type): a name asked twice is one span
     for name in field_names:
         matches = by_name.get(name, [])
         if not matches:
@@ -91,6 +96,16 @@ def _requested_fields(fields, field_names: Sequence[str], point_step: int) -> li
             raise ConversionError(f'PointCloud2 field {name!r}: offset {offset} + {size} bytes ({type_name}) '
                                   f'does not fit in point_step {point_step}')
         layout.append((offset, datatype))
+        spans[name] = (offset, size, type_name)
+    # Fields that share bytes are a broken layout (e.g. all at offset 0 with point_step 1 reads
+    # every byte as a point): refuse it instead of returning garbage.
+    ordered = sorted(((offset, size, type_name, name) for name, (offset, size, type_name) in spans.items()),
+                     key=lambda span: span[0])   # stable: ties keep the requested order
+    for (offset_a, size_a, type_a, name_a), (offset_b, _, type_b, name_b) in zip(ordered, ordered[1:]):
+        if offset_a + size_a > offset_b:
+            raise ConversionError(f'PointCloud2 fields {name_a!r} ({type_a} at offset {offset_a}, {size_a} bytes) and '
+                                  f'{name_b!r} ({type_b} at offset {offset_b}) overlap; requested fields must not '
+                                  'share bytes')
     return layout
 
 
@@ -140,7 +155,8 @@ def pointcloud2_to_array(msg, field_names: Sequence[str] = ('x', 'y', 'z', 'inte
         field_names: k field names, exact; the output columns follow this order.
         scales: optional per-field multipliers, a sequence aligned with `field_names` (None = 1) or
             a dict {name: factor}, e.g. {'intensity': 1 / 255}. Applied after the float32 cast.
-        drop_nonfinite: drop points with a NaN / inf in any requested field.
+        drop_nonfinite: drop points with a NaN / inf in any requested field (after scaling, so a
+            finite value that a scale takes past float32's range is dropped too).
 
     Returns:
         points (N, k) float32 (organized clouds flattened row by row), and the number of points
@@ -148,8 +164,8 @@ def pointcloud2_to_array(msg, field_names: Sequence[str] = ('x', 'y', 'z', 'inte
 
     Raises:
         ConversionError: a requested field is missing, duplicated, has count != 1, an unknown
-            datatype or does not fit in point_step; or data size != row_step * height, or
-            row_step < width * point_step.
+            datatype, does not fit in point_step or overlaps another requested field; or data
+            size != row_step * height, row_step < width * point_step, or a negative size.
     """
     if isinstance(field_names, str):
         field_names = (field_names,)
@@ -182,17 +198,20 @@ def pointcloud2_to_array(msg, field_names: Sequence[str] = ('x', 'y', 'z', 'inte
         target = np.ndarray((height, width), dtype=np.float32, buffer=out, offset=4 * j, strides=target_strides)
         target[...] = source  # cast (and byte swap) into output column j
 
+    scaled = False
+    for j, factor in enumerate(factors):
+        if factor is not None and factor != 1:
+            with np.errstate(over='ignore'):  # a huge value times the scale -> inf, dropped below
+                out[:, j] *= np.float32(factor)
+            scaled = True
     dropped = 0
-    if drop_nonfinite and any(datatype in _FLOAT_DATATYPES for _, datatype in layout):
+    if drop_nonfinite and (scaled or any(datatype in _FLOAT_DATATYPES for _, datatype in layout)):
         if not np.isfinite(out).all():  # one flat pass; the per-row mask only when needed
             keep = np.isfinite(out[:, 0])
             for j in range(1, k):
                 keep &= np.isfinite(out[:, j])
             dropped = count - int(np.count_nonzero(keep))
             out = np.compress(keep, out, axis=0)  # ~10x faster than out[keep] for (N, k) rows
-    for j, factor in enumerate(factors):
-        if factor is not None and factor != 1:
-            out[:, j] *= np.float32(factor)
     return out, dropped
 
 

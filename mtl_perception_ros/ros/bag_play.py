@@ -25,7 +25,6 @@ import time
 
 import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 try:
     from rosbags.interfaces import QosDurability
@@ -37,7 +36,7 @@ from mtl_perception_ros.bags.reader import BagReader
 from mtl_perception_ros.bags.topics import is_latched_topic
 from mtl_perception_ros.messages.message_factory import ros_message_class
 from mtl_perception_ros.messages.stamps import ns_to_time
-from mtl_perception_ros.ros.shutdown_signals import StopRequest, init_ros
+from mtl_perception_ros.ros.shutdown_signals import StopRequest, init_ros, main_frame
 
 READ_AHEAD = 64            # messages buffered by the reader thread
 MAX_SLEEP_S = 0.05         # longest sleep, so Ctrl-C and the clock are served promptly
@@ -220,8 +219,7 @@ def main(args=None) -> int:
     stop = init_ros(args)
     node = rclpy.create_node('mtl_bag_play')
     logger = node.get_logger()
-    exit_code = 0
-    try:
+    with main_frame('mtl_bag_play', (ValueError, FileNotFoundError, KeyError), node.destroy_node) as outcome:
         player = BagPlayer(node, options.bag, options.topics, options.rate, options.qos == 'reliable', options.clock,
                            stop)
         if options.wait_for_subscribers > 0:
@@ -233,17 +231,7 @@ def main(args=None) -> int:
         if finished:
             player.wait_for_acks()
         logger.info('published ' + ', '.join(f'{t} {n}' for t, n in player.published.items()))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        logger.fatal(str(error))
-        exit_code = 1
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return exit_code
-
+    return outcome.code
 
 if __name__ == '__main__':
     raise SystemExit(main())

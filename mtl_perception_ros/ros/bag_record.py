@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 try:
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -34,7 +33,7 @@ except ImportError as error:   # rosbags has no rosdep key: say how to install i
 from mtl_perception_ros.bags.typestore import msg_class
 from mtl_perception_ros.bags.writer import BagWriter
 from mtl_perception_ros.messages.message_factory import ros_message_class
-from mtl_perception_ros.ros.shutdown_signals import init_ros
+from mtl_perception_ros.ros.shutdown_signals import init_ros, main_frame
 
 DISCOVERY_PERIOD_S = 0.2
 RECORD_DEPTH = 100          # subscriber queue: a busy recorder loses nothing in short bursts
@@ -148,22 +147,20 @@ def main(args=None) -> int:
     recorder = BagRecorder(node, options.topics, bag, options.qos)
     logger = node.get_logger()
     deadline = None if options.duration is None else time.monotonic() + options.duration
-    try:
+
+    def cleanup():
+        for subscription in recorder.subscriptions.values():
+            node.destroy_subscription(subscription)
+        bag.close()
+        node.destroy_node()
+
+    with main_frame('mtl_bag_record', cleanup=cleanup):
         next_discovery = 0.0
         while not stop.requested and rclpy.ok() and (deadline is None or time.monotonic() < deadline):
             if recorder.waiting and time.monotonic() >= next_discovery:
                 recorder.discover()
                 next_discovery = time.monotonic() + DISCOVERY_PERIOD_S
             rclpy.spin_once(node, timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for subscription in recorder.subscriptions.values():
-            node.destroy_subscription(subscription)
-        bag.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
     logger.info(f'wrote {options.out}: ' + (', '.join(f'{t} {n}' for t, n in bag.counts.items()) or 'no messages')
                 + (f'; never published: {recorder.waiting}' if recorder.waiting else ''))
     return 0

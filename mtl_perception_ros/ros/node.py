@@ -1,12 +1,14 @@
 """The perception node: PointCloud2 + Image in, BEV detections and semantic images out.
 
-Thin ROS layer around mtl_perception_ros.core.inference.PerceptionInference (docs/node.md: topics,
-parameters, the metric BEV box convention). Threads:
-- the executor thread runs the subscription callbacks, which only stamp and queue messages
-  (never convert or infer), and the diagnostics timer;
-- one worker thread takes the newest synchronized pair from a latest-only slot, converts,
-  runs the model, updates the tracker and publishes. A slow model therefore drops old pairs
-  (counted) instead of building up latency; the tracker predicts across the dropped frames.
+Thin ROS layer around mtl_perception_ros.core.frame_pipeline.FramePipeline (pairing, the time
+policy, inference, tracking; the same code offline bag evaluation runs) (docs/node.md: topics,
+parameters, the metric BEV box convention, time and stamps). Threads:
+- the executor thread runs the subscription callbacks, which only hand stamps and the messages
+  themselves to the pipeline's pairing (never convert or infer), the clock-jump callback and the
+  diagnostics timer;
+- one worker thread takes the newest paired frame from a latest-only slot, converts its
+  messages, runs the pipeline's processing and publishes. A slow model therefore drops old
+  pairs (counted) instead of building up latency; the tracker predicts across the dropped frames.
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -26,22 +28,22 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
-from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
 from mtl_perception_ros.core.camera_calibration import CameraCalibration, CalibrationError
 from mtl_perception_ros.core.checkpoint import CheckpointError
+from mtl_perception_ros.core.frame_pipeline import FramePipeline, PipelineConfig
 from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.image import image_to_rgb, mono8_to_image, rgb_to_image
-from mtl_perception_ros.core.inference import PerceptionInference, camera_inputs
+from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import blend
 from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
 from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
-from mtl_perception_ros.ros.shutdown_signals import init_ros, spin_until_stopped
+from mtl_perception_ros.ros.shutdown_signals import init_ros, main_frame, spin_until_stopped
 from mtl_perception_ros.core.tracking import ASSOCIATIONS, Tracker, TrackerConfig
 
-POINTS, IMAGE = 0, 1
+CAMERA = 'image'             # the pipeline's name of the one camera stream
 
 
 class StartupError(Exception):
@@ -100,14 +102,10 @@ class MtlPerceptionNode(Node):
         p = self._declare_parameters()
         self.params = p
         self._lock = threading.Lock()
-        self.counts = Counter()                 # events and skips, reported in diagnostics
         self.latency = LatencyStats()
         self._last_warning = {}
         self._received = Counter()
         self._started = time.monotonic()
-        self._last_image = None             # (header stamp s, arrival monotonic s) of the newest image
-        self._first_points = None           # the same for the first cloud
-        self._lidar_only_active = False
 
         try:
             self.inference = PerceptionInference(
@@ -117,17 +115,27 @@ class MtlPerceptionNode(Node):
         except (CheckpointError, FileNotFoundError, ValueError) as error:
             raise StartupError(f"cannot load the model (parameter model_path='{p['model_path']}'): {error}") from None
         try:
-            self.calibration = CameraCalibration.from_parameters(
+            calibration = CameraCalibration.from_parameters(
                 p['lidar_to_camera'], p['camera_matrix'], p['distortion'], p['calibration_image_size'])
         except CalibrationError as error:
             raise StartupError(f'bad calibration parameters: {error}') from None
-        self.tracker = self._make_tracker(p) if p['tracking_enabled'] else None
-
-        self.synchronizer = ApproximateTimeSync(
-            num_streams=2, slop_s=p['slop_s'], queue_size=p['queue_size'],
-            offsets_s=[0.0, p['camera_time_offset_s']], min_interval_s=[p['points_min_interval_s'], 0.0],
-            stream_names=['points', 'image'])
+        tracker = self._make_tracker(p) if p['tracking_enabled'] else None
+        try:
+            config = PipelineConfig(
+                cameras=(CAMERA,), slop_s=p['slop_s'], queue_size=p['queue_size'],
+                camera_time_offset_s=p['camera_time_offset_s'], points_min_interval_s=p['points_min_interval_s'],
+                camera_timeout_s=p['camera_timeout_s'], time_jump_threshold_s=p['time_jump_threshold_s'],
+                future_stamp_tolerance_s=p['future_stamp_tolerance_s'])
+        except ValueError as error:
+            raise StartupError(f'bad parameters: {error}') from None
+        self.pipeline = FramePipeline(self.inference, {CAMERA: calibration}, config, tracker,
+                                      notify=self._on_pipeline_event)
+        self.tracker = tracker
         self._slot = LatestOnlySlot()
+        # /clock going back under use_sim_time (or the clock source changing) restarts pairing and tracking.
+        self._clock_jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(seconds=-config.time_jump_threshold_s),
+                          on_clock_change=True), post_callback=self._on_clock_jump)
 
         reliable = p['input_qos'] == 'reliable'
         input_qos = QoSProfile(depth=p['queue_size'], reliability=ReliabilityPolicy.RELIABLE,
@@ -180,6 +188,10 @@ class MtlPerceptionNode(Node):
                                             'pair leave the synchronizer without waiting for the next cloud; 0 = wait.'),
             ('camera_timeout_s', 0.5, 'No image for this long, by header stamps and by the clock -> clouds '
                                   'are processed LiDAR-only.'),
+            ('time_jump_threshold_s', 1.0, 'A stamp going back by more than this (or the ROS clock, under '
+                                           'use_sim_time) resets the synchronizer and the tracker (new track ids).'),
+            ('future_stamp_tolerance_s', 5.0, 'A lone stamp further ahead of its stream than this is an outlier: '
+                                              'dropped and counted, the stream goes on.'),
             ('lidar_to_camera', [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
              '4x4 row-major transform from the point cloud frame into the camera optical frame.'),
             ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
@@ -248,143 +260,102 @@ class MtlPerceptionNode(Node):
         return Tracker(config)
 
     # ----------------------------------------------------------------------------- callbacks
+    # Messages stay ROS messages until the worker converts them: most never reach the model
+    # (unpaired images, pairs dropped while busy), and the executor thread must stay quick.
     def _on_points(self, msg: PointCloud2):
         receipt = time.monotonic()
         self._received['points'] += 1
-        stamp_s = stamp_to_ns(msg.header.stamp) * 1e-9
-        if self._first_points is None:
-            self._first_points = (stamp_s, receipt)
-        # The camera is silent when no image came for camera_timeout_s both by header stamps and
-        # by the clock (before the first image: since the first cloud). Stamps alone would call a
-        # jump forward in time (a new bag) a dropout; the clock alone a slowly replayed bag.
-        last_stamp_s, last_receipt = self._last_image if self._last_image is not None else self._first_points
-        timeout_s = self.params['camera_timeout_s']
-        if stamp_s - last_stamp_s > timeout_s and receipt - last_receipt > timeout_s:
-            if not self._lidar_only_active:
-                self.get_logger().warn(f"no image for {self.params['camera_timeout_s']} s: running LiDAR-only")
-                self._lidar_only_active = True
-            self._dispatch(msg, None, receipt)
-            return
-        self._add_to_sync(POINTS, msg, receipt)
+        for frame in self.pipeline.add_points(stamp_to_ns(msg.header.stamp), msg, receipt):
+            self._dispatch(frame)
 
     def _on_image(self, msg: Image):
         receipt = time.monotonic()
         self._received['image'] += 1
-        stamp_s = stamp_to_ns(msg.header.stamp) * 1e-9
-        self._last_image = (max(stamp_s, self._last_image[0]) if self._last_image else stamp_s, receipt)
-        if self._lidar_only_active:
-            self.get_logger().info('images are back: fusing camera and LiDAR again')
-            self._lidar_only_active = False
-        self._add_to_sync(IMAGE, msg, receipt)
+        for frame in self.pipeline.add_image(CAMERA, stamp_to_ns(msg.header.stamp), msg, receipt):
+            self._dispatch(frame)
 
     def _on_camera_info(self, msg: CameraInfo):
         try:
             info = camera_info_data(msg)
-            calibration = self.calibration.with_intrinsics(info.camera_matrix, info.distortion,
-                                                           info.distortion_model, info.image_size_wh)
+            calibration = self.pipeline.calibration(CAMERA).with_intrinsics(
+                info.camera_matrix, info.distortion, info.distortion_model, info.image_size_wh)
         except (CalibrationError, ConversionError) as error:
             self._skip('bad_camera_info', str(error))
             return
-        self.calibration = calibration
+        self.pipeline.set_calibration(CAMERA, calibration)
 
-    def _add_to_sync(self, stream: int, msg, receipt: float):
-        for points_item, image_item in self.synchronizer.add(stream, stamp_to_ns(msg.header.stamp), (msg, receipt)):
-            self.counts['synced_pairs'] += 1
-            self._dispatch(points_item[0], image_item[0], max(points_item[1], image_item[1]))
+    def _on_clock_jump(self, jump):
+        if jump.clock_change:
+            self.pipeline.clock_jumped('the clock source changed (use_sim_time)')
+        else:
+            self.pipeline.clock_jumped(f'the ROS clock went back {-jump.delta.nanoseconds * 1e-9:.3f} s')
 
-    def _dispatch(self, cloud: PointCloud2, image: Image | None, receipt: float):
-        if self._slot.put((cloud, image, receipt)):
-            self.counts['dropped_busy'] += 1
+    def _dispatch(self, frame):
+        if self._slot.put(frame):
+            self.pipeline.count('dropped_busy')
 
     # ----------------------------------------------------------------------------- worker
     def _work(self):
         while self._running:
-            item = self._slot.take()
-            if item is None:
+            frame = self._slot.take()
+            if frame is None:
                 continue
             try:
-                self._process(*item)
+                self._process(frame)
             except Exception as error:  # noqa: BLE001 - the worker must survive any bad frame
                 self._skip('processing_error', f'{type(error).__name__}: {error}')
 
-    def _process(self, cloud_msg: PointCloud2, image_msg: Image | None, receipt: float):
+    def _process(self, frame):
+        """Convert the frame's messages, run the pipeline, publish."""
         p = self.params
         t0 = time.monotonic()
+        cloud_msg, image_msg = frame.points, frame.images.get(CAMERA)
         try:
-            points, non_finite = pointcloud2_to_array(
-                cloud_msg, field_names=tuple(p['point_fields']),
-                scales=[1.0, 1.0, 1.0, p['intensity_scale']])
+            points, _ = pointcloud2_to_array(cloud_msg, field_names=tuple(p['point_fields']),
+                                             scales=[1.0, 1.0, 1.0, p['intensity_scale']], drop_nonfinite=False)
         except ConversionError as error:
             self._skip('bad_pointcloud', str(error))
             return
-        if non_finite:
-            self.counts['non_finite_points'] += non_finite
-        if len(points) == 0:
-            self._skip('empty_pointcloud',
-                       f'point cloud at {stamp_to_ns(cloud_msg.header.stamp)} ns has no finite points')
-            return
-
-        image = camera_matrix = lidar_to_camera = None
+        rgb = None
         if image_msg is not None:
             try:
-                image, camera_matrix, lidar_to_camera = camera_inputs(image_to_rgb(image_msg), self.calibration)
-            except (ConversionError, CalibrationError) as error:
+                rgb = image_to_rgb(image_msg)
+            except ConversionError as error:
                 self._skip('bad_image', f'{error}; running LiDAR-only for this frame')
-                image = None
         t1 = time.monotonic()
-        want_semantic = p['publish_semantic'] and image is not None and any(
+        want_semantic = p['publish_semantic'] and any(
             pub.get_subscription_count() > 0 for pub in (self.pub_labels, self.pub_color, self.pub_overlay))
-        result = self.inference(points, image, camera_matrix, lidar_to_camera, want_class_map=want_semantic)
+        result = self.pipeline.process(frame, points, {CAMERA: rgb}, want_class_map=want_semantic)
+        if result is None:
+            return
         t2 = time.monotonic()
-        if image is not None and not self._projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
-            self._skip('calibration_projects_nothing', 'no LiDAR point projects into the image: '
-                       'check lidar_to_camera / camera_matrix (camera features were unused)', count_only=False)
-
-        tracks = None
-        if self.tracker is not None:
-            tracks = self.tracker.update(result.boxes, result.classes, result.scores,
-                                         stamp_to_ns(cloud_msg.header.stamp) * 1e-9)
-        t3 = time.monotonic()
-        self._publish_detections(cloud_msg.header, result, tracks)
+        self._publish_detections(cloud_msg.header, result)
         if result.class_map is not None:
-            self._publish_semantics(image_msg.header, result.class_map, image)
-        t4 = time.monotonic()
+            self._publish_semantics(image_msg.header, result.class_map, result.image)
+        t3 = time.monotonic()
 
         with self._lock:
-            self.counts['processed'] += 1
-            if result.lidar_only:
-                self.counts['processed_lidar_only'] += 1
             self.latency.add('convert', (t1 - t0) * 1000)
-            self.latency.add('inference', (t2 - t1) * 1000)
-            if tracks is not None:
-                self.latency.add('tracking', (t3 - t2) * 1000)
-            self.latency.add('publish', (t4 - t3) * 1000)
             for stage, value in result.timings_ms.items():
-                self.latency.add(f'model.{stage}', value)
-            self.latency.add('end_to_end', (t4 - receipt) * 1000)
+                if stage != 'total':
+                    self.latency.add(stage, value)
+            self.latency.add('publish', (t3 - t2) * 1000)
+            self.latency.add('end_to_end', (t3 - frame.receipt_s) * 1000)
 
-    @staticmethod
-    def _projects_into_image(points, camera_matrix, lidar_to_camera, image_shape) -> bool:
-        from mtl_perception_ros.core.camera import project_points
-        _, _, valid = project_points(points[::8], lidar_to_camera, camera_matrix, image_shape[:2])
-        return bool(valid.any())
-
-    def _publish_detections(self, header, result, tracks):
+    def _publish_detections(self, header, result):
         """This frame's detections (id = the confirmed track each one updated, '' for none; marker
         arrows = that track's velocity) and, when tracking, the confirmed tracks on ~/tracks."""
         names = self.inference.detection_labels.names
         colors = self.inference.detection_labels.colors
-        count = len(result.boxes)
-        track_ids = None if tracks is None else tracks.detection_track_ids(count)
+        tracks, track_ids = result.tracks, result.track_ids
         self.pub_detections.publish(detection2d_array(result.boxes, names, result.classes, result.scores, header,
                                                       track_ids=track_ids))
         if self.params['publish_detections_3d'] and self.pub_detections_3d.get_subscription_count() > 0:
             self.pub_detections_3d.publish(
                 detection3d_array(result.boxes, names, result.classes, result.scores, header, track_ids=track_ids))
         if self.params['publish_markers'] and self.pub_markers.get_subscription_count() > 0:
-            velocities = None if tracks is None else tracks.detection_velocities(count)
             self.pub_markers.publish(box_markers(result.boxes, names, result.classes, result.scores, header, colors,
-                                                 track_ids=track_ids, velocities=velocities))
+                                                 track_ids=track_ids, velocities=result.velocities))
         if tracks is not None and self.pub_tracks.get_subscription_count() > 0:
             self.pub_tracks.publish(box_markers(tracks.boxes, names, tracks.classes, tracks.scores, header, colors,
                                                 track_ids=tracks.track_ids, velocities=tracks.velocities,
@@ -411,26 +382,34 @@ class MtlPerceptionNode(Node):
                                                threshold=self.params['score_threshold']))
 
     # ----------------------------------------------------------------------------- diagnostics
-    def _skip(self, reason: str, message: str, count_only: bool = False):
-        """Count a skipped/degraded input and warn at most every 5 s per reason."""
+    def _skip(self, reason: str, message: str):
+        """Count a skipped/degraded input (`skipped.<reason>`) and warn (throttled)."""
+        self.pipeline.skip(reason, message)
+
+    def _on_pipeline_event(self, level: str, key: str, message: str):
+        """The pipeline's skips, time events and camera changes: logged at most every 5 s per key."""
         with self._lock:
-            self.counts[f'skipped.{reason}'] += 1
             now = time.monotonic()
-            if count_only or now - self._last_warning.get(reason, -1e9) < 5.0:
+            if now - self._last_warning.get(key, -1e9) < 5.0:
                 return
-            self._last_warning[reason] = now
-        self.get_logger().warn(f'{reason}: {message}')
+            self._last_warning[key] = now
+        name = key[len('skipped.'):] if key.startswith('skipped.') else key
+        if level == 'info':
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warn(f'{name}: {message}')
 
     def _publish_diagnostics(self):
         elapsed = max(time.monotonic() - self._started, 1e-6)
+        counts = self.pipeline.counts()
         with self._lock:
-            counts = dict(self.counts)
             latency = self.latency.summary()
-        sync_stats = self.synchronizer.stats()
+        sync_stats = self.pipeline.sync_stats()
+        lidar_only = self.pipeline.lidar_only_active
         values = {
             'device': str(self.inference.device),
             'precision': self.inference.precision,
-            'lidar_only_mode': str(self._lidar_only_active),
+            'lidar_only_mode': str(lidar_only),
             'rate_points_hz': f"{self._received['points'] / elapsed:.2f}",
             'rate_image_hz': f"{self._received['image'] / elapsed:.2f}",
             'received_points': str(self._received['points']),
@@ -447,8 +426,8 @@ class MtlPerceptionNode(Node):
         skipped = sum(v for k, v in counts.items() if k.startswith('skipped.'))
         status = DiagnosticStatus(
             name=f'{self.get_fully_qualified_name()}: mtl_perception', hardware_id=str(self.inference.device),
-            level=DiagnosticStatus.WARN if (skipped or self._lidar_only_active) else DiagnosticStatus.OK,
-            message=('LiDAR-only (no camera)' if self._lidar_only_active else 'running')
+            level=DiagnosticStatus.WARN if (skipped or lidar_only) else DiagnosticStatus.OK,
+            message=('LiDAR-only (no camera)' if lidar_only else 'running')
             + (f', {skipped} inputs skipped' if skipped else ''),
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
@@ -475,24 +454,17 @@ def _sync_values(stats: dict) -> dict:
 def main(args=None):
     stop = init_ros(args)
     node = None
-    exit_code = 0
-    try:
-        node = MtlPerceptionNode()
-        spin_until_stopped(node, stop)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as error:
-        # Start-up problems (missing checkpoint, bad parameters) end the process with a message.
-        rclpy.logging.get_logger('mtl_perception').fatal(str(error))
-        exit_code = 1
-    finally:
+
+    def cleanup():
         if node is not None:
             node.stop()
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return exit_code
 
+    # Start-up problems (missing checkpoint, bad parameters) end the process with a message.
+    with main_frame('mtl_perception', (StartupError,), cleanup) as outcome:
+        node = MtlPerceptionNode()
+        spin_until_stopped(node, stop)
+    return outcome.code
 
 if __name__ == '__main__':
     raise SystemExit(main())

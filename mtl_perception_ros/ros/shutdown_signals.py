@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -58,3 +61,33 @@ def spin_until_stopped(node, stop: StopRequest, timeout_s: float = 0.1) -> None:
     finally:
         executor.remove_node(node)
         executor.shutdown(timeout_sec=1.0)
+
+
+class MainOutcome:
+    """The exit code of a console script's main frame (see `main_frame`)."""
+
+    def __init__(self):
+        self.code = 0
+
+
+@contextmanager
+def main_frame(logger_name: str, fatal_errors: tuple = (), cleanup: Callable[[], None] | None = None):
+    """The outer frame of each console script's main().
+
+    Ctrl-C and an external shutdown end the block normally (exit code 0); an error of
+    `fatal_errors` (a user's mistake: a bad file, a bad parameter) is logged as fatal without a
+    traceback and gives exit code 1; `cleanup` runs in every case, then rclpy is shut down once.
+    """
+    outcome = MainOutcome()
+    try:
+        yield outcome
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except fatal_errors as error:
+        rclpy.logging.get_logger(logger_name).fatal(str(error))
+        outcome.code = 1
+    finally:
+        if cleanup is not None:
+            cleanup()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -29,8 +29,15 @@ offsets[i]:offsets[i + 1]; offsets[0] = 0, offsets[F] = total, non-decreasing).
 Files are written atomically (temporary file in the same folder, then os.replace) and read with
 `np.load(allow_pickle=False)`. Because members are stored uncompressed, `ChunkReader` maps
 `points` and the PNG blobs straight from the file, so reading one frame touches only its bytes.
-A file that is truncated, damaged, missing a key or of another version raises ChunkError
-naming the file.
+A file that is truncated, damaged, missing a key, holding pickled objects or of another version
+raises ChunkError naming the file (and the member).
+
+Checksums: every member carries the CRC-32 of its bytes in the zip headers (np.savez writes it;
+chunks of every version have it, so the format did not change). CRC-32 because it is the fastest
+check at hand (zlib, > 1 GB/s) and the aim is to catch damaged storage, not forgery. Loading the
+small members checks theirs; the mapped members are checked only by `verify_chunk` /
+`ChunkReader(path, verify=True)`, which reads the whole file once (the converter does it for
+every chunk it writes, the evaluation CLI before it evaluates).
 """
 from __future__ import annotations
 
@@ -159,6 +166,37 @@ def write_chunk(path, frames: Iterable[Frame]) -> Path:
     return atomic_write(path, lambda stream: np.savez(stream, **arrays))
 
 
+def verify_chunk(path) -> None:
+    """Re-read every member of the chunk at `path` and check it against its stored CRC-32.
+
+    Raises ChunkError naming the file and the first damaged member.
+    """
+    path = Path(path)
+    faults = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+    try:
+        archive = zipfile.ZipFile(path)
+    except faults as error:
+        raise ChunkError(f'{path}: damaged or truncated chunk ({type(error).__name__}: {error})') from None
+    with archive:
+        for info in archive.infolist():
+            try:
+                with archive.open(info) as stream:   # zipfile compares the CRC-32 at the member's end
+                    while stream.read(1 << 24):
+                        pass
+            except faults as error:
+                raise ChunkError(f'{path}: damaged chunk, member {info.filename} does not match its checksum '
+                                 f'({type(error).__name__}: {error}); convert the data again') from None
+
+
+def _member_dtype(archive: zipfile.ZipFile, key: str) -> np.dtype:
+    """The dtype in the .npy header of member `key` (read without loading the array)."""
+    with archive.open(f'{key}.npy') as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        return read_header(stream)[2]
+
+
 def _stored_member(path: Path, archive: zipfile.ZipFile, key: str):
     """np.memmap of an uncompressed npz member, or None when it cannot be mapped."""
     info = archive.getinfo(f'{key}.npy')
@@ -195,10 +233,13 @@ class ChunkReader:
 
     Small arrays (names, stamps, calibration, boxes, offsets, class pixel counts) are loaded
     on opening; `points` and the PNG blobs are mapped from the file and sliced per frame.
+    verify=True first checks every member's CRC-32 (`verify_chunk`: reads the whole file).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, verify: bool = False):
         self.path = Path(path)
+        if verify:
+            verify_chunk(self.path)
         try:
             with np.load(self.path, allow_pickle=False) as npz:
                 missing = sorted(set(KEYS) - set(npz.files))
@@ -209,6 +250,10 @@ class ChunkReader:
                                          f'version {CHUNK_VERSION}; convert the data again')
                 if missing:
                     raise ChunkError(f'{self.path}: not a chunk file, missing keys {missing}')
+                for key in KEYS:
+                    if _member_dtype(npz.zip, key).hasobject:
+                        raise ChunkError(f'{self.path}: member {key} holds pickled Python objects; chunks hold '
+                                         'plain arrays only and are never unpickled')
                 arrays = {key: npz[key] for key in KEYS if key not in _MAPPED}
             with zipfile.ZipFile(self.path) as archive:
                 for key in _MAPPED:
@@ -219,7 +264,7 @@ class ChunkReader:
                     arrays[key] = mapped
         except ChunkError:
             raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
             raise ChunkError(f'{self.path}: damaged or truncated chunk ({type(error).__name__}: {error})') from None
         self._check(arrays)
         self._arrays = arrays

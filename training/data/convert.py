@@ -11,7 +11,8 @@
   holds fewer frames when some fail to read (bad files are skipped and counted, never fatal).
 - Resumable: a chunk already on disk is kept when the manifest has an entry for it with the
   same fingerprint (root, frame list, label sets, calibration, chunk version), the same size
-  and it opens as a chunk with the recorded frame count; anything else is (re)written.
+  and it opens as a chunk with the recorded frame count; anything else is (re)written. A chunk
+  just written is read back from disk and checked against its members' CRC-32 before it counts.
 - CHUNK_DIR/manifest.json (written atomically after every chunk; `complete` at the end):
     manifest_version, chunk_version, root, settings {frames_per_chunk, val_fraction,
     val_scenes, seed, keep_frames_without_boxes},
@@ -145,7 +146,12 @@ def _convert_chunk(reader: A2D2Reader, job: ChunkJob, out_dir: Path) -> dict:
     stats = ReadStats()
     frames = (reader.load(files, stats) for files in job.files)
     path = write_chunk(out_dir / job.file_name, (frame for frame in frames if frame is not None))
-    chunk = ChunkReader(path)   # the counts come from the file as written
+    try:   # re-read from disk: a chunk is kept only when every member matches its checksum
+        chunk = ChunkReader(path, verify=True)   # and the counts come from the file as written
+    except ChunkError as error:
+        path.unlink(missing_ok=True)
+        raise ChunkError(f'the chunk just written does not read back, so it was removed (disk or memory '
+                         f'fault?): {error}') from None
     num_classes, num_box_classes = len(reader.semantic.label_set), len(reader.box_mapping.label_set)
     pixel_counts = chunk.class_pixel_counts.sum(axis=0)
     return {'file': job.file_name, 'split': job.split, 'index': job.index,

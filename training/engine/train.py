@@ -68,8 +68,8 @@ from training.engine.distributed import (DistContext, barrier, broadcast_from_ma
                                          gather_to_main, init_distributed, parameter_digest)
 from training.engine.losses import MultiTaskLoss, semantic_class_weights
 from training.engine.lr_schedule import build_scheduler
-from training.engine.training_state import (capture_rng_state, load_training_state, restore_rng_state,
-                                            save_training_state, seed_everything)
+from training.engine.training_state import (TrainingStateError, capture_rng_state, load_training_state,
+                                            restore_rng_state, save_training_state, seed_everything)
 from training.evaluation.evaluate import EvaluationResult, autocast_context, evaluate
 from training.pictures.debug_pictures import debug_picture
 from training.pictures.draw import write_png
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
         config = resolve_config(args)
         ctx = init_distributed(args.device, config['distributed']['backend'])
         return run(args, config, resolve_run_dir(args, ctx), ctx)
-    except (ConfigError, ChunkError, FileNotFoundError) as error:
+    except (ConfigError, ChunkError, TrainingStateError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     finally:
@@ -527,12 +527,17 @@ def resume(run_dir: Path, learner: Learner, progress: Progress, ctx: DistContext
     """Load RUN_DIR/training_state.pt into `learner` and `progress`; returns the state (for its RNG)."""
     history = load_history(run_dir) if ctx.is_main else []
     state = load_training_state(run_dir / STATE_NAME)
-    learner.model.load_state_dict(state['model'])
-    learner.criterion.load_state_dict(state['criterion'])
-    learner.optimizer.load_state_dict(state['optimizer'])
-    learner.scheduler.load_state_dict(state['scheduler'])
-    if state['scaler'] is not None and learner.scaler.is_enabled():
-        learner.scaler.load_state_dict(state['scaler'])
+    try:
+        learner.model.load_state_dict(state['model'])
+        learner.criterion.load_state_dict(state['criterion'])
+        learner.optimizer.load_state_dict(state['optimizer'])
+        learner.scheduler.load_state_dict(state['scheduler'])
+        if state['scaler'] is not None and learner.scaler.is_enabled():
+            learner.scaler.load_state_dict(state['scaler'])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        reason = ' '.join(line.strip() for line in str(error).splitlines()[:2])
+        raise TrainingStateError(f'{run_dir / STATE_NAME}: does not fit the network, loss or optimizer of this '
+                                 f'config (was it changed?): {type(error).__name__}: {reason}') from None
     progress.epoch, progress.global_step = state['epoch'], state['global_step']
     progress.best_score, progress.best_epoch = state['best_score'], state['best_epoch']
     progress.history = [entry for entry in history if entry.get('epoch', 0) <= progress.epoch]

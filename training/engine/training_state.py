@@ -8,12 +8,14 @@ turn Python's, numpy's and torch's generator states into such types and back.
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mtl_perception_ros.core.atomic_file import atomic_write, json_ready
+from mtl_perception_ros.core.checkpoint import load_failure_reason
 
 TRAINING_STATE_FORMAT = 'mtl_perception_ros.training_state'
 TRAINING_STATE_VERSION = 1
@@ -87,21 +89,42 @@ def save_training_state(path, *, model, criterion, optimizer, scheduler, scaler,
     return atomic_torch_save(state, path)
 
 
+class TrainingStateError(ValueError):
+    """A training-state file that cannot be resumed from; the message names the file."""
+
+
+# what --resume reads from the file, and the type each must have
+_STATE_FIELDS = {'epoch': int, 'global_step': int, 'best_score': float, 'best_epoch': int, 'model': dict,
+                 'criterion': dict, 'optimizer': dict, 'scheduler': dict, 'rng': list}
+
+
 def load_training_state(path) -> dict:
-    """Read a training-state file (weights only, on the CPU), checking its format."""
+    """Read a training-state file (weights only, on the CPU), checking its format.
+
+    Raises FileNotFoundError when it is missing and TrainingStateError (a ValueError) when it is
+    truncated, damaged, holds pickled objects, is of another format or version, or lacks a field.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no training state to resume from (it is written after each epoch '
                                 'as RUN_DIR/training_state.pt)')
+    if not zipfile.is_zipfile(path):
+        raise TrainingStateError(f'{path}: not a loadable training state (truncated or damaged: not a '
+                                 'torch.save zip archive)')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ValueError(f'{path}: not a loadable training state ({type(error).__name__}: '
-                         f'{str(error).splitlines()[0] if str(error) else ""})') from None
+    except Exception as error:   # zip, pickle and weights-only refusals all end here
+        raise TrainingStateError(f'{path}: not a loadable training state: {load_failure_reason(error)}') from None
     if not isinstance(state, dict) or state.get('format') != TRAINING_STATE_FORMAT:
-        raise ValueError(f'{path}: not a training state file (format {TRAINING_STATE_FORMAT!r}); '
-                         'model_*.pt files are deployable checkpoints, resume from training_state.pt')
+        raise TrainingStateError(f'{path}: not a training state file (format {TRAINING_STATE_FORMAT!r}); '
+                                 'model_*.pt files are deployable checkpoints, resume from training_state.pt')
     if state.get('format_version') != TRAINING_STATE_VERSION:
-        raise ValueError(f'{path}: training state version {state.get("format_version")}, this code reads '
-                         f'{TRAINING_STATE_VERSION}')
+        raise TrainingStateError(f'{path}: training state version {state.get("format_version")}, this code '
+                                 f'reads {TRAINING_STATE_VERSION}')
+    for key, kind in _STATE_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+            raise TrainingStateError(f'{path}: field {key!r} must be a {kind.__name__}, got {value!r:.60}')
+    if 'scaler' not in state:
+        raise TrainingStateError(f"{path}: field 'scaler' is missing")
     return state

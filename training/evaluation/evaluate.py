@@ -1,8 +1,10 @@
 """Evaluate a checkpoint on chunk files: BEV detection AP and semantic segmentation IoU.
 
     python -m training.evaluation.evaluate --checkpoint RUN_DIR/model_best.pt --chunks CHUNK_DIR
-        [--split val] [--batch-size 4] [--num-workers 2] [--device auto] [--json OUT.json]
+        [--split val] [--batch-size 4] [--num-workers 2] [--device auto] [--json OUT.json] [--no-verify]
 
+Checks every chunk member's CRC-32 first (training.data.chunks.verify_chunk; --no-verify skips it).
+A damaged chunk or checkpoint gives one `error:` line naming the file and exit code 2.
 Prints per-class AP at each centre-distance threshold (0.5, 1, 2, 4 m) and their mean (mAP),
 per-class IoU, mIoU and pixel accuracy. `evaluate` below is the one evaluation loop: the
 trainer calls it every epoch.
@@ -207,9 +209,22 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
 
 # ----------------------------------------------------------------------------- CLI
 
+def error_line(error: Exception) -> str:
+    """The one line to show for `error`; an error re-raised from a DataLoader worker carries the
+    worker's traceback in its message, of which only the last line (the error itself) is kept."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith('Original Traceback') or line.startswith('Traceback')
+                              for line in lines):
+        last = lines[-1]
+        prefix = f'{type(error).__name__}: '
+        return last.split(prefix, 1)[1] if prefix in last else last
+    return ' '.join(line.strip() for line in lines)
+
+
 def main(argv=None) -> int:
     from mtl_perception_ros.core.checkpoint import CheckpointError, load_checkpoint
     from mtl_perception_ros.core.inference import pick_device
+    from training.data.chunks import ChunkError, verify_chunk
 
     parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', required=True, help='deployable checkpoint (RUN_DIR/model_best.pt)')
@@ -222,28 +237,33 @@ def main(argv=None) -> int:
     parser.add_argument('--max-detections', type=int, default=100)
     parser.add_argument('--json', default=None, help='also write the metrics to this JSON file')
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--no-verify', action='store_true',
+                        help="skip the check of every chunk member's CRC-32 before evaluating (it reads "
+                             'each chunk once more)')
     args = parser.parse_args(argv)
 
     try:
         device = pick_device(args.device)
         model, info = load_checkpoint(args.checkpoint, map_location=device)
         folder = read_split(args.chunks, args.split)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
+        for what, ours, theirs in (('detection', info.detection_labels, folder.detection_labels),
+                                   ('semantic', info.semantic_labels, folder.semantic_labels)):
+            if tuple(ours.names) != tuple(theirs.names):
+                raise ValueError(f'the checkpoint\'s {what} classes {list(ours.names)} differ from the chunks\' '
+                                 f'{list(theirs.names)} ({args.chunks})')
+        if not args.no_verify:   # cheap next to decoding every image, and catches damage the maps skip
+            for path in folder.files[args.split]:
+                verify_chunk(path)
+        prepare_for_loader_workers(args.num_workers)
+        dataset = make_dataset(folder.files[args.split], info.model_config, info.detection_labels)
+        loader = make_eval_loader(dataset, args.batch_size, args.num_workers, pin_memory=device.type == 'cuda')
+        result = evaluate(model, loader, grid=info.bev_grid, detection_labels=info.detection_labels,
+                          semantic_labels=info.semantic_labels, device=device,
+                          score_threshold=args.score_threshold, max_detections=args.max_detections,
+                          progress=not args.no_progress)
+    except (CheckpointError, ChunkError, FileNotFoundError, ValueError) as error:
+        print(f'error: {error_line(error)}', file=sys.stderr)
         return 2
-    for what, ours, theirs in (('detection', info.detection_labels, folder.detection_labels),
-                               ('semantic', info.semantic_labels, folder.semantic_labels)):
-        if tuple(ours.names) != tuple(theirs.names):
-            print(f'error: the checkpoint\'s {what} classes {list(ours.names)} differ from the chunks\' '
-                  f'{list(theirs.names)} ({args.chunks})', file=sys.stderr)
-            return 2
-    prepare_for_loader_workers(args.num_workers)
-    dataset = make_dataset(folder.files[args.split], info.model_config, info.detection_labels)
-    loader = make_eval_loader(dataset, args.batch_size, args.num_workers, pin_memory=device.type == 'cuda')
-    result = evaluate(model, loader, grid=info.bev_grid, detection_labels=info.detection_labels,
-                      semantic_labels=info.semantic_labels, device=device,
-                      score_threshold=args.score_threshold, max_detections=args.max_detections,
-                      progress=not args.no_progress)
     print(f'checkpoint: {args.checkpoint} (epoch {info.extra.get("epoch", "?")})')
     print(f'chunks: {args.chunks} split {args.split}')
     print(result.format_report())

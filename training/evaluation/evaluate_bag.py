@@ -9,18 +9,18 @@ BAG is a bag written by `python -m training.export.to_bag` (/points, /image, /ca
 /tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.topics).
 
 Offline (`--checkpoint`): the bag's /points and /image messages are read in recorded order and
-paired by mtl_perception_ros.core.approx_time_sync.ApproximateTimeSync with the node's settings from
-the params YAML (slop_s, queue_size, camera_time_offset_s, points_min_interval_s); a cloud
-arriving more than camera_timeout_s (bag receive time) after the last image runs LiDAR-only, as
-in the node. Each pair goes through what the node's worker does: the cloud's point_fields with
-intensity_scale (non-finite points dropped), the image through
-mtl_perception_ros.core.inference.camera_inputs with the calibration, then PerceptionInference with
-score_threshold / max_detections / nms_radius_m from the YAML. Calibration: `params` (the YAML's
+go through the node's own frame path, mtl_perception_ros.core.frame_pipeline.FramePipeline, with
+the node's settings from the params YAML (slop_s, queue_size, camera_time_offset_s,
+points_min_interval_s, camera_timeout_s, time_jump_threshold_s, future_stamp_tolerance_s), the
+bag's receive times as the clock: the same pairing, camera timeout (header stamps and clock),
+time policy, image preparation with the calibration and PerceptionInference with
+score_threshold / max_detections / nms_radius_m from the YAML, the cloud's point_fields read with
+intensity_scale. Calibration: `params` (the YAML's
 lidar_to_camera, camera_matrix, distortion, calibration_image_size), `camera_info` (K, D and
 size from the bag's /camera_info, the transform from the YAML: what the node does with
 camera_info_topic set; the default when the YAML sets camera_info_topic), or `bag` (/camera_info
 plus the transform from /tf_static). Unlike the node, every pair is processed (no drops for a
-busy worker).
+busy worker) and there is no tracking (training.evaluation.evaluate_tracking scores it).
 
 Recorded (`--recorded`): the node's outputs recorded with mtl_bag_record while BAG played:
 `.../detections` (vision_msgs/Detection2DArray, the cloud's header) and `.../semantic/labels`
@@ -51,46 +51,47 @@ import numpy as np
 import yaml
 
 from mtl_perception_ros.bags import topics as bt
-from mtl_perception_ros.bags.reader import BagReader, DecodedMessage
-from mtl_perception_ros.core.approx_time_sync import ApproximateTimeSync
+from mtl_perception_ros.bags.reader import BagReader
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.boxes import BOX_DIM
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
+from mtl_perception_ros.core.frame_pipeline import FramePipeline, PipelineConfig
 from mtl_perception_ros.core.labels import LabelSet
 from mtl_perception_ros.core.latency import latency_summary
+from mtl_perception_ros.core.parameters import ParameterError, validate_all
 from training.evaluation.detection_metrics import DetectionAccumulator
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
 from training.paths import NODE_PARAMS_PATH
 
 CALIBRATION_SOURCES = ('params', 'camera_info', 'bag')
-# The node's defaults (mtl_perception_ros/ros/node.py) for the parameters read here.
-NODE_DEFAULTS = {
-    'slop_s': 0.05, 'queue_size': 10, 'camera_time_offset_s': 0.0, 'points_min_interval_s': 0.05,
-    'camera_timeout_s': 0.5, 'camera_info_topic': '',
-    'lidar_to_camera': [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-    'camera_matrix': [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
-    'distortion': [0.0, 0.0, 0.0, 0.0, 0.0], 'calibration_image_size': [1920, 1208],
-    'point_fields': ['x', 'y', 'z', 'intensity'], 'intensity_scale': 1.0 / 255.0,
-    'score_threshold': 0.3, 'max_detections': 100, 'nms_radius_m': 0.0,
-}
+CAMERA = 'image'             # the pipeline's camera stream (as in the node)
 
 
 # ----------------------------------------------------------------------------- parameters
 def load_node_params(path) -> dict:
-    """The node's parameters from a ROS params YAML (`/**:` or `<node name>:` -> `ros__parameters:`),
-    over NODE_DEFAULTS for the keys this module reads."""
+    """The node's parameters from a ROS params YAML (`/**:` or `<node name>:` -> `ros__parameters:`)
+    over the schema's defaults, validated as the node validates them (mtl_perception_ros.core.parameters;
+    model_path may stay empty: offline evaluation takes --checkpoint). A bad file or value: ValueError
+    naming the file and the parameter."""
     path = Path(path)
     with open(path, encoding='utf-8') as stream:
-        document = yaml.safe_load(stream) or {}
+        try:
+            document = yaml.safe_load(stream) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f'{path}: not a valid YAML file: {error}') from None
     blocks = [value['ros__parameters'] for value in document.values()
-              if isinstance(value, dict) and isinstance(value.get('ros__parameters'), dict)]
+              if isinstance(value, dict) and isinstance(value.get('ros__parameters'), dict)] \
+        if isinstance(document, dict) else []
     if not blocks:
         raise ValueError(f'{path}: no `ros__parameters` block (expected the node YAML format '
                          '"/**: ros__parameters: {...}")')
-    params = dict(NODE_DEFAULTS)
+    values = {}
     for block in blocks:
-        params.update(block)
-    return params
+        values.update(block)
+    try:
+        return validate_all(values, required=False)
+    except ParameterError as error:
+        raise ParameterError(f'{path}: {error}', error.name, error.problems) from None
 
 
 def calibration_from_params(params: dict) -> CameraCalibration:
@@ -127,53 +128,36 @@ class BagPredictions:
     class_maps: dict | None = None   # recorded: image stamp -> class map (offline: in the frames)
 
 
-def _finite_rows(points: np.ndarray) -> np.ndarray:
-    return points[np.isfinite(points).all(axis=1)]
+def pipeline_config(params: dict) -> PipelineConfig:
+    """The node's pairing and time-policy settings from its parameters."""
+    return PipelineConfig(
+        slop_s=params['slop_s'], queue_size=params['queue_size'], camera_time_offset_s=params['camera_time_offset_s'],
+        points_min_interval_s=params['points_min_interval_s'], camera_timeout_s=params['camera_timeout_s'],
+        time_jump_threshold_s=params.get('time_jump_threshold_s', PipelineConfig.time_jump_threshold_s),
+        future_stamp_tolerance_s=params.get('future_stamp_tolerance_s', PipelineConfig.future_stamp_tolerance_s))
 
 
 def predict_offline(bag, inference, params: dict, calibration_source: str | None = None,
                     log=print) -> BagPredictions:
     """Run `inference` (PerceptionInference) over the bag's pairs as the node would (module doc)."""
-    from mtl_perception_ros.core.inference import camera_inputs
     if calibration_source is None:
         calibration_source = 'camera_info' if params.get('camera_info_topic') else 'params'
     if calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f'calibration source {calibration_source!r}: expected one of {CALIBRATION_SOURCES}')
     calibration = calibration_from_params(params)
-    sync = ApproximateTimeSync(
-        num_streams=2, slop_s=params['slop_s'], queue_size=params['queue_size'],
-        offsets_s=[0.0, params['camera_time_offset_s']], min_interval_s=[params['points_min_interval_s'], 0.0],
-        stream_names=['points', 'image'])
     out = BagPredictions(source=f'offline: {getattr(inference, "checkpoint_path", "checkpoint")}')
     counts = out.counts
     samples: dict[str, list] = {}
-    timeout_ns = int(round(params['camera_timeout_s'] * 1e9))
-    last_image_ns = first_points_ns = None
 
-    def process(cloud: DecodedMessage, image: DecodedMessage | None):
-        start = time.perf_counter()
-        points = _finite_rows(cloud.data)
-        if len(points) == 0:
-            counts['skipped.empty_pointcloud'] = counts.get('skipped.empty_pointcloud', 0) + 1
+    def process(pipeline: FramePipeline, frame):
+        cloud, image = frame.points, frame.images.get(CAMERA)
+        result = pipeline.process(frame, cloud.data, {CAMERA: None if image is None else image.data})
+        if result is None:
             return
-        rgb = camera_matrix = vehicle_to_camera = None
-        if image is not None:
-            try:
-                rgb, camera_matrix, vehicle_to_camera = camera_inputs(image.data, calibration)
-            except CalibrationError:
-                counts['skipped.bad_image'] = counts.get('skipped.bad_image', 0) + 1
-                rgb = None
-        prepare_ms = (time.perf_counter() - start) * 1000
-        result = inference(points, rgb, camera_matrix, vehicle_to_camera, want_class_map=rgb is not None)
-        total_ms = (time.perf_counter() - start) * 1000
-        for stage, value in [('prepare', prepare_ms)] + [(f'model.{k}', v) for k, v in result.timings_ms.items()] \
-                + [('total', total_ms)]:
+        for stage, value in result.timings_ms.items():
             samples.setdefault(stage, []).append(float(value))
-        counts['processed'] = counts.get('processed', 0) + 1
-        if result.lidar_only:
-            counts['processed_lidar_only'] = counts.get('processed_lidar_only', 0) + 1
         out.frames.append(FramePrediction(
-            cloud.stamp_ns, None if rgb is None else image.stamp_ns, np.asarray(result.boxes, np.float64),
+            cloud.stamp_ns, result.image_stamps_ns.get(CAMERA), np.asarray(result.boxes, np.float64),
             np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_map,
             result.lidar_only))
 
@@ -185,27 +169,27 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             calibration = CameraCalibration.from_parameters(
                 reader.vehicle_to_camera(), calibration.camera_matrix, calibration.distortion,
                 calibration.image_size_wh)
+        # The node's frame path; the clock is the bag's receive time. No tracker (evaluate_tracking
+        # scores tracking), and every pair is processed (no drops for a busy worker).
+        pipeline = FramePipeline(inference, {CAMERA: calibration}, pipeline_config(params))
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
             if message.topic == bt.CAMERA_INFO_TOPIC:
                 info = message.data          # messages.camera_info.CameraInfoData
-                calibration = calibration.with_intrinsics(info.camera_matrix, info.distortion,
-                                                          info.distortion_model, info.image_size_wh)
+                pipeline.set_calibration(CAMERA, pipeline.calibration(CAMERA).with_intrinsics(
+                    info.camera_matrix, info.distortion, info.distortion_model, info.image_size_wh))
                 continue
-            stream = 0 if message.topic == bt.POINTS_TOPIC else 1
-            counts[f'received.{message.topic.strip("/")}'] = counts.get(f'received.{message.topic.strip("/")}', 0) + 1
-            if stream == 1:
-                last_image_ns = message.timestamp_ns
+            key = f'received.{message.topic.strip("/")}'
+            counts[key] = counts.get(key, 0) + 1
+            receipt_s = message.timestamp_ns * 1e-9
+            if message.topic == bt.POINTS_TOPIC:
+                frames = pipeline.add_points(message.stamp_ns, message, receipt_s)
             else:
-                if first_points_ns is None:
-                    first_points_ns = message.timestamp_ns
-                last_heard = last_image_ns if last_image_ns is not None else first_points_ns
-                if message.timestamp_ns - last_heard > timeout_ns:
-                    process(message, None)          # the node's camera timeout: LiDAR-only
-                    continue
-            for cloud, image in sync.add(stream, message.stamp_ns, message):
-                process(cloud, image)
-    stats = sync.stats()
+                frames = pipeline.add_image(CAMERA, message.stamp_ns, message, receipt_s)
+            for frame in frames:
+                process(pipeline, frame)
+    counts.update(pipeline.counts())
+    stats = pipeline.sync_stats()
     counts['sync.emitted_pairs'] = stats['emitted_sets']
     for name, pending in zip(stats['stream_names'], stats['pending']):
         counts[f'sync.pending.{name}'] = pending

@@ -1,0 +1,538 @@
+"""The frame path shared by the node and offline bag evaluation: pairing, time policy, inference, tracking.
+
+ROS-free. The caller converts messages; the pipeline gets header stamps (int ns), a receipt
+clock (seconds, monotonic: the node passes time.monotonic(), offline evaluation the bag's
+receive times) and opaque payloads, and later the payloads' numpy contents:
+
+    pipeline = FramePipeline(inference, {'image': calibration}, PipelineConfig(), tracker)
+    frames = pipeline.add_points(stamp_ns, cloud_msg, receipt_s)           # cheap: pairing only
+    frames += pipeline.add_image('image', stamp_ns, image_msg, receipt_s)
+    for frame in frames:                                                   # e.g. in a worker thread
+        result = pipeline.process(frame, points, {'image': rgb})           # FrameResult or None
+
+Two halves, thread-safe each: pairing (`add_points`, `add_image`, `clock_jumped`, `update`)
+runs where messages arrive and only decides; processing (`process`) runs the model and the
+tracker, one frame at a time. Payloads stay whatever the caller gave (the node: ROS messages)
+until the caller converts them for `process`: most messages never reach the model (images at
+30 Hz against clouds at 10 Hz, pairs dropped while the worker is busy), and a conversion in
+the executor thread would delay every later callback.
+
+Pairing. Clouds and images go through an ApproximateTimeSync (core/approx_time_sync.py; one
+stream 'points' plus one per camera). A camera is silent when no image of it was accepted for
+camera_timeout_s both by header stamps and by the receipt clock (before its first image: since
+the first cloud): then clouds skip the synchronizer and run LiDAR-only. Both measures, because
+stamps alone would call a jump of the stamps a dropout and the clock alone a slowly replayed bag.
+The stamps are that stream's own accepted ones, never an outlier's.
+
+Time policy, per stream, on each header stamp (counters in `counts()`):
+- negative stamp (builtin_interfaces/Time.sec is int32: a stamp after 2038 wraps to 1901):
+  dropped, `skipped.bad_stamp.<stream>`.
+- far ahead: more than future_stamp_tolerance_s after the stream's newest accepted stamp: the
+  message is held back. It starts a new time base (`time.new_time_base.<stream>`; it and the
+  stream's held messages go on, in arrival order) when another stream is already within
+  future_stamp_tolerance_s of it, or holds a message within that of it (both moved: a new
+  recording), or when `new_time_base_messages` (3) consecutive messages of the stream are held
+  and agree (each within future_stamp_tolerance_s of the one before). Otherwise the stream's next
+  ordinary message drops the held ones as outliers (`skipped.future_stamp.<stream>`): a lone
+  stamp far ahead touches neither the synchronizer nor the camera timeout. A new time base needs
+  no synchronizer reset (stamps moving forward block nothing; older pending messages leave as
+  unmatched); tracking restarts when no stream was on the new time base yet.
+- going back by more than time_jump_threshold_s, or `new_time_base_messages` consecutive
+  messages older than the stream's newest (a loop of a bag shorter than the threshold): reset
+  (`time.jump_back.<stream>`), this message is the first of the new time base. A smaller single
+  step back is left to the synchronizer (dropped as out_of_order_late).
+- `clock_jumped()` (the node: its ROS clock went back, /clock under use_sim_time): reset
+  (`time.clock_jump`).
+A reset (`time.resets`) empties the synchronizer, forgets every stream's stamps (the next
+message of each stream starts its new time base, so the other streams' jump is no second
+reset) and the camera timeout's history, and restarts tracking (new track ids) at the next
+processed frame; frames paired before the reset and processed after it are dropped
+(`dropped_after_reset`). Processing resumes with the next pair.
+
+Known limit: a camera whose clock stays offset from the LiDAR's by more than slop_s never pairs
+(counted as sync.dropped.unmatched); camera_time_offset_s corrects a constant offset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTimeSync
+from mtl_perception_ros.core.camera import project_points
+from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
+from mtl_perception_ros.core.inference import camera_inputs
+
+POINTS_STREAM = 'points'
+_SYNC_FIELDS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s')
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Pairing and time-policy settings (module docstring); seconds unless named otherwise."""
+
+    cameras: tuple = ('image',)            # camera stream names; the model fuses one camera today
+    slop_s: float = 0.05                   # largest stamp difference of a cloud and an image in a pair
+    queue_size: int = 10                   # messages kept per stream while waiting for a partner
+    camera_time_offset_s: float = 0.0      # added to image stamps before pairing
+    points_min_interval_s: float = 0.05    # promised smallest gap between clouds (0 = wait for the next)
+    camera_timeout_s: float = 0.5          # no image for this long (stamps and clock) -> LiDAR-only
+    time_jump_threshold_s: float = 1.0     # a stamp going back by more -> reset
+    future_stamp_tolerance_s: float = 5.0  # a stamp further ahead of its stream -> outlier
+    new_time_base_messages: int = 3        # consecutive agreeing messages that make a jump real
+
+    def __post_init__(self):
+        cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
+        object.__setattr__(self, 'cameras', tuple(str(c) for c in cameras))
+        problems = []
+        if len(self.cameras) != 1:
+            problems.append(f'cameras: the model fuses exactly one camera, got {list(self.cameras)}')
+        if POINTS_STREAM in self.cameras or len(set(self.cameras)) != len(self.cameras):
+            problems.append(f"cameras must be distinct names other than '{POINTS_STREAM}', got {list(self.cameras)}")
+        for name, low, inclusive in (('slop_s', 0.0, True), ('points_min_interval_s', 0.0, True),
+                                     ('camera_timeout_s', 0.0, False), ('time_jump_threshold_s', 0.0, False),
+                                     ('future_stamp_tolerance_s', 0.0, False)):
+            value = getattr(self, name)
+            if not _real(value) or not math.isfinite(value) or value < low or (value == low and not inclusive):
+                problems.append(f"{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
+        if not _real(self.camera_time_offset_s) or not math.isfinite(self.camera_time_offset_s):
+            problems.append(f'camera_time_offset_s must be a finite number, got {self.camera_time_offset_s!r}')
+        for name, low in (('queue_size', 1), ('new_time_base_messages', 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                problems.append(f'{name} must be an integer >= {low}, got {value!r}')
+        if problems:
+            raise ValueError('; '.join(problems))
+
+    @property
+    def streams(self) -> tuple:
+        return (POINTS_STREAM,) + self.cameras
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class PairedFrame:
+    """A cloud ready to process: with one image per camera (a synchronized pair) or none (LiDAR-only
+    after a camera timeout). Payloads are as given to add_points / add_image."""
+
+    points_stamp_ns: int
+    points: Any
+    image_stamps_ns: dict           # camera -> header stamp ns
+    images: dict                    # camera -> payload
+    receipt_s: float                # receipt of the later of its messages
+    epoch: int                      # resets before it was paired
+
+    @property
+    def lidar_only(self) -> bool:
+        return not self.images
+
+
+@dataclass
+class FrameResult:
+    """One processed frame. boxes (N, 7), classes (N,), scores (N,) as PerceptionInference gives them;
+    class_map (H, W) uint8 or None; image: the prepared (undistorted) RGB image the class map belongs
+    to, None when LiDAR-only; image_stamps_ns: cameras whose image was used; tracks
+    (core.tracking.TrackedObjects), track_ids / velocities per detection (None without a tracker);
+    timings_ms: per stage; counts: the pipeline's counters after this frame."""
+
+    points_stamp_ns: int
+    image_stamps_ns: dict
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    class_map: np.ndarray | None
+    image: np.ndarray | None
+    lidar_only: bool
+    tracks: Any = None
+    track_ids: np.ndarray | None = None
+    velocities: np.ndarray | None = None
+    timings_ms: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Message:
+    stamp_ns: int
+    payload: Any
+    receipt_s: float
+    arrival: int                   # arrival order over all streams
+
+
+@dataclass
+class _StreamTime:
+    """A stream's recent stamps since the last reset."""
+
+    newest_ns: int | None = None                 # newest accepted stamp
+    ahead: list = field(default_factory=list)    # held consecutive far-ahead _Messages (a new time base?)
+    behind: int = 0                              # consecutive stamps older than newest_ns
+
+
+# notify(level, key, message): level 'warn' or 'info'; key names the event (a counter name, or
+# 'lidar_only' / 'camera_back'); called outside the pipeline's locks.
+Notify = Callable[[str, str, str], None]
+
+
+class FramePipeline:
+    """Pairing + time policy + image preparation + inference + tracking (module docstring).
+
+    inference: core.inference.PerceptionInference (or anything with its call signature);
+    calibrations: camera name -> core.camera_calibration.CameraCalibration; tracker:
+    core.tracking.Tracker or None; notify: see Notify (None: silent).
+    """
+
+    def __init__(self, inference, calibrations: Mapping[str, CameraCalibration], config: PipelineConfig | None = None,
+                 tracker=None, notify: Notify | None = None):
+        self.config = PipelineConfig() if config is None else config
+        missing = [c for c in self.config.cameras if c not in calibrations]
+        if missing:
+            raise ValueError(f'no calibration for cameras {missing}')
+        self.inference = inference
+        self.tracker = tracker
+        self._calibrations = dict(calibrations)
+        self._notify = notify
+        self._pairing = threading.Lock()       # synchronizer, stream times, camera timeout, config
+        self._processing = threading.Lock()    # tracker; one frame at a time
+        self._counts_lock = threading.Lock()
+        self._counts = Counter()
+        self._sync_base: dict | None = None    # counters of synchronizers replaced by update()
+        self._sync = self._make_sync(self.config)
+        self._epoch = 0
+        self._tracker_epoch = 0
+        self._streams = {name: _StreamTime() for name in self.config.streams}
+        self._first_points = None              # (stamp ns, receipt s) of the first cloud since the reset
+        self._last_image = {}                  # camera -> receipt s of its newest accepted image
+        self._lidar_only_active = False
+        self._arrivals = 0
+
+    # ----------------------------------------------------------------------------- configuration
+    def update(self, **changes) -> PipelineConfig:
+        """Change settings at run time (thread-safe); ValueError names a bad value and changes nothing.
+        A change of the synchronizer's settings starts a new one (pending messages count as 'reset')."""
+        if 'cameras' in changes and tuple(changes['cameras']) != self.config.cameras:
+            raise ValueError('cameras cannot change at run time')
+        with self._pairing:
+            config = dataclasses.replace(self.config, **changes)
+            if any(getattr(config, name) != getattr(self.config, name) for name in _SYNC_FIELDS):
+                sync = self._make_sync(config)
+                self._sync.reset()
+                self._sync_base = _add_sync_stats(self._sync_base, self._sync.stats())
+                self._sync = sync
+            self.config = config
+            return config
+
+    def set_calibration(self, camera: str, calibration: CameraCalibration) -> None:
+        if camera not in self.config.cameras:
+            raise ValueError(f'unknown camera {camera!r}; cameras: {list(self.config.cameras)}')
+        with self._pairing:
+            self._calibrations[camera] = calibration
+
+    def calibration(self, camera: str) -> CameraCalibration:
+        with self._pairing:
+            return self._calibrations[camera]
+
+    @staticmethod
+    def _make_sync(config: PipelineConfig) -> ApproximateTimeSync:
+        n = len(config.streams)
+        return ApproximateTimeSync(
+            num_streams=n, slop_s=config.slop_s, queue_size=config.queue_size,
+            offsets_s=[0.0] + [config.camera_time_offset_s] * (n - 1),
+            min_interval_s=[config.points_min_interval_s] + [0.0] * (n - 1), stream_names=list(config.streams))
+
+    # ----------------------------------------------------------------------------- pairing
+    def add_points(self, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
+        """A cloud arrived: the frames now ready (a pair, or this cloud LiDAR-only, or none)."""
+        return self._add(POINTS_STREAM, stamp_ns, payload, receipt_s)
+
+    def add_image(self, camera: str, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
+        """An image of `camera` arrived: the pairs now ready."""
+        if camera not in self.config.cameras:
+            raise ValueError(f'unknown camera {camera!r}; cameras: {list(self.config.cameras)}')
+        return self._add(camera, stamp_ns, payload, receipt_s)
+
+    def clock_jumped(self, message: str = 'the clock went back') -> None:
+        """The caller's clock jumped (e.g. /clock went back under use_sim_time): reset."""
+        events = []
+        with self._pairing:
+            self._reset('time.clock_jump', message, events)
+        self._emit(events)
+
+    @property
+    def lidar_only_active(self) -> bool:
+        return self._lidar_only_active
+
+    def _add(self, stream: str, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
+        events, frames = [], []
+        with self._pairing:
+            self._arrivals += 1
+            message = _Message(int(stamp_ns), payload, float(receipt_s), self._arrivals)
+            for name, admitted in self._admit(stream, message, events):
+                frames += self._take(name, admitted, events)
+        self._emit(events)
+        return frames
+
+    def _take(self, stream: str, message: '_Message', events: list) -> list[PairedFrame]:
+        """An admitted message: the camera timeout, then the synchronizer (or LiDAR-only)."""
+        if stream == POINTS_STREAM:
+            if self._first_points is None:
+                self._first_points = (message.stamp_ns, message.receipt_s)
+            silent = [c for c in self.config.cameras if self._camera_silent(c, message.stamp_ns, message.receipt_s)]
+            if silent:
+                # One camera today: a silent one means LiDAR-only. (Several cameras would need a
+                # synchronizer without the silent ones' streams.)
+                if not self._lidar_only_active:
+                    self._lidar_only_active = True
+                    events.append(('warn', 'lidar_only', f'no image from {silent} for '
+                                   f'{self.config.camera_timeout_s} s: running LiDAR-only'))
+                return [PairedFrame(message.stamp_ns, message.payload, {}, {}, message.receipt_s, self._epoch)]
+            return self._pair(0, message)
+        self._last_image[stream] = message.receipt_s
+        if self._lidar_only_active:
+            self._lidar_only_active = False
+            events.append(('info', 'camera_back', 'images are back: fusing camera and LiDAR again'))
+        return self._pair(1 + self.config.cameras.index(stream), message)
+
+    def _pair(self, stream: int, message: '_Message') -> list[PairedFrame]:
+        frames = []
+        for sync_set in self._sync.add(stream, message.stamp_ns, message):
+            cloud, images = sync_set[0], sync_set[1:]
+            frames.append(PairedFrame(
+                cloud.stamp_ns, cloud.payload, {c: m.stamp_ns for c, m in zip(self.config.cameras, images)},
+                {c: m.payload for c, m in zip(self.config.cameras, images)},
+                max([cloud.receipt_s] + [m.receipt_s for m in images]), self._epoch))
+        if frames:
+            self.count('synced_pairs', len(frames))
+        return frames
+
+    def _camera_silent(self, camera: str, stamp_ns: int, receipt_s: float) -> bool:
+        """No accepted image of `camera` for camera_timeout_s by stamps and by the clock."""
+        if camera in self._last_image:
+            last_stamp_ns, last_receipt = self._streams[camera].newest_ns, self._last_image[camera]
+        else:
+            last_stamp_ns, last_receipt = self._first_points
+        timeout = self.config.camera_timeout_s
+        return (stamp_ns - last_stamp_ns) * 1e-9 > timeout and receipt_s - last_receipt > timeout
+
+    def _admit(self, stream: str, message: '_Message', events: list) -> list:
+        """The time policy (module docstring) for one message: the (stream, message)s to pass on, in
+        arrival order (none: dropped or held; several: held messages of a new time base)."""
+        stamp_ns = message.stamp_ns
+        if stamp_ns < 0:
+            self._skip_locked(f'bad_stamp.{stream}', f'{stream} message stamped {stamp_ns} ns (before 1970: a '
+                              'stamp past 2038 wrapped in the int32 seconds of builtin_interfaces/Time): dropped',
+                              events)
+            return []
+        config = self.config
+        tolerance_ns = config.future_stamp_tolerance_s * 1e9
+        state = self._streams[stream]
+        if state.newest_ns is None:
+            state.newest_ns = stamp_ns
+            return [(stream, message)]
+        step_s = (stamp_ns - state.newest_ns) * 1e-9
+        if step_s > config.future_stamp_tolerance_s:
+            if state.ahead and abs(stamp_ns - state.ahead[-1].stamp_ns) > tolerance_ns:
+                self._drop_held(stream, events)
+            state.ahead.append(message)
+            others = [name for name in self._streams if name != stream]
+            if any(self._streams[name].newest_ns is not None
+                   and abs(stamp_ns - self._streams[name].newest_ns) <= tolerance_ns for name in others):
+                return self._move([stream], f'{stream} stamps joined the other streams {step_s:.3f} s ahead',
+                                  events, restart=False)
+            partners = [name for name in others if self._streams[name].ahead
+                        and abs(stamp_ns - self._streams[name].ahead[-1].stamp_ns) <= tolerance_ns]
+            if partners:
+                return self._move(partners + [stream], f'{", ".join(partners + [stream])} stamps moved together '
+                                  f'{step_s:.3f} s ahead', events, restart=True)
+            if len(state.ahead) >= config.new_time_base_messages:
+                return self._move([stream], f'{len(state.ahead)} consecutive {stream} messages moved '
+                                  f'{step_s:.3f} s ahead', events, restart=True)
+            return []                      # held: an outlier unless the stream or another one follows
+        if state.ahead:
+            self._drop_held(stream, events)
+        if step_s < -config.time_jump_threshold_s:
+            self._reset(f'time.jump_back.{stream}', f'{stream} stamps went back {-step_s:.3f} s', events)
+            self._streams[stream].newest_ns = stamp_ns
+            return [(stream, message)]
+        if step_s < 0:
+            state.behind += 1
+            if state.behind >= config.new_time_base_messages:
+                self._reset(f'time.jump_back.{stream}', f'{state.behind} consecutive {stream} messages went back '
+                            f'(by {-step_s:.3f} s)', events)
+                self._streams[stream].newest_ns = stamp_ns
+            return [(stream, message)]
+        state.behind = 0
+        state.newest_ns = stamp_ns
+        return [(stream, message)]
+
+    def _move(self, streams: list, message: str, events: list, restart: bool) -> list:
+        """Streams whose held messages start a new time base: pass them on; `restart` restarts
+        tracking (no stream was on that time base yet). The synchronizer needs no reset: stamps
+        moving forward do not block it (its older pending messages leave as unmatched)."""
+        released = []
+        for name in streams:
+            state = self._streams[name]
+            released += [(name, m) for m in state.ahead]
+            state.newest_ns = max(m.stamp_ns for m in state.ahead)
+            state.ahead, state.behind = [], 0
+            self.count(f'time.new_time_base.{name}')
+        if restart:
+            self._epoch += 1
+        events.append(('warn', 'time.new_time_base', f'{message}: a new time base'
+                       + ('; tracking restarts' if restart else '')))
+        return sorted(released, key=lambda item: item[1].arrival)
+
+    def _drop_held(self, stream: str, events: list) -> None:
+        state = self._streams[stream]
+        if state.ahead:
+            ahead_s = (state.ahead[-1].stamp_ns - state.newest_ns) * 1e-9
+            self._skip_locked(f'future_stamp.{stream}', f'{len(state.ahead)} {stream} message(s) stamped '
+                              f'{ahead_s:.3f} s ahead of the stream (more than future_stamp_tolerance_s '
+                              f'{self.config.future_stamp_tolerance_s} s), not followed: dropped as outliers', events,
+                              n=len(state.ahead))
+            state.ahead = []
+
+    def _reset(self, counter: str, message: str, events: list) -> None:
+        """Empty the synchronizer, forget the streams' stamps (held outliers are dropped) and the camera
+        timeout's history; tracking restarts at the next processed frame (epoch)."""
+        for name in self._streams:
+            self._drop_held(name, events)
+        self._sync.reset()
+        self._epoch += 1
+        self._streams = {name: _StreamTime() for name in self.config.streams}
+        self._first_points = None
+        self._last_image = {}
+        self.count(counter)
+        self.count('time.resets')
+        events.append(('warn', counter, f'{message}: synchronizer and tracking restart'))
+
+    # ----------------------------------------------------------------------------- processing
+    def process(self, frame: PairedFrame, points: np.ndarray, images: Mapping[str, np.ndarray | None] | None = None,
+                want_class_map: bool = True) -> FrameResult | None:
+        """Run one frame: `points` (N, >=4) x, y, z, reflectance [0, 1] (non-finite rows are dropped
+        and counted), `images` camera -> RGB uint8 (H, W, 3) as received, or None where the caller
+        could not convert it (the frame runs LiDAR-only). None when the frame is skipped (counted)."""
+        events = []
+        try:
+            with self._processing:
+                return self._process(frame, points, images or {}, want_class_map, events)
+        finally:
+            self._emit(events)
+
+    def _process(self, frame: PairedFrame, points, images, want_class_map: bool, events: list):
+        start = time.perf_counter()
+        if frame.epoch < self._tracker_epoch:
+            self._skip_locked('dropped_after_reset', 'a frame paired before a time reset: dropped', events,
+                              prefix='', level=None)
+            return None
+        if frame.epoch > self._tracker_epoch:
+            if self.tracker is not None:
+                self.tracker.reset()
+            self._tracker_epoch = frame.epoch
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] < 4:
+            raise ValueError(f'points must be (N, >=4), got shape {points.shape}')
+        finite = np.isfinite(points[:, :4]).all(axis=1)
+        if not finite.all():
+            self.count('non_finite_points', int(np.count_nonzero(~finite)))
+            points = np.compress(finite, points, axis=0)
+        if len(points) == 0:
+            self._skip_locked('empty_pointcloud', f'point cloud at {frame.points_stamp_ns} ns has no finite points',
+                              events)
+            return None
+
+        camera = self.config.cameras[0]          # the model fuses one camera
+        image = camera_matrix = lidar_to_camera = None
+        rgb = images.get(camera) if camera in frame.images else None
+        if rgb is not None:
+            try:
+                image, camera_matrix, lidar_to_camera = camera_inputs(rgb, self.calibration(camera))
+            except CalibrationError as error:
+                self._skip_locked('bad_image', f'{error}; running LiDAR-only for this frame', events)
+                image = None
+        prepared = time.perf_counter()
+        result = self.inference(points, image, camera_matrix, lidar_to_camera,
+                                want_class_map=want_class_map and image is not None)
+        inferred = time.perf_counter()
+        if image is not None and not _projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
+            self._skip_locked('calibration_projects_nothing', 'no LiDAR point projects into the image: check '
+                              'lidar_to_camera / camera_matrix (camera features were unused)', events)
+        tracks = track_ids = velocities = None
+        if self.tracker is not None:
+            tracks = self.tracker.update(result.boxes, result.classes, result.scores, frame.points_stamp_ns * 1e-9)
+            track_ids = tracks.detection_track_ids(len(result.boxes))
+            velocities = tracks.detection_velocities(len(result.boxes))
+        done = time.perf_counter()
+        timings = {'prepare': (prepared - start) * 1000, 'inference': (inferred - prepared) * 1000}
+        if self.tracker is not None:
+            timings['tracking'] = (done - inferred) * 1000
+        timings.update({f'model.{stage}': value for stage, value in result.timings_ms.items()})
+        timings['total'] = (done - start) * 1000
+        self.count('processed')
+        if result.lidar_only:
+            self.count('processed_lidar_only')
+        return FrameResult(
+            frame.points_stamp_ns, {camera: frame.image_stamps_ns[camera]} if image is not None else {},
+            result.boxes, result.classes, result.scores, result.class_map, image, result.lidar_only,
+            tracks, track_ids, velocities, timings, self.counts())
+
+    # ----------------------------------------------------------------------------- counters
+    def count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
+    def skip(self, reason: str, message: str) -> None:
+        """Count an input skipped or degraded by the caller (`skipped.<reason>`) and notify a warning."""
+        events = []
+        self._skip_locked(reason, message, events)
+        self._emit(events)
+
+    def _skip_locked(self, reason: str, message: str, events: list, prefix: str = 'skipped.', level='warn',
+                     n: int = 1) -> None:
+        self.count(prefix + reason, n)
+        if level is not None:
+            events.append((level, prefix + reason, message))
+
+    def counts(self) -> dict:
+        """A copy of the counters: processed, processed_lidar_only, synced_pairs, non_finite_points,
+        skipped.<reason>, time.<event>, dropped_after_reset, and whatever the caller counted."""
+        with self._counts_lock:
+            return dict(self._counts)
+
+    def sync_stats(self) -> dict:
+        """ApproximateTimeSync.stats() summed over the synchronizers `update` replaced."""
+        with self._pairing:
+            return _add_sync_stats(self._sync_base, self._sync.stats())
+
+    def _emit(self, events: list) -> None:
+        if self._notify is not None:
+            for level, key, message in events:
+                self._notify(level, key, message)
+
+
+def _projects_into_image(points, camera_matrix, lidar_to_camera, image_shape) -> bool:
+    _, _, valid = project_points(points[::8], lidar_to_camera, camera_matrix, image_shape[:2])
+    return bool(valid.any())
+
+
+def _add_sync_stats(base: dict | None, stats: dict) -> dict:
+    """Counters of two synchronizers of the same streams added ('pending' is the newer one's)."""
+    if base is None:
+        return stats
+    return {
+        'stream_names': stats['stream_names'],
+        'received': [a + b for a, b in zip(base['received'], stats['received'])],
+        'emitted_sets': base['emitted_sets'] + stats['emitted_sets'],
+        'emitted': [a + b for a, b in zip(base['emitted'], stats['emitted'])],
+        'pending': stats['pending'],
+        'dropped': {reason: [a + b for a, b in zip(base['dropped'][reason], stats['dropped'][reason])]
+                    for reason in DROP_REASONS},
+    }
