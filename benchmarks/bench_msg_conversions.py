@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 import struct
-import time
 
 import numpy as np
 from sensor_msgs.msg import Image, PointCloud2
@@ -19,18 +18,9 @@ from std_msgs.msg import Header
 from mtl_perception_ros.bags.typestore import bag_message
 from mtl_perception_ros.messages.image import image_to_rgb, rgb_to_image
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array
+from timing import median_ms
 
 CLOUD_FIELDS = ('x', 'y', 'z', 'intensity', 'ring', 'time')
-
-
-def median_ms(function, repeats: int) -> float:
-    function()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
 
 
 def lidar_cloud(count: int, point_step: int, nan_fraction: float = 0.0, is_bigendian: bool = False) -> PointCloud2:

@@ -8,21 +8,11 @@ Prints medians over the repeats (milliseconds).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, cap_points, limit_points
-
-
-def median_ms(function, repeats: int) -> float:
-    function()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+from timing import median_ms
 
 
 def cloud(count: int, bad_fraction: float = 0.0) -> np.ndarray:
