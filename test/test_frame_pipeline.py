@@ -312,10 +312,41 @@ def test_bad_clouds_and_images_are_counted_and_degrade_the_frame(inference, scen
     story.image_at(1000.104)
     counts = story.counts
     assert len(story.results) == 1 and story.results[0].lidar_only and story.results[0].image_stamps_ns == {}
-    assert counts['non_finite_points'] == 15 and counts['skipped.empty_pointcloud'] == 1
+    assert counts['points.non_finite'] == 15 and counts['skipped.empty_pointcloud'] == 1
     assert counts['skipped.bad_image'] == 1 and counts['processed_lidar_only'] == 1
     story.pipeline.skip('bad_pointcloud', 'the caller could not convert a cloud')
     assert story.counts['skipped.bad_pointcloud'] == 1
+
+
+def test_the_point_limits_apply_with_max_points_and_are_counted(inference, scene):
+    events = []
+    story = Story(inference, scene, tracking=False, notify=lambda *event: events.append(event), max_points=500)
+    cloud = np.concatenate([scene[0]] * 3)          # > 500 points
+    cloud[0, 3] = 3e38                               # an intensity the model never saw
+    cloud[1, 1] = 1e30                               # garbage coordinate
+    seen = []
+
+    class Spy:
+        """The inference, recording the points it is given."""
+        def __getattr__(self, name):
+            return getattr(inference, name)
+
+        def __call__(self, points, *args, **kwargs):
+            seen.append(points)
+            return inference(points, *args, **kwargs)
+
+    story.pipeline.inference = Spy()
+    story.points(1000.0, cloud=cloud)
+    story.image_at(1000.004)
+    counts = story.counts
+    assert len(seen) == 1 and len(seen[0]) == 500
+    assert 0.0 <= seen[0][:, 3].min() and seen[0][:, 3].max() <= 1.0
+    assert np.abs(seen[0][:, :3]).max() < 1e4
+    assert counts['points.intensity_clamped'] == 1 and counts['points.coordinate_out_of_range'] == 1
+    assert counts['points.over_max_points'] == len(cloud) - 1 - 500     # one dropped, the clamped one kept
+    assert {key for _, key, _ in events} >= {'points.intensity_clamped', 'points.over_max_points'}
+    with pytest.raises(ValueError, match='max_points'):
+        PipelineConfig(max_points=-1)
 
 
 def test_a_calibration_that_projects_nothing_is_counted(inference, scene):

@@ -79,12 +79,14 @@ REFUSED = [
     ('lidar_to_camera', IDENTITY_AXES[:15] + [math.nan], '[0.0, -1.0,', 'a list of 16 numbers (element 15: .nan)'),
     ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0], '[1000.0,', 'a list of 9 numbers'),
     ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, '1'], '[1000.0,', "(element 8: '1')"),
-    ('distortion', [0.0, 0.0, 0.0, 0.0], '[0.0, 0.0, 0.0, 0.0]', 'a list of 0, 5 or 8 numbers (it has 4)'),
+    ('distortion', [0.0, 0.0, 0.0, 0.0], '[0.0, 0.0, 0.0, 0.0]', 'a list of 5 or 8 numbers (it has 4)'),
+    ('distortion', [], '[]', 'a list of 5 or 8 numbers (it has 0)'),
+    ('tracking_gates_m', [], '[]', 'a list of 1 or more numbers > 0 (m) (it is empty)'),
     ('calibration_image_size', [1920], '[1920]', 'a list of 2 integers >= 1 (px)'),
     ('calibration_image_size', [0, 1208], '[0, 1208]', '(element 0: 0)'),
     ('calibration_image_size', [1920.0, 1208.0], '[1920.0, 1208.0]', '(element 0: 1920.0)'),
-    ('tracking_gates_m', [4.0, -1.0, 1.5, 2.5], '[4.0, -1.0, 1.5, 2.5]', 'a list of numbers > 0 (m) (element 1'),
-    ('tracking_gates_m', 4.0, '4.0 (a number)', 'a list of numbers > 0 (m)'),
+    ('tracking_gates_m', [4.0, -1.0, 1.5, 2.5], '[4.0, -1.0, 1.5, 2.5]', 'a list of 1 or more numbers > 0 (m) (element 1'),
+    ('tracking_gates_m', 4.0, '4.0 (a number)', 'a list of 1 or more numbers > 0 (m)'),
     ('tracking_gate_classes', ['car', 7], "['car', 7]", '(element 1: 7)'),
 ]
 
@@ -104,12 +106,12 @@ ACCEPTED = [
     ('time_jump_threshold_s', 1e-3, 1e-3), ('future_stamp_tolerance_s', 5, 5.0),
     ('tracking_enabled', False, False), ('tracking_enabled', np.bool_(True), True),
     ('model_path', '', ''), ('camera_info_topic', '', ''),
-    ('distortion', [], []), ('distortion', [0, 0, 0, 0, 0], [0.0] * 5), ('distortion', [0.1] * 8, [0.1] * 8),
+    ('distortion', [0, 0, 0, 0, 0], [0.0] * 5), ('distortion', [0.1] * 8, [0.1] * 8),
     ('camera_matrix', array.array('d', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]),
      [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]),
     ('lidar_to_camera', np.array(IDENTITY_AXES), IDENTITY_AXES),
     ('calibration_image_size', (1, 1), [1, 1]),
-    ('tracking_gates_m', [1, 2], [1.0, 2.0]), ('tracking_gates_m', [], []),
+    ('tracking_gates_m', [1, 2], [1.0, 2.0]),
     ('point_fields', ('x', 'y', 'z', 'reflectivity'), ['x', 'y', 'z', 'reflectivity']),
 ]
 

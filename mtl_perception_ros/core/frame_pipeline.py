@@ -69,8 +69,16 @@ from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTi
 from mtl_perception_ros.core.camera import project_points
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
 from mtl_perception_ros.core.inference import camera_inputs
+from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, limit_points
 
 POINTS_STREAM = 'points'
+# why points were dropped, clamped or thinned (counters `points.<reason>`; core/point_limits.py)
+POINT_LIMIT_MESSAGES = {
+    'non_finite': 'dropped, a NaN or infinity in x, y, z or intensity',
+    'coordinate_out_of_range': 'dropped, a coordinate beyond 10 km',
+    'intensity_clamped': 'intensity (after intensity_scale) outside [0, 1], clamped: check intensity_scale',
+    'over_max_points': 'left out, the cloud has more than max_points (a uniform random subset is used)',
+}
 _SYNC_FIELDS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s')
 
 
@@ -87,6 +95,7 @@ class PipelineConfig:
     time_jump_threshold_s: float = 1.0     # a stamp going back by more -> reset
     future_stamp_tolerance_s: float = 5.0  # a stamp further ahead of its stream -> outlier
     new_time_base_messages: int = 3        # consecutive agreeing messages that make a jump real
+    max_points: int = DEFAULT_MAX_POINTS   # points used per cloud (core/point_limits.py; 0 = no cap)
 
     def __post_init__(self):
         cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
@@ -104,7 +113,7 @@ class PipelineConfig:
                 problems.append(f"{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
         if not _real(self.camera_time_offset_s) or not math.isfinite(self.camera_time_offset_s):
             problems.append(f'camera_time_offset_s must be a finite number, got {self.camera_time_offset_s!r}')
-        for name, low in (('queue_size', 1), ('new_time_base_messages', 1)):
+        for name, low in (('queue_size', 1), ('new_time_base_messages', 1), ('max_points', 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 problems.append(f'{name} must be an integer >= {low}, got {value!r}')
@@ -239,6 +248,24 @@ class FramePipeline:
     def calibration(self, camera: str) -> CameraCalibration:
         with self._pairing:
             return self._calibrations[camera]
+
+    def configure_decoding(self, **changes) -> None:
+        """Change the inference's score_threshold / max_detections / nms_radius_m (None = off) between
+        two frames (thread-safe: never in the middle of one)."""
+        unknown = set(changes) - {'score_threshold', 'max_detections', 'nms_radius_m'}
+        if unknown:
+            raise ValueError(f'not decoding settings: {sorted(unknown)}')
+        with self._processing:
+            for name, value in changes.items():
+                setattr(self.inference, name, value)
+
+    def configure_tracking(self, **changes) -> None:
+        """Change TrackerConfig fields of the tracker (e.g. gates_m, default_gate_m) between two frames;
+        tracks and their ids are kept. ValueError (from TrackerConfig) changes nothing."""
+        if self.tracker is None:
+            return
+        with self._processing:
+            self.tracker.config = dataclasses.replace(self.tracker.config, **changes)
 
     @staticmethod
     def _make_sync(config: PipelineConfig) -> ApproximateTimeSync:
@@ -417,8 +444,8 @@ class FramePipeline:
     # ----------------------------------------------------------------------------- processing
     def process(self, frame: PairedFrame, points: np.ndarray, images: Mapping[str, np.ndarray | None] | None = None,
                 want_class_map: bool = True) -> FrameResult | None:
-        """Run one frame: `points` (N, >=4) x, y, z, reflectance [0, 1] (non-finite rows are dropped
-        and counted), `images` camera -> RGB uint8 (H, W, 3) as received, or None where the caller
+        """Run one frame: `points` (N, >=4) float x, y, z, reflectance [0, 1] (the point limits of
+        core/point_limits.py apply, with config.max_points; counted as `points.<reason>`), `images` camera -> RGB uint8 (H, W, 3) as received, or None where the caller
         could not convert it (the frame runs LiDAR-only). None when the frame is skipped (counted)."""
         events = []
         try:
@@ -438,15 +465,17 @@ class FramePipeline:
                 self.tracker.reset()
             self._tracker_epoch = frame.epoch
         points = np.asarray(points)
-        if points.ndim != 2 or points.shape[1] < 4:
-            raise ValueError(f'points must be (N, >=4), got shape {points.shape}')
-        finite = np.isfinite(points[:, :4]).all(axis=1)
-        if not finite.all():
-            self.count('non_finite_points', int(np.count_nonzero(~finite)))
-            points = np.compress(finite, points, axis=0)
+        if points.ndim != 2 or points.shape[1] < 4 or points.dtype.kind != 'f':
+            raise ValueError(f'points must be a float (N, >=4) array, got {points.shape} {points.dtype}')
+        received = len(points)
+        points, limited = limit_points(points, max_points=self.config.max_points)
+        for reason, n in limited.items():
+            if n:
+                self._skip_locked(reason, f'{n} of {received} points of the cloud at {frame.points_stamp_ns} ns: '
+                                  f'{POINT_LIMIT_MESSAGES[reason]}', events, prefix='points.', n=n)
         if len(points) == 0:
-            self._skip_locked('empty_pointcloud', f'point cloud at {frame.points_stamp_ns} ns has no finite points',
-                              events)
+            self._skip_locked('empty_pointcloud', f'point cloud at {frame.points_stamp_ns} ns has no usable points '
+                              f'({received} received)', events)
             return None
 
         camera = self.config.cameras[0]          # the model fuses one camera
@@ -502,7 +531,7 @@ class FramePipeline:
             events.append((level, prefix + reason, message))
 
     def counts(self) -> dict:
-        """A copy of the counters: processed, processed_lidar_only, synced_pairs, non_finite_points,
+        """A copy of the counters: processed, processed_lidar_only, synced_pairs, points.<reason>,
         skipped.<reason>, time.<event>, dropped_after_reset, and whatever the caller counted."""
         with self._counts_lock:
             return dict(self._counts)

@@ -41,6 +41,9 @@ def pick_device(device: str = 'auto') -> torch.device:
     resolved = torch.device(device)
     if resolved.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' asked for, but CUDA is not available (use 'auto' or 'cpu')")
+    if resolved.type == 'cuda' and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device '{device}' asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return resolved
 
 

@@ -12,7 +12,7 @@ printed by
 
 Rules: a float parameter takes an int (coerced) but never a bool, a string, NaN or infinity; an
 int parameter takes only integers (10.0 is refused, as rclpy refuses a double for an integer);
-lists take any sequence of such elements. Every refusal is a ParameterError whose message names
+lists take any non-empty sequence of such elements (a ROS parameter cannot hold an empty typed list). Every refusal is a ParameterError whose message names
 the parameter, the value given and what is allowed, e.g.
 `score_threshold: .nan is not allowed: a number in [0, 1]`.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import difflib
 import math
 import numbers
 import re
@@ -120,7 +121,7 @@ class ParameterSpec:
         element = _ELEMENT[self.type]
         noun = {FLOAT: 'numbers', INT: 'integers', STR: 'non-empty strings' if self.non_empty else 'strings'}[element]
         bounds = self.range.text() if self.range else ''
-        count = ''
+        count = '1 or more '
         if self.lengths:
             count = ', '.join(str(n) for n in self.lengths[:-1]) + (' or ' if len(self.lengths) > 1 else '') \
                 + f'{self.lengths[-1]} '
@@ -183,8 +184,8 @@ SCHEMA: tuple[ParameterSpec, ...] = (
     _p('camera_matrix', FLOAT_LIST, [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
        '3x3 row-major camera matrix K of calibration_image_size (fx, fy > 0, last row 0 0 1).', lengths=(9,)),
     _p('distortion', FLOAT_LIST, [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV coefficients: 5 (plumb_bob: k1 k2 p1 p2 '
-       'k3) or 8 (rational_polynomial: ... k4 k5 k6); non-zero -> images are undistorted; none or all '
-       'zero = images arrive undistorted.', lengths=(0, 5, 8)),
+       'k3) or 8 (rational_polynomial: ... k4 k5 k6); non-zero -> images are undistorted; all zero = images '
+       'arrive undistorted.', lengths=(5, 8)),
     _p('calibration_image_size', INT_LIST, [1920, 1208], '[width, height] that camera_matrix belongs to; '
        'images of another size with the same aspect ratio are scaled.', unit='px', lengths=(2,),
        range=Range(1)),
@@ -237,7 +238,9 @@ def spec_of(name: str) -> ParameterSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ParameterError(f'{name}: unknown parameter (known: {", ".join(SPECS)})', name) from None
+        close = difflib.get_close_matches(name, SPECS, n=1)
+        hint = f'did you mean {close[0]}?' if close else f'known: {", ".join(SPECS)}'
+        raise ParameterError(f'{name}: unknown parameter ({hint})', name) from None
 
 
 def validate(name: str, value):
@@ -250,6 +253,8 @@ def validate(name: str, value):
             _refuse(spec, value, wrong_type=True)
         if spec.lengths is not None and len(items) not in spec.lengths:
             _refuse(spec, value, f' (it has {len(items)})')
+        if not items:       # a ROS parameter cannot hold a typed empty list (rclpy declares it as bytes)
+            _refuse(spec, value, ' (it is empty)')
         checked = []
         for index, item in enumerate(items):
             element = _scalar(spec, _ELEMENT[spec.type], item)

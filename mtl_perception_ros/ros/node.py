@@ -18,7 +18,7 @@ from collections import Counter, deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -28,9 +28,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
-from mtl_perception_ros.core.camera_calibration import CameraCalibration, CalibrationError
+from mtl_perception_ros.core import pipeline_parameters
+from mtl_perception_ros.core.camera_calibration import CalibrationError
 from mtl_perception_ros.core.checkpoint import CheckpointError
-from mtl_perception_ros.core.frame_pipeline import FramePipeline, PipelineConfig
+from mtl_perception_ros.core.frame_pipeline import FramePipeline
+from mtl_perception_ros.core.parameters import SCHEMA, ParameterError, ros_descriptor, validate_all, validate_update
 from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.image import image_to_rgb, mono8_to_image, rgb_to_image
@@ -41,7 +43,7 @@ from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, 
 from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.ros.shutdown_signals import init_ros, main_frame, spin_until_stopped
-from mtl_perception_ros.core.tracking import ASSOCIATIONS, Tracker, TrackerConfig
+from mtl_perception_ros.core.tracking import Tracker
 
 CAMERA = 'image'             # the pipeline's name of the one camera stream
 
@@ -100,7 +102,7 @@ class MtlPerceptionNode(Node):
     def __init__(self, **kwargs):
         super().__init__('mtl_perception', **kwargs)
         p = self._declare_parameters()
-        self.params = p
+        self.params = p                  # validated values; replaced (never changed in place) on `ros2 param set`
         self._lock = threading.Lock()
         self.latency = LatencyStats()
         self._last_warning = {}
@@ -108,26 +110,19 @@ class MtlPerceptionNode(Node):
         self._started = time.monotonic()
 
         try:
-            self.inference = PerceptionInference(
-                p['model_path'], device=p['device'], precision=p['precision'],
-                score_threshold=p['score_threshold'], max_detections=p['max_detections'],
-                nms_radius_m=p['nms_radius_m'] if p['nms_radius_m'] > 0 else None)
-        except (CheckpointError, FileNotFoundError, ValueError) as error:
+            self.inference = PerceptionInference(p['model_path'], device=p['device'], precision=p['precision'],
+                                                 **pipeline_parameters.decoding(p))
+        except (CheckpointError, FileNotFoundError, IsADirectoryError, ValueError) as error:
             raise StartupError(f"cannot load the model (parameter model_path='{p['model_path']}'): {error}") from None
-        try:
-            calibration = CameraCalibration.from_parameters(
-                p['lidar_to_camera'], p['camera_matrix'], p['distortion'], p['calibration_image_size'])
-        except CalibrationError as error:
-            raise StartupError(f'bad calibration parameters: {error}') from None
-        tracker = self._make_tracker(p) if p['tracking_enabled'] else None
-        try:
-            config = PipelineConfig(
-                cameras=(CAMERA,), slop_s=p['slop_s'], queue_size=p['queue_size'],
-                camera_time_offset_s=p['camera_time_offset_s'], points_min_interval_s=p['points_min_interval_s'],
-                camera_timeout_s=p['camera_timeout_s'], time_jump_threshold_s=p['time_jump_threshold_s'],
-                future_stamp_tolerance_s=p['future_stamp_tolerance_s'])
-        except ValueError as error:
-            raise StartupError(f'bad parameters: {error}') from None
+        except RuntimeError as error:       # e.g. a CUDA device that fails to initialise
+            raise StartupError(f"cannot run the model on device '{p['device']}': {error}") from None
+        calibration = pipeline_parameters.camera_calibration(p)     # validated with the parameters
+        tracker = None
+        if p['tracking_enabled']:
+            tracker_config, unknown = pipeline_parameters.tracking_config(p, self.inference.detection_labels.names)
+            self._warn_unknown_gate_classes(unknown)
+            tracker = Tracker(tracker_config)
+        config = pipeline_parameters.pipeline_config(p, cameras=(CAMERA,))
         self.pipeline = FramePipeline(self.inference, {CAMERA: calibration}, config, tracker,
                                       notify=self._on_pipeline_event)
         self.tracker = tracker
@@ -140,8 +135,6 @@ class MtlPerceptionNode(Node):
         reliable = p['input_qos'] == 'reliable'
         input_qos = QoSProfile(depth=p['queue_size'], reliability=ReliabilityPolicy.RELIABLE,
                                history=HistoryPolicy.KEEP_LAST) if reliable else qos_profile_sensor_data
-        if p['input_qos'] not in ('sensor_data', 'reliable'):
-            raise StartupError(f"input_qos must be 'sensor_data' or 'reliable', got {p['input_qos']!r}")
         self.create_subscription(PointCloud2, p['points_topic'], self._on_points, input_qos)
         self.create_subscription(Image, p['image_topic'], self._on_image, input_qos)
         if p['camera_info_topic']:
@@ -171,93 +164,51 @@ class MtlPerceptionNode(Node):
 
     # ----------------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> dict:
-        specs = [
-            ('model_path', '', 'Checkpoint file (.pt) written by training; required.'),
-            ('device', 'auto', "'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'."),
-            ('precision', 'fp32', "'fp32', 'fp16' or 'bf16' (half precisions on CUDA only)."),
-            ('points_topic', 'points', 'Input sensor_msgs/PointCloud2 (relative name; remappable).'),
-            ('image_topic', 'image', 'Input sensor_msgs/Image, undistorted unless distortion is set.'),
-            ('camera_info_topic', '', 'Optional sensor_msgs/CameraInfo; when set, its K/D/size replace '
-                                      'camera_matrix/distortion/calibration_image_size.'),
-            ('input_qos', 'sensor_data', "'sensor_data' (best effort) or 'reliable'."),
-            ('slop_s', 0.05, 'Largest stamp difference (s) between a cloud and an image of one pair.'),
-            ('queue_size', 10, 'Messages kept per input stream while waiting for a partner.'),
-            ('camera_time_offset_s', 0.0, 'Added to image stamps before matching (e.g. -0.025 for a camera '
-                                          'stamped 25 ms late).'),
-            ('points_min_interval_s', 0.05, 'Smallest time between two clouds (a 10 Hz LiDAR: up to 0.1). Lets a '
-                                            'pair leave the synchronizer without waiting for the next cloud; 0 = wait.'),
-            ('camera_timeout_s', 0.5, 'No image for this long, by header stamps and by the clock -> clouds '
-                                  'are processed LiDAR-only.'),
-            ('time_jump_threshold_s', 1.0, 'A stamp going back by more than this (or the ROS clock, under '
-                                           'use_sim_time) resets the synchronizer and the tracker (new track ids).'),
-            ('future_stamp_tolerance_s', 5.0, 'A lone stamp further ahead of its stream than this is an outlier: '
-                                              'dropped and counted, the stream goes on.'),
-            ('lidar_to_camera', [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-             '4x4 row-major transform from the point cloud frame into the camera optical frame.'),
-            ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
-             '3x3 row-major camera matrix K of calibration_image_size.'),
-            ('distortion', [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV k1 k2 p1 p2 k3 (plumb_bob) or k1 k2 p1 p2 k3 k4 k5 k6 '
-                                                 '(rational_polynomial); all zero = image already undistorted.'),
-            ('calibration_image_size', [1920, 1208], '[width, height] that camera_matrix belongs to.'),
-            ('point_fields', ['x', 'y', 'z', 'intensity'], 'PointCloud2 fields read as x, y, z, reflectance.'),
-            ('intensity_scale', 1.0 / 255.0, 'Multiplies the 4th field to reach the model range [0, 1].'),
-            ('score_threshold', 0.3, 'Minimum detection score.'),
-            ('max_detections', 100, 'At most this many boxes per frame.'),
-            ('nms_radius_m', 0.0, 'Circle NMS radius on BEV centres (0 = off).'),
-            ('tracking_enabled', True, 'Track detections over frames: Detection2D/3D id = track id, velocity '
-                                       'arrows in ~/markers, confirmed tracks with velocities on ~/tracks.'),
-            ('tracking_gate_classes', ['car', 'truck', 'pedestrian', 'cyclist'],
-             'Class names that tracking_gates_m gives a gate for (the model\'s detection class names).'),
-            ('tracking_gates_m', [4.0, 5.0, 1.5, 2.5], 'Per class of tracking_gate_classes: the largest distance (m) '
-                                                       'of a detection from its track\'s predicted centre.'),
-            ('tracking_default_gate_m', 2.0, 'Gate (m) of classes not in tracking_gate_classes.'),
-            ('tracking_birth_hits', 2, 'Consecutive frames with a detection before a new track gets an id.'),
-            ('tracking_death_misses', 3, 'Consecutive frames without a detection that end a track; before '
-                                         'that it coasts on its prediction and keeps its id.'),
-            ('tracking_association', 'hungarian', "'hungarian' (least total distance) or 'greedy' "
-                                                  "(highest score first)."),
-            ('tracking_max_gap_s', 1.0, 'A longer time between two clouds, or a stamp going back, restarts '
-                                        'tracking (new ids).'),
-            ('publish_detections_3d', True, 'Publish ~/detections_3d (Detection3DArray).'),
-            ('publish_markers', True, 'Publish ~/markers (MarkerArray).'),
-            ('publish_semantic', True, 'Publish ~/semantic/labels, color and overlay.'),
-            ('overlay_alpha', 0.5, 'Weight of the class colours in ~/semantic/overlay.'),
-            ('diagnostics_period_s', 1.0, 'Period of /diagnostics.'),
-            ('warmup_iterations', 2, 'Dummy inferences before the node reports ready.'),
-        ]
-        values = {}
-        for name, default, description in specs:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            values[name] = self.get_parameter(name).value
-        if len(values['point_fields']) != 4:
-            raise StartupError(f"point_fields must name 4 fields (x, y, z, intensity), got {values['point_fields']}")
-        if not values['model_path']:
-            raise StartupError('parameter model_path is empty: pass a checkpoint, e.g. '
-                               '--ros-args -p model_path:=/path/to/model.pt')
+        """Validate the parameters given (params file, -p, launch) against the schema, declare every
+        parameter of the schema with its descriptor (range, read_only) and the validated value, and
+        install the on-set callback. A bad value is a StartupError naming each bad parameter."""
+        given = {name: parameter.value for name, parameter in self._parameter_overrides.items()}
+        try:
+            values = validate_all(given, required=True)
+        except ParameterError as error:
+            problems = error.problems
+            raise StartupError('bad parameters: ' + ('; '.join(problems) if len(problems) > 1 else problems[0])) \
+                from None
+        for spec in SCHEMA:
+            # ignore_override: the override was validated above and is values[name] now (an int
+            # given for a float parameter is a float here, which rclpy would refuse as a type change)
+            self.declare_parameter(spec.name, values[spec.name], parameter_descriptor(spec.name),
+                                   ignore_override=True)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         return values
 
-    def _make_tracker(self, p: dict) -> Tracker:
-        """The tracker from the tracking_* parameters; gates by class name -> the model's class ids."""
-        names, gates = list(p['tracking_gate_classes']), list(p['tracking_gates_m'])
-        if len(names) != len(gates):
-            raise StartupError(f'tracking_gate_classes has {len(names)} names but tracking_gates_m has '
-                               f'{len(gates)} gates: expected one gate per class name')
-        model_names = list(self.inference.detection_labels.names)
-        unknown = [name for name in names if name not in model_names]
-        if unknown:
-            self.get_logger().warn(f'tracking_gate_classes {unknown} are not classes of the model {model_names}: '
-                                   f'ignored (tracking_default_gate_m applies to the others)')
-        if p['tracking_association'] not in ASSOCIATIONS:
-            raise StartupError(f"tracking_association must be one of {ASSOCIATIONS}, got {p['tracking_association']!r}")
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """`ros2 param set`: validate against the schema (read-only ones never reach here: rclpy
+        refuses them by their descriptor), then apply the run-time ones to the running node."""
+        changes = {parameter.name: parameter.value for parameter in parameters}
         try:
-            config = TrackerConfig(
-                gates_m={model_names.index(n): float(g) for n, g in zip(names, gates) if n in model_names},
-                default_gate_m=p['tracking_default_gate_m'], birth_hits=p['tracking_birth_hits'],
-                death_misses=p['tracking_death_misses'], association=p['tracking_association'],
-                max_gap_s=p['tracking_max_gap_s'])
+            checked = validate_update(self.params, changes)
+        except ParameterError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        params = {**self.params, **checked}
+        try:
+            unknown = pipeline_parameters.apply_changes(self.pipeline, params, checked)
         except ValueError as error:
-            raise StartupError(f'bad tracking_* parameters: {error}') from None
-        return Tracker(config)
+            return SetParametersResult(successful=False, reason=str(error))
+        self.params = params
+        self._warn_unknown_gate_classes(unknown)
+        if 'score_threshold' in checked:
+            self._publish_label_info()
+        if checked:
+            self.get_logger().info('parameters changed: ' + ', '.join(f'{name}={value!r}'
+                                                                      for name, value in checked.items()))
+        return SetParametersResult(successful=True)
+
+    def _warn_unknown_gate_classes(self, unknown: list):
+        if unknown:
+            self.get_logger().warn(
+                f'tracking_gate_classes {unknown} are not classes of the model '
+                f'{list(self.inference.detection_labels.names)}: ignored (tracking_default_gate_m applies)')
 
     # ----------------------------------------------------------------------------- callbacks
     # Messages stay ROS messages until the worker converts them: most never reach the model
@@ -438,6 +389,21 @@ class MtlPerceptionNode(Node):
         self._running = False
         self._slot.close()
         self._worker.join(timeout=5.0)
+
+
+def parameter_descriptor(name: str) -> ParameterDescriptor:
+    """The rcl_interfaces descriptor of schema parameter `name` (core.parameters.ros_descriptor)."""
+    pieces = ros_descriptor(name)
+    descriptor = ParameterDescriptor(name=name, description=pieces.description,
+                                     additional_constraints=pieces.additional_constraints,
+                                     read_only=pieces.read_only)
+    if pieces.floating_point_range is not None:
+        low, high = pieces.floating_point_range
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    if pieces.integer_range is not None:
+        low, high = pieces.integer_range
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    return descriptor
 
 
 def _sync_values(stats: dict) -> dict:

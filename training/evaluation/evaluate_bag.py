@@ -55,7 +55,8 @@ from mtl_perception_ros.bags.reader import BagReader
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.boxes import BOX_DIM
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
-from mtl_perception_ros.core.frame_pipeline import FramePipeline, PipelineConfig
+from mtl_perception_ros.core import pipeline_parameters
+from mtl_perception_ros.core.frame_pipeline import FramePipeline
 from mtl_perception_ros.core.labels import LabelSet
 from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.core.parameters import ParameterError, validate_all
@@ -94,11 +95,6 @@ def load_node_params(path) -> dict:
         raise ParameterError(f'{path}: {error}', error.name, error.problems) from None
 
 
-def calibration_from_params(params: dict) -> CameraCalibration:
-    return CameraCalibration.from_parameters(params['lidar_to_camera'], params['camera_matrix'],
-                                             params['distortion'], params['calibration_image_size'])
-
-
 # ----------------------------------------------------------------------------- predictions
 @dataclass
 class FramePrediction:
@@ -128,15 +124,6 @@ class BagPredictions:
     class_maps: dict | None = None   # recorded: image stamp -> class map (offline: in the frames)
 
 
-def pipeline_config(params: dict) -> PipelineConfig:
-    """The node's pairing and time-policy settings from its parameters."""
-    return PipelineConfig(
-        slop_s=params['slop_s'], queue_size=params['queue_size'], camera_time_offset_s=params['camera_time_offset_s'],
-        points_min_interval_s=params['points_min_interval_s'], camera_timeout_s=params['camera_timeout_s'],
-        time_jump_threshold_s=params.get('time_jump_threshold_s', PipelineConfig.time_jump_threshold_s),
-        future_stamp_tolerance_s=params.get('future_stamp_tolerance_s', PipelineConfig.future_stamp_tolerance_s))
-
-
 def predict_offline(bag, inference, params: dict, calibration_source: str | None = None,
                     log=print) -> BagPredictions:
     """Run `inference` (PerceptionInference) over the bag's pairs as the node would (module doc)."""
@@ -144,7 +131,7 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
         calibration_source = 'camera_info' if params.get('camera_info_topic') else 'params'
     if calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f'calibration source {calibration_source!r}: expected one of {CALIBRATION_SOURCES}')
-    calibration = calibration_from_params(params)
+    calibration = pipeline_parameters.camera_calibration(params)
     out = BagPredictions(source=f'offline: {getattr(inference, "checkpoint_path", "checkpoint")}')
     counts = out.counts
     samples: dict[str, list] = {}
@@ -171,7 +158,8 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
                 calibration.image_size_wh)
         # The node's frame path; the clock is the bag's receive time. No tracker (evaluate_tracking
         # scores tracking), and every pair is processed (no drops for a busy worker).
-        pipeline = FramePipeline(inference, {CAMERA: calibration}, pipeline_config(params))
+        pipeline = FramePipeline(inference, {CAMERA: calibration},
+                                 pipeline_parameters.pipeline_config(params, cameras=(CAMERA,)))
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
             if message.topic == bt.CAMERA_INFO_TOPIC:
@@ -443,9 +431,7 @@ def main(argv=None) -> int:
         if not args.recorded:
             from mtl_perception_ros.core.inference import PerceptionInference
             inference = PerceptionInference(
-                args.checkpoint, device=args.device, score_threshold=params['score_threshold'],
-                max_detections=params['max_detections'],
-                nms_radius_m=params['nms_radius_m'] if params['nms_radius_m'] > 0 else None)
+                args.checkpoint, device=args.device, **pipeline_parameters.decoding(params))
             inference.checkpoint_path = args.checkpoint
             detection_labels, semantic_labels, grid = (inference.detection_labels, inference.semantic_labels,
                                                        inference.grid)
