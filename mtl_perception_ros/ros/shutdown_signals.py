@@ -10,6 +10,7 @@ and shuts rclpy down in order, so the exit is clean (code 0) and no output is lo
 """
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -42,11 +43,22 @@ class StopRequest:
 
 
 def init_ros(args=None) -> StopRequest:
-    """rclpy.init without rclpy's signal handlers, and a StopRequest for SIGINT / SIGTERM."""
+    """rclpy.init without rclpy's signal handlers, and a StopRequest for SIGINT / SIGTERM. ROS
+    arguments rcl cannot take (a params file it cannot parse, e.g. a list mixing 1 and 1.5; an
+    unknown --ros-args flag) end the process with rcl's message on one line and exit code 1."""
+    from rclpy.impl.implementation_singleton import rclpy_implementation
     from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except rclpy_implementation.RCLError as error:
+        raise SystemExit(f'cannot start: {rcl_message(error)}') from None
     return StopRequest().install()
+
+
+def rcl_message(error: Exception) -> str:
+    """rcl's error text without the C source locations it appends (', at /path/file.c:123')."""
+    return re.sub(r', at [^,]*\.c(pp)?:\d+', '', str(error)).strip()
 
 
 def spin_until_stopped(node, stop: StopRequest, timeout_s: float = 0.1) -> None:
