@@ -69,16 +69,11 @@ from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTi
 from mtl_perception_ros.core.camera import project_points
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
 from mtl_perception_ros.core.inference import camera_inputs
-from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, limit_points
+from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, POINT_LIMIT_MESSAGES, limit_points
 
 POINTS_STREAM = 'points'
-# why points were dropped, clamped or thinned (counters `points.<reason>`; core/point_limits.py)
-POINT_LIMIT_MESSAGES = {
-    'non_finite': 'dropped, a NaN or infinity in x, y, z or intensity',
-    'coordinate_out_of_range': 'dropped, a coordinate beyond 10 km',
-    'intensity_clamped': 'intensity (after intensity_scale) outside [0, 1], clamped: check intensity_scale',
-    'over_max_points': 'left out, the cloud has more than max_points (a uniform random subset is used)',
-}
+# the inference settings configure_decoding may change
+DECODING_SETTINGS = ('score_threshold', 'max_detections', 'nms_radius_m')
 _SYNC_FIELDS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s')
 
 
@@ -252,7 +247,7 @@ class FramePipeline:
     def configure_decoding(self, **changes) -> None:
         """Change the inference's score_threshold / max_detections / nms_radius_m (None = off) between
         two frames (thread-safe: never in the middle of one)."""
-        unknown = set(changes) - {'score_threshold', 'max_detections', 'nms_radius_m'}
+        unknown = set(changes) - set(DECODING_SETTINGS)
         if unknown:
             raise ValueError(f'not decoding settings: {sorted(unknown)}')
         with self._processing:
@@ -445,8 +440,9 @@ class FramePipeline:
     def process(self, frame: PairedFrame, points: np.ndarray, images: Mapping[str, np.ndarray | None] | None = None,
                 want_class_map: bool = True) -> FrameResult | None:
         """Run one frame: `points` (N, >=4) float x, y, z, reflectance [0, 1] (the point limits of
-        core/point_limits.py apply, with config.max_points; counted as `points.<reason>`), `images` camera -> RGB uint8 (H, W, 3) as received, or None where the caller
-        could not convert it (the frame runs LiDAR-only). None when the frame is skipped (counted)."""
+        core/point_limits.py apply, with config.max_points; counted as `points.<reason>`), `images`
+        camera -> RGB uint8 (H, W, 3) as received, or None where the caller could not convert it (the
+        frame runs LiDAR-only). None when the frame is skipped (counted)."""
         events = []
         try:
             with self._processing:

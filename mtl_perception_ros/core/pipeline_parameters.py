@@ -21,7 +21,6 @@ from mtl_perception_ros.core.tracking import TrackerConfig
 # parameters that are PipelineConfig fields of the same name
 PIPELINE_PARAMETERS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s', 'camera_timeout_s',
                        'time_jump_threshold_s', 'future_stamp_tolerance_s', 'max_points')
-DECODING_PARAMETERS = ('score_threshold', 'max_detections', 'nms_radius_m')
 TRACKING_GATE_PARAMETERS = ('tracking_gate_classes', 'tracking_gates_m', 'tracking_default_gate_m')
 
 

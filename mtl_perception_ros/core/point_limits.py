@@ -32,13 +32,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ['DEFAULT_MAX_POINTS', 'MAX_ABS_COORDINATE_M', 'POINT_LIMIT_REASONS', 'SUBSAMPLE_SEED', 'cap_points',
-           'limit_points']
+__all__ = ['DEFAULT_MAX_POINTS', 'MAX_ABS_COORDINATE_M', 'POINT_LIMIT_MESSAGES', 'POINT_LIMIT_REASONS',
+           'SUBSAMPLE_SEED', 'cap_points', 'limit_points']
 
 DEFAULT_MAX_POINTS = 128 * 2048
 MAX_ABS_COORDINATE_M = 1.0e4
 SUBSAMPLE_SEED = 0
 POINT_LIMIT_REASONS = ('non_finite', 'coordinate_out_of_range', 'intensity_clamped', 'over_max_points')
+# what each rule did to the points it counts, for warnings
+POINT_LIMIT_MESSAGES = {
+    'non_finite': 'dropped, a NaN or infinity in x, y, z or intensity',
+    'coordinate_out_of_range': f'dropped, a coordinate beyond {MAX_ABS_COORDINATE_M / 1000:g} km',
+    'intensity_clamped': 'intensity (after intensity_scale) outside [0, 1], clamped: check intensity_scale',
+    'over_max_points': 'left out, the cloud has more than max_points (a uniform random subset is used)',
+}
 
 
 def _check_points(points: np.ndarray, intensity_column: int | None) -> np.ndarray:

@@ -170,10 +170,8 @@ class MtlPerceptionNode(Node):
         given = {name: parameter.value for name, parameter in self._parameter_overrides.items()}
         try:
             values = validate_all(given, required=True)
-        except ParameterError as error:
-            problems = error.problems
-            raise StartupError('bad parameters: ' + ('; '.join(problems) if len(problems) > 1 else problems[0])) \
-                from None
+        except ParameterError as error:     # its message: every problem, joined by '; '
+            raise StartupError(f'bad parameters: {error}') from None
         for spec in SCHEMA:
             # ignore_override: the override was validated above and is values[name] now (an int
             # given for a float parameter is a float here, which rclpy would refuse as a type change)
