@@ -35,8 +35,6 @@ require_ros('diagnostic_msgs.msg', 'vision_msgs.msg')
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration  # noqa: E402
 from mtl_perception_ros.messages.camera_info import camera_info_data  # noqa: E402
@@ -95,20 +93,14 @@ class ReliableHarness(Harness):
     """test_node's Harness (spin_until, last_status, received) with reliable input publishers,
     a CameraInfo publisher and the set of cloud stamps the node answered."""
 
-    def __init__(self, ros):     # not super().__init__: its best-effort publishers offer an incompatible QoS
-        self.ros = ros
-        self.node = ros.create_node('fuzz_test_harness')
-        self.received = {'detections': [], 'labels': [], 'diagnostics': [], 'label_info': []}
+    def __init__(self, ros):
         self.answered: set[int] = set()          # cloud stamps (ns) of the Detection2DArrays received
         self.labelled: set[int] = set()          # image stamps (ns) of the semantic label images received
-        self.pub_points = self.node.create_publisher(PointCloud2, f'{NAMESPACE}/points', RELIABLE)
-        self.pub_image = self.node.create_publisher(Image, f'{NAMESPACE}/image', RELIABLE)
+        super().__init__(ros, input_qos=RELIABLE, name='fuzz_test_harness')
         self.pub_info = self.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera_info', RELIABLE)
-        self.node.create_subscription(Detection2DArray, f'{NAMESPACE}/mtl_perception/detections',
-                                      self._on_detections, 50)
-        self.node.create_subscription(Image, f'{NAMESPACE}/mtl_perception/semantic/labels',
-                                      lambda m: self.labelled.add(stamp_to_ns(m.header.stamp)), 50)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 50)
+
+    def _on_labels(self, msg):
+        self.labelled.add(stamp_to_ns(msg.header.stamp))
 
     def _on_detections(self, msg):
         self.answered.add(stamp_to_ns(msg.header.stamp))

@@ -50,17 +50,24 @@ def rss_kib(pid: int) -> int:
 class Harness:
     """The test's own rclpy node: publishes sensor data, records what the perception node sends."""
 
-    def __init__(self, ros):
+    def __init__(self, ros, input_qos=qos_profile_sensor_data, name: str = 'node_test_harness'):
+        """input_qos: of the points / image publishers (the node's `input_qos:=reliable` needs a
+        reliable one)."""
         self.ros = ros
-        self.node = ros.create_node('node_test_harness')
+        self.node = ros.create_node(name)
         self.received: dict[str, list] = {'detections': [], 'labels': [], 'diagnostics': [], 'label_info': []}
-        self.pub_points = self.node.create_publisher(PointCloud2, f'{NAMESPACE}/points', qos_profile_sensor_data)
-        self.pub_image = self.node.create_publisher(Image, f'{NAMESPACE}/image', qos_profile_sensor_data)
+        self.pub_points = self.node.create_publisher(PointCloud2, f'{NAMESPACE}/points', input_qos)
+        self.pub_image = self.node.create_publisher(Image, f'{NAMESPACE}/image', input_qos)
         self.node.create_subscription(Detection2DArray, f'{NAMESPACE}/mtl_perception/detections',
-                                      self.received['detections'].append, 50)
-        self.node.create_subscription(Image, f'{NAMESPACE}/mtl_perception/semantic/labels',
-                                      self.received['labels'].append, 50)
+                                      self._on_detections, 50)
+        self.node.create_subscription(Image, f'{NAMESPACE}/mtl_perception/semantic/labels', self._on_labels, 50)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 50)
+
+    def _on_detections(self, msg):
+        self.received['detections'].append(msg)
+
+    def _on_labels(self, msg):
+        self.received['labels'].append(msg)
 
     def subscribe_label_info(self):
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
