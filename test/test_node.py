@@ -89,6 +89,23 @@ class Harness:
         statuses = [s for d in self.received['diagnostics'] for s in d.status if 'mtl_perception' in s.name]
         return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
 
+    def settled_status(self, process, timeout_s: float = 30.0) -> dict:
+        """The latest status once the node has handled everything sent so far: two diagnostics in a
+        row with the same frame counts (a status read right after warm-up can predate frames still
+        in the node's queue)."""
+        def counts(status):
+            return {k: v for k, v in status.items() if k.startswith(('processed', 'synced_pairs', 'dropped'))}
+        deadline = time.monotonic() + timeout_s
+        previous = None
+        while time.monotonic() < deadline:
+            seen = len(self.received['diagnostics'])
+            assert self.spin_until(lambda: len(self.received['diagnostics']) > seen, 10.0, process), process.output()
+            status = self.last_status()
+            if previous is not None and counts(status) == counts(previous):
+                return status
+            previous = status
+        raise AssertionError(f'the node kept processing for {timeout_s} s: {self.last_status()}')
+
 
 def publish_pair(harness: Harness, rng, stamp_s: float, cloud=None, image_msg=None):
     cloud_msg, default_image_msg = sensor_pair(rng, stamp_s, cloud=cloud)
@@ -312,7 +329,7 @@ def test_a_slow_replay_stays_fused(harness, small_checkpoint, ros_process):
     rng = np.random.default_rng(6)
     node = ros_process(node_args(small_checkpoint, ['camera_timeout_s:=0.3']), name='node')
     wait_for_ready(harness, node, rng)
-    before = int(harness.last_status().get('processed_lidar_only', 0)) if harness.last_status() else 0
+    before = int(harness.settled_status(node).get('processed_lidar_only', 0))
     harness.received['labels'].clear()
     stamp = 7000.0
     for _ in range(4):
