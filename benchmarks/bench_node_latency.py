@@ -85,15 +85,15 @@ def main():
     node.create_subscription(Detection2DArray, '/bench/mtl_perception/detections',
                              lambda m: outputs.__setitem__('detections', outputs['detections'] + 1), 10)
     if not args.detections_only:
-        node.create_subscription(Image, '/bench/mtl_perception/semantic/labels',
+        node.create_subscription(Image, '/bench/mtl_perception/camera/semantic/labels',
                                  lambda m: outputs.__setitem__('labels', outputs['labels'] + 1), 10)
-        node.create_subscription(Image, '/bench/mtl_perception/semantic/overlay',
+        node.create_subscription(Image, '/bench/mtl_perception/camera/semantic/overlay',
                                  lambda m: outputs.__setitem__('overlay', outputs['overlay'] + 1), 10)
     node.create_subscription(DiagnosticArray, '/diagnostics',
                              lambda m: statuses.extend(s for s in m.status if 'mtl_perception' in s.name), 10)
     input_qos = qos_profile_sensor_data if args.qos == 'sensor_data' else 10
     pub_points = node.create_publisher(PointCloud2, '/bench/points', input_qos)
-    pub_image = node.create_publisher(Image, '/bench/image', input_qos)
+    pub_image = node.create_publisher(Image, '/bench/camera/image_raw', input_qos)
     rng = np.random.default_rng(0)
     clouds = [synthetic_cloud(rng, args.points) for _ in range(4)]
     images = [synthetic_image(rng, tuple(args.image_hw)) for _ in range(4)]

@@ -3,6 +3,10 @@
   ros2 launch mtl_perception_ros mtl_perception.launch.py model:=/path/to/model.pt \
       points:=/sensors/lidar/points image:=/sensors/camera/image_raw rviz:=true
 
+`image` and `camera_info` remap the inputs of the default camera (`camera`); a rig with several
+cameras lists them in its params file (`cameras` and a block per camera, docs/node.md "Cameras")
+and puts the node in the drivers' namespace or remaps NAME/image_raw there.
+
 fastdds_profile:=true (default) sets FASTDDS_DEFAULT_PROFILES_FILE to the shipped
 config/fastdds_large_images.xml for the processes started here (the node, RViz), so full-size
 images travel through Fast DDS shared memory; the publishers of the images (camera driver, bag
@@ -26,7 +30,10 @@ def generate_launch_description():
         DeclareLaunchArgument('use_sim_time', default_value='false', description='Use /clock (bag replay).'),
         DeclareLaunchArgument('device', default_value='auto', description='auto | cpu | cuda | cuda:N'),
         DeclareLaunchArgument('points', default_value='points', description='Input PointCloud2 topic.'),
-        DeclareLaunchArgument('image', default_value='image', description='Input Image topic.'),
+        DeclareLaunchArgument('image', default_value='camera/image_raw',
+                              description="Input Image topic of the default camera 'camera'."),
+        DeclareLaunchArgument('camera_info', default_value='camera/camera_info',
+                              description="Input CameraInfo topic of the default camera 'camera'."),
         DeclareLaunchArgument('rviz', default_value='false', description='Also start RViz with our config.'),
         DeclareLaunchArgument('fastdds_profile', default_value='true',
                               description='true: FASTDDS_DEFAULT_PROFILES_FILE = the shipped '
@@ -49,7 +56,8 @@ def generate_launch_description():
             'device': LaunchConfiguration('device'),
             'use_sim_time': LaunchConfiguration('use_sim_time'),
         }],
-        remappings=[('points', LaunchConfiguration('points')), ('image', LaunchConfiguration('image'))],
+        remappings=[('points', LaunchConfiguration('points')), ('camera/image_raw', LaunchConfiguration('image')),
+                    ('camera/camera_info', LaunchConfiguration('camera_info'))],
     )
     rviz = Node(
         package='rviz2', executable='rviz2', name='rviz2', output='log',

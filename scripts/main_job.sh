@@ -100,14 +100,14 @@ else
     >"$logs/node.log" 2>&1 &
   node_pid=$!; pids+=("$node_pid")
   wait_for "$logs/node.log" "ready" 180 "$node_pid"
-  "$bin/mtl_bag_record" --topics /mtl_perception/detections /mtl_perception/semantic/labels /diagnostics \
+  "$bin/mtl_bag_record" --topics /mtl_perception/detections /mtl_perception/camera/semantic/labels /diagnostics \
     --out "$recorded" >"$logs/recorder.log" 2>&1 &
   recorder_pid=$!; pids+=("$recorder_pid")
-  wait_for "$logs/recorder.log" "recording /mtl_perception/semantic/labels" 60 "$recorder_pid"
+  wait_for "$logs/recorder.log" "recording /mtl_perception/camera/semantic/labels" 60 "$recorder_pid"
   wait_for "$logs/recorder.log" "recording /mtl_perception/detections" 60 "$recorder_pid"
   sleep 1
   "$bin/mtl_bag_play" "$out/bags/val" --rate "$rate" --qos reliable --wait-for-subscribers 60 \
-    --topics /points /image 2>&1 | tee "$logs/player.log"
+    --topics /points /camera/image_raw 2>&1 | tee "$logs/player.log"
   sleep 3   # the last frame's outputs and one more /diagnostics reach the recorder
   stop "$recorder_pid" "$node_pid"
   pids=(); trap - EXIT; set +m

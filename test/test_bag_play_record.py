@@ -65,7 +65,7 @@ def receive_points(ros, clock: list | None = None, images: list | None = None):
     if clock is not None:
         node.create_subscription(Clock, '/clock', lambda m: clock.append(stamp_to_ns(m.clock)), 1000)
     if images is not None:
-        node.create_subscription(Image, '/image', images.append, reliable)
+        node.create_subscription(Image, '/camera/image_raw', images.append, reliable)
     return received
 
 
@@ -108,7 +108,7 @@ def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, ba
     received = receive_points(rclpy_context, clock=clock, images=images)
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag_30_frames), '--rate', '2.5', '--clock', '50', '--wait-for-subscribers', '20',
-        '--topics', '/points', '/image'], name='player')
+        '--topics', '/points', '/camera/image_raw'], name='player')
     spin_until_done(rclpy_context, player, received, FRAMES, timeout_s=40)
     assert player.popen.wait(timeout=20) == 0, player.output()
     assert len(received) == len(images) == FRAMES, player.output()

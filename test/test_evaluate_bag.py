@@ -43,9 +43,10 @@ def toy_bag(tmp_path_factory):
     document = yaml.safe_load((REPO / 'config/mtl_perception.yaml').read_text())
     params = document['/**']['ros__parameters']
     camera_matrix, vehicle_to_camera = toy_camera(IMAGE_HW)
-    params.update(model_path=str(checkpoint), input_qos='reliable', warmup_iterations=1,
-                  camera_matrix=camera_matrix.ravel().tolist(), lidar_to_camera=vehicle_to_camera.ravel().tolist(),
-                  calibration_image_size=[IMAGE_HW[1], IMAGE_HW[0]])
+    params.update(model_path=str(checkpoint), input_qos='reliable', warmup_iterations=1)
+    params['camera'].update(camera_matrix=camera_matrix.ravel().tolist(),
+                            lidar_to_camera=vehicle_to_camera.ravel().tolist(),
+                            calibration_image_size=[IMAGE_HW[1], IMAGE_HW[0]])
     (root / 'params.yaml').write_text(yaml.dump(document, Dumper=QuotedStringDumper))
     return root / 'bag', checkpoint, root / 'params.yaml', root / 'chunks'
 
@@ -62,7 +63,7 @@ def test_params_yaml_in_the_node_format_is_read_over_the_node_defaults(tmp_path)
     params = load_node_params(path)
     assert params['slop_s'] == 0.02 and params['score_threshold'] == 0.5
     assert params['queue_size'] == 10 and params['points_min_interval_s'] == 0.05     # node defaults
-    assert load_node_params(REPO / 'config/mtl_perception.yaml')['calibration_image_size'] == [1920, 1208]
+    assert load_node_params(REPO / 'config/mtl_perception.yaml')['camera.calibration_image_size'] == [1920, 1208]
     path.write_text('slop_s: 0.02\n')
     with pytest.raises(ValueError, match='ros__parameters'):
         load_node_params(path)
@@ -150,20 +151,20 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
                                     'the node to be ready'), node.output()
     recorded = tmp_path / 'recorded'
     recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
-        '--topics', '/mtl_perception/detections', '/mtl_perception/semantic/labels', '/diagnostics',
+        '--topics', '/mtl_perception/detections', '/mtl_perception/camera/semantic/labels', '/diagnostics',
         '--out', str(recorded)], name='recorder')
     watcher = rclpy_context.create_node('evaluate_bag_watcher')
     detections = []
     watcher.create_subscription(Detection2DArray, '/mtl_perception/detections', detections.append, 50)
-    watcher.create_subscription(Image, '/mtl_perception/semantic/labels', lambda m: None, 50)
+    watcher.create_subscription(Image, '/mtl_perception/camera/semantic/labels', lambda m: None, 50)
     # the recorder (and this watcher) subscribe to the outputs before anything plays
     rclpy_context.spin_until(lambda: (recorder.assert_running() or True)
                              and watcher.count_subscribers('/mtl_perception/detections') >= 2
-                             and watcher.count_subscribers('/mtl_perception/semantic/labels') >= 2,
+                             and watcher.count_subscribers('/mtl_perception/camera/semantic/labels') >= 2,
                              30, 'the recorder to subscribe')
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag), '--rate', '0.5', '--qos', 'reliable', '--wait-for-subscribers', '20',
-        '--topics', '/points', '/image'], name='player')
+        '--topics', '/points', '/camera/image_raw'], name='player')
     rclpy_context.spin_until(lambda: len(detections) >= FRAMES and player.poll() is not None, 60,
                              f'{FRAMES} detection messages')
     assert player.popen.wait(timeout=10) == 0, player.output()

@@ -47,7 +47,7 @@ def test_round_trip_keeps_arrays_stamps_and_calibration(toy_dir, tmp_path, stora
     counts = export_bag.export_bag(toy_dir, tmp_path / 'bag', split='all', storage=storage, log=quiet)
     frames = chunk_frames([toy_dir / 'train_0000.npz', toy_dir / 'val_0000.npz'])   # toy00, toy01 | toy02
     frames.sort(key=lambda f: f.name)
-    assert counts == {'/tf_static': 1, '/points': 9, '/image': 9, '/camera_info': 9, '/gt/detections': 9,
+    assert counts == {'/tf_static': 1, '/points': 9, '/camera/image_raw': 9, '/camera/camera_info': 9, '/gt/detections': 9,
                       '/gt/semantic': 9}
 
     with BagReader(tmp_path / 'bag') as reader:
@@ -158,7 +158,7 @@ def test_metadata_is_version_8_with_qos_as_humble_reads_it(toy_dir, tmp_path):
     assert info['version'] == 8 and info['storage_identifier'] == 'sqlite3'
     assert info['relative_file_paths'] == ['bag.db3']            # named after the final folder
     topics = {t['topic_metadata']['name']: t['topic_metadata'] for t in info['topics_with_message_count']}
-    assert list(topics) == ['/tf_static', '/points', '/image', '/camera_info', '/gt/detections', '/gt/semantic']
+    assert list(topics) == ['/tf_static', '/points', '/camera/image_raw', '/camera/camera_info', '/gt/detections', '/gt/semantic']
     for topic, meta in topics.items():
         # Humble parses offered_qos_profiles as a YAML string with integer enums (version 9 writes a list).
         assert isinstance(meta['offered_qos_profiles'], str)

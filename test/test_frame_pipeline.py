@@ -97,7 +97,7 @@ def test_every_pair_is_processed_with_the_camera_and_tracked(inference, scene):
     assert [r.points_stamp_ns for r in story.results] == [ns(1000.0 + i * 0.1) for i in range(10)]
     assert [r.image_stamps_ns['image'] for r in story.results] == [ns(1000.0 + i * 0.1 + CAMERA_DELAY_S)
                                                                    for i in range(10)]
-    assert all(len(r.boxes) > 0 and r.class_map.shape == IMAGE_HW for r in story.results)
+    assert all(len(r.boxes) > 0 and r.class_maps['image'].shape == IMAGE_HW for r in story.results)
     assert story.track_ids(), 'the static scene gets confirmed tracks'
     counts = story.counts
     assert counts['processed'] == counts['synced_pairs'] == 10 and 'processed_lidar_only' not in counts
@@ -115,7 +115,7 @@ def test_results_equal_the_inference_core_on_the_same_frame(inference, scene):
     expected = inference(cloud, undistorted, camera_matrix, lidar_to_camera)
     np.testing.assert_array_equal(result.boxes, expected.boxes)
     np.testing.assert_array_equal(result.scores, expected.scores)
-    np.testing.assert_array_equal(result.class_map, expected.class_map)
+    np.testing.assert_array_equal(result.class_maps['image'], expected.class_map)
     assert result.tracks is None and result.track_ids is None
 
 
@@ -154,7 +154,7 @@ def test_after_a_future_image_the_camera_timeout_still_fires(inference, scene):
     story.image_at(1001.0 + TWENTY_YEARS_S)       # the camera's last words, then it is silent
     story.clouds(1001.0, 20)
     lidar_only = [r for r in story.results if r.lidar_only]
-    assert len(lidar_only) >= 14 and all(r.class_map is None and r.image is None for r in lidar_only)
+    assert len(lidar_only) >= 14 and all(not r.class_maps and not r.images for r in lidar_only)
     assert story.counts['processed_lidar_only'] == len(lidar_only)
     assert story.pipeline.lidar_only_active
     story.pairs(1003.0, 3)                         # and the camera comes back
@@ -292,6 +292,68 @@ def test_a_silent_camera_gives_lidar_only_frames_until_it_is_back(inference, sce
     assert [key for _, key, _ in events] == ['lidar_only', 'camera_back']
 
 
+def test_three_cameras_one_silenced_the_others_keep_fusing(inference, scene):
+    """Each cloud gets every camera's nearest image; a missing image costs only that camera in that
+    frame; a camera silent past camera_timeout_s is left out (reported) until its images are back."""
+    cameras = ('front', 'left', 'right')
+    events = []
+    pipeline = FramePipeline(inference, {c: CALIBRATION for c in cameras},
+                             PipelineConfig(cameras=cameras, camera_timeout_s=0.3, camera_time_offsets_s=(0.0, 0.0, -0.01)),
+                             notify=lambda *event: events.append(event))
+    cloud, image = scene
+    results, silent_seen = [], set()
+
+    def frame_at(i: int, with_cameras):
+        stamp, clock = 1000.0 + 0.1 * i, 100.0 + 0.1 * i
+        frames = pipeline.add_points(ns(stamp), None, clock)
+        for camera in with_cameras:       # right is stamped 10 ms late: its offset corrects it
+            delay = 0.014 if camera == 'right' else 0.004
+            frames += pipeline.add_image(camera, ns(stamp + delay), None, clock + delay)
+        for frame in frames:
+            results.append(pipeline.process(frame, cloud, {c: image for c in frame.images}))
+        silent_seen.update(pipeline.silent_cameras)
+
+    for i in range(10):
+        frame_at(i, cameras if i != 5 else ('front', 'left'))     # one right image lost
+    for i in range(10, 20):
+        frame_at(i, ('front', 'left'))                            # right goes silent
+    assert pipeline.silent_cameras == ['right'] and not pipeline.lidar_only_active
+    for i in range(20, 25):
+        frame_at(i, cameras)
+    used = [tuple(r.image_stamps_ns) for r in results]
+    assert [r.points_stamp_ns for r in results] == [ns(1000.0 + 0.1 * i) for i in range(25)]    # none lost
+    assert used[:5] == [cameras] * 5 and used[5] == ('front', 'left') and used[6:10] == [cameras] * 4
+    # the cloud that comes before right's first image after the silence is paired without it
+    assert used[10:21] == [('front', 'left')] * 11 and used[21:] == [cameras] * 4
+    assert all(set(r.class_maps) == set(u) for r, u in zip(results, used))
+    assert not any(r.lidar_only for r in results) and silent_seen == {'right'}
+    assert pipeline.silent_cameras == []
+    counts = pipeline.counts()
+    assert counts['fused.front'] == 25 and counts['fused.right'] == 13 and counts['camera_silent.right'] == 1
+    keys = [key for _, key, _ in events]
+    assert keys == ['camera_silent.right', 'camera_back.right'], events
+    stats = pipeline.sync_stats()
+    assert stats['stream_names'] == ['points/front', 'front', 'points/left', 'left', 'points/right', 'right']
+    assert stats['received'][:2] == [25, 25]
+
+
+def test_a_camera_without_calibration_is_left_out_until_it_has_one(inference, scene):
+    story = Story(inference, scene, tracking=False)
+    story.pipeline.set_calibration('image', CameraCalibration())         # nothing known yet
+    story.pairs(1000.0, 2)
+    assert all(r.lidar_only for r in story.results) and story.counts['skipped.no_intrinsics.image'] == 2
+    assert story.pipeline.apply_camera_info('image', CALIBRATION.camera_matrix, [0.0] * 5, 'plumb_bob', (1920, 1208))
+    story.pairs(1000.2, 2)
+    assert all(r.lidar_only for r in story.results[2:]) and story.counts['skipped.no_extrinsics.image'] == 2
+    assert not story.pipeline.apply_camera_info('image', [[0.0] * 3] * 3, [0.0] * 5, 'plumb_bob', (1920, 1208))
+    assert story.counts['skipped.bad_camera_info'] == 1
+    frames = story.pipeline.add_points(ns(1000.4), None, 200.0) + story.pipeline.add_image('image', ns(1000.404), None,
+                                                                                          200.004)
+    (result,) = [story.pipeline.process(f, scene[0], {'image': scene[1]},
+                                        extrinsics={'image': CALIBRATION.lidar_to_camera}) for f in frames]
+    assert not result.lidar_only and result.class_maps['image'].shape == IMAGE_HW     # the transform of this frame
+
+
 def test_the_first_pair_after_an_idle_start_is_fused(inference, scene):
     """Before the first image the timeout counts from the first cloud, whose image comes late."""
     story = Story(inference, scene, camera_timeout_s=0.3)
@@ -331,9 +393,9 @@ def test_the_point_limits_apply_with_max_points_and_are_counted(inference, scene
         def __getattr__(self, name):
             return getattr(inference, name)
 
-        def __call__(self, points, *args, **kwargs):
+        def run_views(self, points, *args, **kwargs):
             seen.append(points)
-            return inference(points, *args, **kwargs)
+            return inference.run_views(points, *args, **kwargs)
 
     story.pipeline.inference = Spy()
     story.points(1000.0, cloud=cloud)
@@ -362,7 +424,8 @@ def test_a_calibration_that_projects_nothing_is_counted(inference, scene):
 @pytest.mark.parametrize('changes, named', [
     ({'slop_s': -0.1}, 'slop_s'), ({'queue_size': 0}, 'queue_size'), ({'queue_size': 2.5}, 'queue_size'),
     ({'camera_timeout_s': float('nan')}, 'camera_timeout_s'), ({'time_jump_threshold_s': 0}, 'time_jump_threshold_s'),
-    ({'future_stamp_tolerance_s': -1.0}, 'future_stamp_tolerance_s'), ({'cameras': ('a', 'b')}, 'cameras'),
+    ({'future_stamp_tolerance_s': -1.0}, 'future_stamp_tolerance_s'), ({'cameras': ('a', 'a')}, 'cameras'), ({'cameras': ()}, 'cameras'),
+    ({'camera_time_offsets_s': (0.1, 0.2)}, 'camera_time_offsets_s'),
     ({'cameras': ('points',)}, 'cameras'), ({'points_min_interval_s': True}, 'points_min_interval_s')])
 def test_bad_settings_are_refused_naming_the_setting(changes, named):
     with pytest.raises(ValueError, match=named):

@@ -97,7 +97,7 @@ class ReliableHarness(Harness):
         self.answered: set[int] = set()          # cloud stamps (ns) of the Detection2DArrays received
         self.labelled: set[int] = set()          # image stamps (ns) of the semantic label images received
         super().__init__(ros, input_qos=RELIABLE, name='fuzz_test_harness')
-        self.pub_info = self.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera_info', RELIABLE)
+        self.pub_info = self.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera/camera_info', RELIABLE)
 
     def _on_labels(self, msg):
         self.labelled.add(stamp_to_ns(msg.header.stamp))
@@ -564,7 +564,7 @@ def test_thousands_of_malformed_inputs_over_dds_are_counted_throttled_and_surviv
     rng = np.random.default_rng(SEED)
     started = time.monotonic()
     node = ros_process(node_args(small_checkpoint, [
-        'camera_info_topic:=camera_info', 'input_qos:=reliable', f'queue_size:={QUEUE_SIZE}',
+        'input_qos:=reliable', f'queue_size:={QUEUE_SIZE}',
         f'max_points:={MAX_POINTS}', 'camera_timeout_s:=60.0', f'diagnostics_period_s:={DIAGNOSTICS_PERIOD_S}']),
         name='node')
 
@@ -655,7 +655,7 @@ def test_thousands_of_malformed_inputs_over_dds_are_counted_throttled_and_surviv
     def settled() -> bool:     # every message received, every pair's fate counted, every CameraInfo judged
         values = harness.last_status()
         return (status_delta(values, base, 'received_points') == clouds
-                and status_delta(values, base, 'received_image') == images
+                and status_delta(values, base, 'received_camera') == images
                 and status_delta(values, base, 'sync.emitted_pairs') == pairs
                 and accounted(values, base) == pairs
                 and status_delta(values, base, 'skipped.bad_camera_info') == bad_infos)
@@ -699,7 +699,7 @@ def test_thousands_of_malformed_inputs_over_dds_are_counted_throttled_and_surviv
     assert 'Traceback' not in output, output[-10000:]
 
     # nothing lost on the way, every pair paired
-    assert delta.get('received_points', 0) == clouds and delta.get('received_image', 0) == images, \
+    assert delta.get('received_points', 0) == clouds and delta.get('received_camera', 0) == images, \
         (delta, clouds, images)
     assert delta.get('sync.emitted_pairs', 0) == pairs, delta
     # every pair the synchronizer emitted: processed, skipped as a whole, or dropped while busy

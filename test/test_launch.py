@@ -99,7 +99,7 @@ class TestNodeOutputs(unittest.TestCase):
         received = []
         self.node.create_subscription(Detection2DArray, f'/{NAMESPACE}/mtl_perception/detections', received.append, 10)
         pub_points = self.node.create_publisher(PointCloud2, f'/{NAMESPACE}/points', qos_profile_sensor_data)
-        pub_image = self.node.create_publisher(Image, f'/{NAMESPACE}/image', qos_profile_sensor_data)
+        pub_image = self.node.create_publisher(Image, f'/{NAMESPACE}/camera/image_raw', qos_profile_sensor_data)
         rng = np.random.default_rng(0)
         sent = []
         deadline = time.monotonic() + 60.0

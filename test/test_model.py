@@ -9,7 +9,7 @@ import torch
 
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, project_points
-from mtl_perception_ros.core.model import (ModelConfig, MultiTaskNet, pillar_geometry,
+from mtl_perception_ros.core.model import (ModelConfig, MultiTaskNet, choose_views, pillar_geometry,
                                            project_to_grid_sample_coords, sample_per_point)
 
 # A 16 m x 16 m grid of 0.25 m cells (64 x 64 pillars -> 16 x 16 output) and a 64 x 128 image.
@@ -273,3 +273,68 @@ def test_a_few_steps_overfit_one_sample():
     first, last = losses[0], losses[-1]
     for key in ('total', 'heatmap', 'reg', 'sem'):
         assert last[key] < 0.5 * first[key], (key, float(first[key]), float(last[key]))
+
+
+# ----------------------------------------------------------------------------- several cameras per sample
+def yawed(vehicle_to_camera: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """The camera turned by `yaw_deg` about the vehicle's z axis (left positive)."""
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    turn = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])   # camera pose in the vehicle
+    return vehicle_to_camera @ np.linalg.inv(turn)
+
+
+def test_the_view_nearest_the_image_centre_paints_a_point():
+    xyz = torch.tensor([[10.0, 0.0, 0.0], [10.0, 5.0, 0.0], [10.0, -5.0, 0.0], [-10.0, 0.0, 0.0]])
+    points_batch = torch.zeros(4, dtype=torch.long)
+    views = np.stack([VEHICLE_TO_CAMERA, yawed(VEHICLE_TO_CAMERA, 20.0), yawed(VEHICLE_TO_CAMERA, -20.0)])
+    view, grid_xy, seen = choose_views(xyz, points_batch, torch.zeros(3, dtype=torch.long),
+                                       torch.tensor(CAMERA_MATRIX, dtype=torch.float32).expand(3, 3, 3),
+                                       torch.tensor(views, dtype=torch.float32), torch.ones(3, dtype=torch.bool),
+                                       IMAGE_HW)
+    # ahead: the straight camera; 26.6 deg left / right: the camera turned 20 deg that way; behind: none
+    assert view.tolist()[:3] == [0, 1, 2] and seen.tolist() == [True, True, True, False]
+    assert (grid_xy[3] == -2).all()
+    view_off, _, seen_off = choose_views(xyz, points_batch, torch.zeros(3, dtype=torch.long),
+                                         torch.tensor(CAMERA_MATRIX, dtype=torch.float32).expand(3, 3, 3),
+                                         torch.tensor(views, dtype=torch.float32),
+                                         torch.tensor([True, False, True]), IMAGE_HW)
+    assert view_off[1] != 1                                   # a view that is off never paints
+
+
+def test_one_view_per_sample_gives_the_same_outputs_as_the_one_camera_path():
+    torch.manual_seed(0)
+    model = MultiTaskNet(small_config()).eval()
+    batch = make_batch(batch_size=2)
+    with torch.inference_mode():
+        plain = model(**batch)
+        views = model(**batch, view_sample=torch.arange(2))
+    for key in plain:
+        torch.testing.assert_close(views[key], plain[key])
+
+
+def test_a_one_camera_model_runs_unchanged_with_several_views():
+    """The same camera twice paints exactly as once (shared weights, ties to the first view); a
+    second camera that sees other points changes the detection input only there."""
+    torch.manual_seed(0)
+    model = MultiTaskNet(small_config()).eval()
+    batch = make_batch(batch_size=1, points_per_sample=400)
+    seen, handle = capture_point_features(model)
+    twice = dict(batch, image=batch['image'].repeat(2, 1, 1, 1), camera_matrix=batch['camera_matrix'].repeat(2, 1, 1),
+                 vehicle_to_camera=batch['vehicle_to_camera'].repeat(2, 1, 1), view_sample=torch.zeros(2, dtype=torch.long))
+    left = dict(twice, vehicle_to_camera=torch.tensor(np.stack([VEHICLE_TO_CAMERA, yawed(VEHICLE_TO_CAMERA, 60.0)]),
+                                                       dtype=torch.float32))
+    with torch.inference_mode():
+        once_out, twice_out, left_out = model(**batch), model(**twice), model(**left)
+    handle.remove()
+    torch.testing.assert_close(twice_out['bbox_heatmap'], once_out['bbox_heatmap'])
+    assert twice_out['sem_logits'].shape[0] == 2
+    torch.testing.assert_close(twice_out['sem_logits'][1], once_out['sem_logits'][0])
+    once_flag, left_flag = seen[0][:, -1], seen[2][:, -1]
+    assert (left_flag <= once_flag).all() and (left_flag < once_flag).sum() > 20    # more points see a camera
+    assert not torch.equal(left_out['bbox_heatmap'], once_out['bbox_heatmap'])
+
+
+def test_views_need_one_sample_index_each():
+    model = MultiTaskNet(small_config()).eval()
+    with pytest.raises(ValueError, match='view_sample must be'):
+        model(**make_batch(batch_size=2), view_sample=torch.zeros(3, dtype=torch.long))

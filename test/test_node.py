@@ -57,10 +57,10 @@ class Harness:
         self.node = ros.create_node(name)
         self.received: dict[str, list] = {'detections': [], 'labels': [], 'diagnostics': [], 'label_info': []}
         self.pub_points = self.node.create_publisher(PointCloud2, f'{NAMESPACE}/points', input_qos)
-        self.pub_image = self.node.create_publisher(Image, f'{NAMESPACE}/image', input_qos)
+        self.pub_image = self.node.create_publisher(Image, f'{NAMESPACE}/camera/image_raw', input_qos)
         self.node.create_subscription(Detection2DArray, f'{NAMESPACE}/mtl_perception/detections',
                                       self._on_detections, 50)
-        self.node.create_subscription(Image, f'{NAMESPACE}/mtl_perception/semantic/labels', self._on_labels, 50)
+        self.node.create_subscription(Image, f'{NAMESPACE}/mtl_perception/camera/semantic/labels', self._on_labels, 50)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 50)
 
     def _on_detections(self, msg):
@@ -71,7 +71,7 @@ class Harness:
 
     def subscribe_label_info(self):
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(LabelInfo, f'{NAMESPACE}/mtl_perception/semantic/label_info',
+        self.node.create_subscription(LabelInfo, f'{NAMESPACE}/mtl_perception/camera/semantic/label_info',
                                       self.received['label_info'].append, qos)
 
     def spin_until(self, condition, timeout_s: float, process) -> bool:
@@ -369,9 +369,9 @@ def test_camera_info_of_an_unsupported_model_or_length_is_reported_and_a_rationa
         harness, small_checkpoint, ros_process):
     from sensor_msgs.msg import CameraInfo
     rng = np.random.default_rng(8)
-    node = ros_process(node_args(small_checkpoint, ['camera_info_topic:=camera_info', 'camera_timeout_s:=60.0']),
+    node = ros_process(node_args(small_checkpoint, ['camera_timeout_s:=60.0']),
                        name='node')
-    pub_info = harness.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera_info', qos_profile_sensor_data)
+    pub_info = harness.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera/camera_info', qos_profile_sensor_data)
     wait_for_ready(harness, node, rng)
     k = [1687.33691 / 8, 0.0, 965.434141 / 8, 0.0, 1783.42847 / 8, 684.41936 / 8, 0.0, 0.0, 1.0]
 

@@ -34,8 +34,11 @@ BAD_PARAMS_FILE = {
     'diagnostics_period_s': (0, 'diagnostics_period_s: 0 is not allowed: a number in [0.1, 3600]'),
     'score_threshold': (math.nan, 'score_threshold: .nan is not allowed: a number in [0, 1]'),
     'overlay_alpha': (5.0, 'overlay_alpha: 5.0 is not allowed: a number in [0, 1]'),
-    'distortion': ([0.1, 0.0, 0.0], 'distortion: [0.1, 0.0, 0.0] is not allowed: a list of 5 or 8 numbers'),
-    'camera_matrix': ([math.inf, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0], '(element 0: .inf)'),
+    'camera.distortion': ([0.1, 0.0, 0.0], 'camera.distortion: [0.1, 0.0, 0.0] is not allowed: a list of 5 or 8 '
+                                           'numbers'),
+    'camera.camera_matrix': ([math.inf, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0], '(element 0: .inf)'),
+    'camera.image_transport': ('theora', "camera.image_transport: 'theora' is not allowed: one of raw, compressed"),
+    'front.time_offset_s': (0.1, "front.time_offset_s: there is no camera 'front' in cameras ['camera']"),
     'tracking_association': ('nearest', "tracking_association: 'nearest' is not allowed: one of hungarian, greedy"),
     'score_treshold': (0.5, 'score_treshold: unknown parameter (did you mean score_threshold?)'),
 }
@@ -59,7 +62,15 @@ def node_with_params_file(checkpoint, params_file) -> list[str]:
 
 
 def write_params(path, values: dict):
-    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': values}}))
+    """A params file; a camera's `NAME.field` is written nested under NAME, as users write it."""
+    block = {}
+    for name, value in values.items():
+        camera, _, field = name.partition('.')
+        if field:
+            block.setdefault(camera, {})[field] = value
+        else:
+            block[name] = value
+    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': block}}))
     return path
 
 
@@ -76,7 +87,7 @@ def test_a_params_file_with_bad_values_stops_startup_naming_each_one(tmp_path, r
 
 def test_a_params_file_rcl_cannot_parse_stops_startup_with_rcls_message_on_one_line(tmp_path, ros_process):
     # rcl's YAML parser refuses a list that mixes integers and floats, before any node code runs
-    params = write_params(tmp_path / 'mixed.yaml', {'camera_matrix': [1000, 0.0, 960, 0, 1000, 604, 0, 0, 1]})
+    params = write_params(tmp_path / 'mixed.yaml', {'camera.camera_matrix': [1000, 0.0, 960, 0, 1000, 604, 0, 0, 1]})
     node = ros_process(node_args(tmp_path / 'never_loaded.pt') + ['--params-file', str(params)], name='node')
     assert node.popen.wait(60) == 1
     output = node.output()
@@ -203,13 +214,15 @@ def test_param_set_changes_the_next_output_and_refuses_what_is_not_allowed(harne
     assert params.set('publish_semantic', True) == (True, '')
     assert frames.labels_after_detections()
     # pairing and tracking gates apply at run time too
-    assert params.set('slop_s', 0.02) == (True, '') and params.set('camera_time_offset_s', -0.001) == (True, '')
+    assert params.set('slop_s', 0.02) == (True, '') and params.set('camera.time_offset_s', -0.001) == (True, '')
     assert params.set('tracking_gates_m', [3.0, 4.0, 1.0, 2.0]) == (True, '')
     assert len(scores_of(frames.detections())) == 100
 
     # refusals, each with a reason; the value stays
     refused = {
         'queue_size': (5, 'read-only'),
+        'camera.image_transport': ('compressed', 'read-only'),
+        'camera.time_offset_s': (20.0, 'camera.time_offset_s'),
         'model_path': ('/nonexistent.pt', 'read-only'),
         'overlay_alpha': (5.0, 'overlay_alpha'),
         'score_threshold': (math.nan, 'score_threshold'),

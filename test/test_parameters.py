@@ -21,12 +21,11 @@ NODE_YAML = REPO / 'config/mtl_perception.yaml'
 NODE_DOC = REPO / 'docs/node.md'
 
 RUNTIME = {'score_threshold', 'max_detections', 'nms_radius_m', 'publish_detections_3d', 'publish_markers',
-           'publish_semantic', 'overlay_alpha', 'camera_time_offset_s', 'slop_s', 'tracking_gates_m',
-           'tracking_default_gate_m'}
-READ_ONLY_AT_LEAST = {'model_path', 'device', 'precision', 'points_topic', 'image_topic', 'camera_info_topic',
-                      'input_qos', 'queue_size', 'warmup_iterations', 'lidar_to_camera', 'camera_matrix',
-                      'distortion', 'calibration_image_size', 'tracking_enabled', 'tracking_gate_classes',
-                      'max_points', 'diagnostics_period_s'}
+           'publish_semantic', 'overlay_alpha', 'slop_s', 'tracking_gates_m', 'tracking_default_gate_m'}
+READ_ONLY_AT_LEAST = {'model_path', 'device', 'precision', 'points_topic', 'cameras', 'input_qos', 'queue_size',
+                      'warmup_iterations', 'tracking_enabled', 'tracking_gate_classes', 'max_points',
+                      'diagnostics_period_s'}
+CAMERA_RUNTIME = {'time_offset_s'}
 IDENTITY_AXES = [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 # (parameter, value, how the value appears in the message, words of what is allowed)
@@ -54,7 +53,11 @@ REFUSED = [
     ('score_threshold', 1.5, '1.5', 'a number in [0, 1]'),
     ('score_threshold', -0.1, '-0.1', 'a number in [0, 1]'),
     ('overlay_alpha', 5.0, '5.0', 'a number in [0, 1]'),
-    ('camera_time_offset_s', math.inf, '.inf', 'a number in [-10, 10] (s)'),
+    ('camera.time_offset_s', math.inf, '.inf', 'a number in [-10, 10] (s)'),
+    ('camera.image_transport', 'theora', "'theora'", 'one of raw, compressed'),
+    ('cameras', [], '[]', 'a list of 1 or more'),
+    ('cameras', ['front', 'rear/left'], "['front', 'rear/left']", "(element 1: 'rear/left')"),
+    ('cameras', ['front', ''], "['front', '']", "(element 1: '')"),
     ('camera_timeout_s', 0.0, '0.0', 'a number > 0 (s)'),
     ('nms_radius_m', -1.0, '-1.0', 'a number >= 0 (m)'),
     ('intensity_scale', 0, '0', 'a number > 0'),
@@ -75,16 +78,16 @@ REFUSED = [
     ('point_fields', ['x', 'y', 'z'], "['x', 'y', 'z']", 'a list of 4 non-empty strings (it has 3)'),
     ('point_fields', ['x', 'y', 'z', ''], "['x', 'y', 'z', '']", "(element 3: '')"),
     ('point_fields', 'x y z intensity', "'x y z intensity' (a string)", 'a list of 4'),
-    ('lidar_to_camera', IDENTITY_AXES[:15], '[0.0, -1.0,', 'a list of 16 numbers (it has 15)'),
-    ('lidar_to_camera', IDENTITY_AXES[:15] + [math.nan], '[0.0, -1.0,', 'a list of 16 numbers (element 15: .nan)'),
-    ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0], '[1000.0,', 'a list of 9 numbers'),
-    ('camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, '1'], '[1000.0,', "(element 8: '1')"),
-    ('distortion', [0.0, 0.0, 0.0, 0.0], '[0.0, 0.0, 0.0, 0.0]', 'a list of 5 or 8 numbers (it has 4)'),
-    ('distortion', [], '[]', 'a list of 5 or 8 numbers (it has 0)'),
+    ('camera.lidar_to_camera', IDENTITY_AXES[:15], '[0.0, -1.0,', 'a list of 16 numbers (it has 15)'),
+    ('camera.lidar_to_camera', IDENTITY_AXES[:15] + [math.nan], '[0.0, -1.0,', 'a list of 16 numbers (element 15: .nan)'),
+    ('camera.camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0], '[1000.0,', 'a list of 9 numbers'),
+    ('camera.camera_matrix', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, '1'], '[1000.0,', "(element 8: '1')"),
+    ('camera.distortion', [0.0, 0.0, 0.0, 0.0], '[0.0, 0.0, 0.0, 0.0]', 'a list of 5 or 8 numbers (it has 4)'),
+    ('camera.distortion', [], '[]', 'a list of 5 or 8 numbers (it has 0)'),
     ('tracking_gates_m', [], '[]', 'a list of 1 or more numbers > 0 (m) (it is empty)'),
-    ('calibration_image_size', [1920], '[1920]', 'a list of 2 integers >= 1 (px)'),
-    ('calibration_image_size', [0, 1208], '[0, 1208]', '(element 0: 0)'),
-    ('calibration_image_size', [1920.0, 1208.0], '[1920.0, 1208.0]', '(element 0: 1920.0)'),
+    ('camera.calibration_image_size', [1920], '[1920]', 'a list of 2 integers >= 1 (px)'),
+    ('camera.calibration_image_size', [0, 1208], '[0, 1208]', '(element 0: 0)'),
+    ('camera.calibration_image_size', [1920.0, 1208.0], '[1920.0, 1208.0]', '(element 0: 1920.0)'),
     ('tracking_gates_m', [4.0, -1.0, 1.5, 2.5], '[4.0, -1.0, 1.5, 2.5]', 'a list of 1 or more numbers > 0 (m) (element 1'),
     ('tracking_gates_m', 4.0, '4.0 (a number)', 'a list of 1 or more numbers > 0 (m)'),
     ('tracking_gate_classes', ['car', 7], "['car', 7]", '(element 1: 7)'),
@@ -101,16 +104,17 @@ ACCEPTED = [
     ('diagnostics_period_s', 0.1, 0.1), ('diagnostics_period_s', 3600, 3600.0),
     ('score_threshold', 0, 0.0), ('score_threshold', 1, 1.0), ('score_threshold', np.float32(0.5), 0.5),
     ('overlay_alpha', 0.0, 0.0), ('overlay_alpha', 1.0, 1.0),
-    ('camera_time_offset_s', -0.025, -0.025), ('camera_time_offset_s', -10, -10.0),
+    ('camera.time_offset_s', -0.025, -0.025), ('rear_left.time_offset_s', -10, -10.0),
+    ('cameras', ['front_center', 'side_left'], ['front_center', 'side_left']), ('camera.image_transport', 'compressed', 'compressed'),
     ('nms_radius_m', 0, 0.0), ('warmup_iterations', 0, 0), ('max_points', 1, 1),
     ('time_jump_threshold_s', 1e-3, 1e-3), ('future_stamp_tolerance_s', 5, 5.0),
     ('tracking_enabled', False, False), ('tracking_enabled', np.bool_(True), True),
-    ('model_path', '', ''), ('camera_info_topic', '', ''),
-    ('distortion', [0, 0, 0, 0, 0], [0.0] * 5), ('distortion', [0.1] * 8, [0.1] * 8),
-    ('camera_matrix', array.array('d', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]),
+    ('model_path', '', ''),
+    ('camera.distortion', [0, 0, 0, 0, 0], [0.0] * 5), ('camera.distortion', [0.1] * 8, [0.1] * 8),
+    ('camera.camera_matrix', array.array('d', [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]),
      [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]),
-    ('lidar_to_camera', np.array(IDENTITY_AXES), IDENTITY_AXES),
-    ('calibration_image_size', (1, 1), [1, 1]),
+    ('camera.lidar_to_camera', np.array(IDENTITY_AXES), IDENTITY_AXES),
+    ('camera.calibration_image_size', (1, 1), [1, 1]),
     ('tracking_gates_m', [1, 2], [1.0, 2.0]),
     ('point_fields', ('x', 'y', 'z', 'reflectivity'), ['x', 'y', 'z', 'reflectivity']),
 ]
@@ -151,6 +155,26 @@ def test_each_rule_accepts_its_edges_and_coerces_to_the_parameter_type(name, val
 def test_an_unknown_parameter_is_refused_with_the_known_names():
     with pytest.raises(ParameterError, match='score_treshold: unknown parameter .*score_threshold'):
         validate('score_treshold', 0.5)
+    with pytest.raises(ParameterError, match=r'camera.time_ofset_s: unknown parameter \(did you mean camera.time_offset_s'):
+        validate('camera.time_ofset_s', 0.1)
+
+
+def test_camera_parameters_belong_to_a_listed_camera():
+    values = validate_all({'cameras': ['front', 'rear'], 'rear.time_offset_s': 0.02, 'rear.image_transport': 'compressed'},
+                          required=False)
+    assert values['front.time_offset_s'] == 0.0 and values['rear.time_offset_s'] == 0.02
+    assert values['front.image_transport'] == 'raw' and values['rear.image_transport'] == 'compressed'
+    assert 'camera.time_offset_s' not in values and 'front.lidar_to_camera' not in values    # not set: TF
+    with pytest.raises(ParameterError, match=r"^side.time_offset_s: there is no camera 'side' in cameras "
+                                             r"\['front', 'rear'\]"):
+        validate_all({'cameras': ['front', 'rear'], 'side.time_offset_s': 0.02}, required=False)
+    with pytest.raises(ParameterError, match=r"^cameras: \['a', 'a'\] is not allowed: each name once"):
+        validate_all({'cameras': ['a', 'a']}, required=False)
+
+
+def test_params_file_nesting_flattens_as_rcl_does():
+    assert schema.flatten_parameters({'slop_s': 0.1, 'front': {'time_offset_s': 0.2, 'lidar_to_camera': [1.0]}}) == \
+        {'slop_s': 0.1, 'front.time_offset_s': 0.2, 'front.lidar_to_camera': [1.0]}
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -181,11 +205,17 @@ def test_one_gate_per_tracking_class():
     assert values['tracking_gates_m'] == [4.0, 6.0]
 
 
+K = [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize('changes, match', [
-    ({'lidar_to_camera': [2.0] + IDENTITY_AXES[1:]}, '^lidar_to_camera is not a rigid transform'),
-    ({'camera_matrix': [-1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0]},
-     '^camera_matrix must have fx, fy > 0'),
-    ({'camera_matrix': [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 1.0, 1.0]}, 'last row 0 0 1'),
+    ({'camera.lidar_to_camera': [2.0] + IDENTITY_AXES[1:]}, '^camera.lidar_to_camera is not a rigid transform'),
+    ({'camera.camera_matrix': [-1000.0] + K[1:], 'camera.calibration_image_size': [1920, 1208]},
+     '^camera.camera_matrix must have fx, fy > 0'),
+    ({'camera.camera_matrix': K[:7] + [1.0, 1.0], 'camera.calibration_image_size': [1920, 1208]}, 'last row 0 0 1'),
+    ({'camera.camera_matrix': K}, r'^camera.camera_matrix needs camera.calibration_image_size too'),
+    ({'camera.calibration_image_size': [1920, 1208]}, r'^camera.calibration_image_size needs camera.camera_matrix'),
+    ({'camera.distortion': [0.1] * 5}, r'^camera.distortion needs camera.camera_matrix'),
 ])
 def test_the_calibration_must_be_one_the_camera_calibration_accepts(changes, match):
     with pytest.raises(ParameterError, match=match):
@@ -206,6 +236,9 @@ def test_run_time_changes_are_validated_and_read_only_ones_refused():
         validate_update(current, {'tracking_gates_m': [1.0]})
     with pytest.raises(ParameterError, match='^bogus: unknown parameter'):
         validate_update(current, {'bogus': 1})
+    assert validate_update(current, {'camera.time_offset_s': -0.01}) == {'camera.time_offset_s': -0.01}
+    with pytest.raises(ParameterError, match=r'^camera.image_transport: cannot change while the node runs'):
+        validate_update(current, {'camera.image_transport': 'compressed'})
     assert validate_update(current, {'use_sim_time': True}) == {}
 
 
@@ -214,17 +247,22 @@ def test_every_default_is_valid_and_defaults_are_fresh_copies():
     for spec in schema.SCHEMA:
         assert validate(spec.name, spec.default) == spec.default, spec.name
         assert spec.description and spec.allowed()
+    for spec in schema.CAMERA_SCHEMA:
+        assert spec.default is None or validate(f'camera.{spec.name}', spec.default) == spec.default, spec.name
+        assert spec.description and spec.allowed()
     assert validate_all(schema.defaults(), required=False) == schema.defaults()
     values = schema.defaults()
     values['tracking_gates_m'].append(9.0)
     assert schema.defaults()['tracking_gates_m'] == [4.0, 5.0, 1.5, 2.5]
     assert len(schema.SPECS) == len(schema.SCHEMA)
+    assert schema.defaults(['a', 'b'])['b.time_offset_s'] == 0.0
 
 
 def test_which_parameters_may_change_at_run_time():
     assert set(schema.runtime_parameters()) == RUNTIME
     read_only = {spec.name for spec in schema.SCHEMA if spec.read_only}
     assert READ_ONLY_AT_LEAST <= read_only
+    assert {spec.name for spec in schema.CAMERA_SCHEMA if not spec.read_only} == CAMERA_RUNTIME
 
 
 def test_the_parameters_issue_11_adds():
@@ -251,8 +289,10 @@ def test_ros_descriptor_pieces():
 # ----------------------------------------------------------------------------- the params YAML
 def yaml_problems(path: Path) -> list[str]:
     """What is wrong with a node params YAML against the schema: unknown or missing names, bad values."""
-    block = yaml.safe_load(path.read_text(encoding='utf-8'))['/**']['ros__parameters']
+    block = schema.flatten_parameters(yaml.safe_load(path.read_text(encoding='utf-8'))['/**']['ros__parameters'])
     problems = [f'{name}: not in the file' for name in schema.SPECS if name not in block]
+    problems += [f'{camera}.{spec.name}: not in the file' for camera in block.get('cameras', [])
+                 for spec in schema.CAMERA_SCHEMA if f'{camera}.{spec.name}' not in block]
     try:
         validate_all(block, required=False)
     except ParameterError as error:
@@ -309,10 +349,11 @@ def test_the_docs_table_is_the_generated_one():
 
 def test_the_docs_table_shows_each_parameter_with_default_unit_and_run_time_column():
     rows = [line for line in schema.markdown_table().splitlines() if line.startswith('| `')]
-    assert len(rows) == len(schema.SCHEMA)
-    for row, spec in zip(rows, schema.SCHEMA):
+    assert len(rows) == len(schema.SCHEMA) + len(schema.CAMERA_SCHEMA)
+    names = [spec.name for spec in schema.SCHEMA] + [f'NAME.{spec.name}' for spec in schema.CAMERA_SCHEMA]
+    for row, name, spec in zip(rows, names, schema.SCHEMA + schema.CAMERA_SCHEMA):
         cells = [cell.strip() for cell in row.strip('|').split(' | ')]
-        assert cells[0] == f'`{spec.name}`' and cells[4] == spec.unit
+        assert cells[0] == f'`{name}`' and cells[4] == spec.unit
         assert cells[5] == ('no' if spec.read_only else 'yes')
     stale = NODE_DOC.read_text(encoding='utf-8').replace('| `slop_s` | `float` | 0.05 |',
                                                          '| `slop_s` | `float` | 0.1 |')

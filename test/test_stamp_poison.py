@@ -114,8 +114,8 @@ def test_an_image_stamped_20_years_ahead_and_a_wrapped_one_do_not_stop_the_pairs
     harness.pub_image.publish(wrapped)
     after = send_pairs(harness, node, scene, stamp + 0.6, 20)
     assert_most_answered(harness, node, after)
-    wait_for_counter(harness, node, 'skipped.future_stamp.image')
-    values = wait_for_counter(harness, node, 'skipped.bad_stamp.image')
+    wait_for_counter(harness, node, 'skipped.future_stamp.camera')
+    values = wait_for_counter(harness, node, 'skipped.bad_stamp.camera')
     assert 'time.resets' not in values, values
     assert node.interrupt() == 0, node.output()
 
@@ -148,8 +148,8 @@ def test_stamps_jumping_back_30_s_restart_pairing_and_tracking(harness, small_ch
 
 def play(ros_process, bag: Path, name: str, *extra: str):
     return ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
-        str(bag), '--topics', '/points', '/image', '--wait-for-subscribers', '20', *extra,
-        '--ros-args', '-r', f'/points:={NAMESPACE}/points', '-r', f'/image:={NAMESPACE}/image'], name=name)
+        str(bag), '--topics', '/points', '/camera/image_raw', '--wait-for-subscribers', '20', *extra,
+        '--ros-args', '-r', f'/points:={NAMESPACE}/points', '-r', f'/camera/image_raw:={NAMESPACE}/camera/image_raw'], name=name)
 
 
 def bag_node(harness, small_checkpoint, ros_process, extra=()):

@@ -5,8 +5,8 @@ The bags that `python -m training.export.to_bag` writes (and `mtl_bag_play` play
 - /points, sensor_msgs/PointCloud2, frame `vehicle`, LiDAR stamp: x, y, z, intensity packed
   float32 (16-byte points); intensity = reflectance * 255, which the node's default
   `intensity_scale` 1/255 undoes.
-- /image, sensor_msgs/Image rgb8, frame `camera_front`, camera stamp: the undistorted image.
-- /camera_info, sensor_msgs/CameraInfo, the image's header: K, P = [K 0], D = 5 zeros
+- /camera/image_raw, sensor_msgs/Image rgb8, frame `camera_front`, camera stamp: the undistorted image.
+- /camera/camera_info, sensor_msgs/CameraInfo, the image's header: K, P = [K 0], D = 5 zeros
   (plumb_bob), R = I, width, height.
 - /tf_static, tf2_msgs/TFMessage: vehicle -> lidar (identity: the merged cloud is in the vehicle
   frame) and vehicle -> camera_front (the optical frame; its pose = inverse of
@@ -31,8 +31,8 @@ from __future__ import annotations
 BAG_VERSION = 8
 
 POINTS_TOPIC = '/points'
-IMAGE_TOPIC = '/image'
-CAMERA_INFO_TOPIC = '/camera_info'
+IMAGE_TOPIC = '/camera/image_raw'
+CAMERA_INFO_TOPIC = '/camera/camera_info'
 TF_STATIC_TOPIC = '/tf_static'
 GT_DETECTIONS_TOPIC = '/gt/detections'
 GT_SEMANTIC_TOPIC = '/gt/semantic'

@@ -202,6 +202,13 @@ class ApproximateTimeSync:
                         self._delivering = False
             return emitted
 
+    def is_pending(self, stream_index: int, msg) -> bool:
+        """Whether `msg` (the object given to `add()`, compared by identity) still waits on stream
+        `stream_index`: neither emitted in a set nor dropped. Cost O(queue_size)."""
+        with self._lock:
+            return any(entry[2] is msg for entry in self._buffer[stream_index]) \
+                or any(entry[2] is msg for entry in self._queue[stream_index])
+
     def reset(self) -> None:
         """Forget every pending message (counted as 'reset') and the ordering history.
 

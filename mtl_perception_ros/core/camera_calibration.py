@@ -89,29 +89,64 @@ def _image_size(image_size_wh, name: str) -> tuple[int, int]:
     return size
 
 
+def rigid_transform(lidar_to_camera, name: str = 'lidar_to_camera') -> np.ndarray:
+    """16 numbers (4x4 row-major) of a rigid transform -> 4x4 float64, or a CalibrationError."""
+    transform = np.asarray(lidar_to_camera, dtype=np.float64)
+    if transform.size != 16:
+        raise CalibrationError(f'{name} needs 16 numbers (4x4 row-major), got {transform.size}')
+    transform = _finite(transform.reshape(4, 4), name)
+    rotation = transform[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0.99 \
+            or not np.allclose(transform[3], [0, 0, 0, 1]):
+        raise CalibrationError(f'{name} is not a rigid transform (rotation must be orthonormal, det +1, last row '
+                               '0 0 0 1)')
+    return transform
+
+
 @dataclass(frozen=True)
 class CameraCalibration:
-    lidar_to_camera: np.ndarray           # 4x4, point cloud frame -> camera optical frame
-    camera_matrix: np.ndarray             # 3x3 of image_size_wh
-    distortion: np.ndarray                # (5,) plumb_bob, (8,) rational_polynomial, (4,) equidistant; zeros: none
-    image_size_wh: tuple[int, int]
+    """A camera's calibration as far as it is known: the extrinsics (lidar_to_camera) and the
+    intrinsics (camera_matrix, distortion, image_size_wh) may each be None until they arrive (TF,
+    CameraInfo); `CameraCalibration()` knows nothing yet."""
+
+    lidar_to_camera: np.ndarray | None = None    # 4x4, point cloud frame -> camera optical frame
+    camera_matrix: np.ndarray | None = None      # 3x3 of image_size_wh
+    distortion: np.ndarray | None = None         # (5,) plumb_bob, (8,) rational_polynomial, (4,) equidistant; zeros: none
+    image_size_wh: tuple[int, int] | None = None
     distortion_model: str = 'plumb_bob'   # a key of DISTORTION_MODELS, matching the length of `distortion`
     _maps: dict = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def has_intrinsics(self) -> bool:
+        return self.camera_matrix is not None
+
     @classmethod
-    def from_parameters(cls, lidar_to_camera, camera_matrix, distortion, image_size_wh) -> 'CameraCalibration':
-        transform = np.asarray(lidar_to_camera, dtype=np.float64)
-        if transform.size != 16:
-            raise CalibrationError(f'lidar_to_camera needs 16 numbers (4x4 row-major), got {transform.size}')
-        transform = transform.reshape(4, 4)
-        rotation = transform[:3, :3]
-        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0.99 \
-                or not np.allclose(transform[3], [0, 0, 0, 1]):
-            raise CalibrationError('lidar_to_camera is not a rigid transform (rotation must be orthonormal, '
-                                   'det +1, last row 0 0 0 1)')
-        d = distortion_from_parameter(distortion)
+    def from_parameters(cls, lidar_to_camera=None, camera_matrix=None, distortion=None,
+                        image_size_wh=None) -> 'CameraCalibration':
+        """From parameter values; None for a part that is not given (camera_matrix and image_size_wh
+        come together; distortion None = none)."""
+        transform = None if lidar_to_camera is None else rigid_transform(lidar_to_camera)
+        if camera_matrix is None and image_size_wh is None:
+            if distortion is not None:
+                raise CalibrationError('distortion needs camera_matrix and calibration_image_size')
+            return cls(transform)
+        if camera_matrix is None or image_size_wh is None:
+            raise CalibrationError('camera_matrix and calibration_image_size come together (K belongs to an image '
+                                   'size)')
+        d = distortion_from_parameter([] if distortion is None else distortion)
         return cls(transform, _camera_matrix(camera_matrix), d, _image_size(image_size_wh, 'calibration_image_size'),
                    'rational_polynomial' if d.size == 8 else 'plumb_bob')
+
+    def with_extrinsics(self, lidar_to_camera) -> 'CameraCalibration':
+        """This calibration with another point cloud -> camera transform (None: unknown); the remap
+        tables are shared (they depend on the intrinsics only)."""
+        transform = None if lidar_to_camera is None else rigid_transform(lidar_to_camera)
+        if transform is None and self.lidar_to_camera is None or (
+                transform is not None and self.lidar_to_camera is not None
+                and np.array_equal(transform, self.lidar_to_camera)):
+            return self
+        return CameraCalibration(transform, self.camera_matrix, self.distortion, self.image_size_wh,
+                                 self.distortion_model, self._maps)
 
     def with_intrinsics(self, camera_matrix, distortion, distortion_model: str,
                         image_size_wh) -> 'CameraCalibration':
@@ -124,7 +159,7 @@ class CameraCalibration:
         k = _camera_matrix(camera_matrix, 'K (camera matrix)')
         d = distortion_for_model(distortion, distortion_model)
         model = distortion_model if d.any() else 'plumb_bob'
-        if (np.array_equal(k, self.camera_matrix) and np.array_equal(d, self.distortion)
+        if (self.has_intrinsics and np.array_equal(k, self.camera_matrix) and np.array_equal(d, self.distortion)
                 and size == self.image_size_wh and model == self.distortion_model):
             return self
         return CameraCalibration(self.lidar_to_camera, k, d, size, model)
@@ -132,7 +167,10 @@ class CameraCalibration:
     def prepare_image(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(undistorted image, camera matrix of that image) for an incoming RGB image.
 
-        Raises CalibrationError for an empty image or one of another aspect ratio."""
+        Raises CalibrationError for an empty image, one of another aspect ratio, or no intrinsics yet."""
+        if not self.has_intrinsics:
+            raise CalibrationError('no intrinsics yet: waiting for a valid camera_info (or set the camera\'s '
+                                   'camera_matrix and calibration_image_size)')
         height, width = image.shape[:2]
         if height <= 0 or width <= 0:
             raise CalibrationError(f'image is {width}x{height}: width and height must be > 0')

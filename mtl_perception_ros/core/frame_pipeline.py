@@ -68,25 +68,24 @@ import numpy as np
 from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTimeSync
 from mtl_perception_ros.core.camera import project_points
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
-from mtl_perception_ros.core.inference import camera_inputs
 from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, POINT_LIMIT_MESSAGES, limit_points
 
 POINTS_STREAM = 'points'
 # the inference settings configure_decoding may change
 DECODING_SETTINGS = ('score_threshold', 'max_detections', 'nms_radius_m')
-_SYNC_FIELDS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s')
+_SYNC_FIELDS = ('slop_s', 'queue_size', 'camera_time_offsets_s', 'points_min_interval_s')
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """Pairing and time-policy settings (module docstring); seconds unless named otherwise."""
 
-    cameras: tuple = ('image',)            # camera stream names; the model fuses one camera today
+    cameras: tuple = ('image',)            # camera stream names (the node: the `cameras` parameter)
     slop_s: float = 0.05                   # largest stamp difference of a cloud and an image in a pair
     queue_size: int = 10                   # messages kept per stream while waiting for a partner
-    camera_time_offset_s: float = 0.0      # added to image stamps before pairing
+    camera_time_offsets_s: tuple = ()      # per camera, added to its image stamps before pairing (() = zeros)
     points_min_interval_s: float = 0.05    # promised smallest gap between clouds (0 = wait for the next)
-    camera_timeout_s: float = 0.5          # no image for this long (stamps and clock) -> LiDAR-only
+    camera_timeout_s: float = 0.5          # no image for this long (stamps and clock) -> camera left out
     time_jump_threshold_s: float = 1.0     # a stamp going back by more -> reset
     future_stamp_tolerance_s: float = 5.0  # a stamp further ahead of its stream -> outlier
     new_time_base_messages: int = 3        # consecutive agreeing messages that make a jump real
@@ -95,19 +94,23 @@ class PipelineConfig:
     def __post_init__(self):
         cameras = (self.cameras,) if isinstance(self.cameras, str) else tuple(self.cameras)
         object.__setattr__(self, 'cameras', tuple(str(c) for c in cameras))
+        offsets = tuple(self.camera_time_offsets_s) or (0.0,) * len(self.cameras)
+        object.__setattr__(self, 'camera_time_offsets_s', offsets)
         problems = []
-        if len(self.cameras) != 1:
-            problems.append(f'cameras: the model fuses exactly one camera, got {list(self.cameras)}')
-        if POINTS_STREAM in self.cameras or len(set(self.cameras)) != len(self.cameras):
-            problems.append(f"cameras must be distinct names other than '{POINTS_STREAM}', got {list(self.cameras)}")
+        if not self.cameras:
+            problems.append('cameras: at least one camera name is needed')
+        if POINTS_STREAM in self.cameras or len(set(self.cameras)) != len(self.cameras) or '' in self.cameras:
+            problems.append(f"cameras must be distinct non-empty names other than '{POINTS_STREAM}', "
+                            f"got {list(self.cameras)}")
         for name, low, inclusive in (('slop_s', 0.0, True), ('points_min_interval_s', 0.0, True),
                                      ('camera_timeout_s', 0.0, False), ('time_jump_threshold_s', 0.0, False),
                                      ('future_stamp_tolerance_s', 0.0, False)):
             value = getattr(self, name)
             if not _real(value) or not math.isfinite(value) or value < low or (value == low and not inclusive):
                 problems.append(f"{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
-        if not _real(self.camera_time_offset_s) or not math.isfinite(self.camera_time_offset_s):
-            problems.append(f'camera_time_offset_s must be a finite number, got {self.camera_time_offset_s!r}')
+        if len(offsets) != len(self.cameras) or not all(_real(v) and math.isfinite(v) for v in offsets):
+            problems.append(f'camera_time_offsets_s must be one finite number per camera {list(self.cameras)}, '
+                            f'got {list(offsets)}')
         for name, low in (('queue_size', 1), ('new_time_base_messages', 1), ('max_points', 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -119,6 +122,9 @@ class PipelineConfig:
     def streams(self) -> tuple:
         return (POINTS_STREAM,) + self.cameras
 
+    def time_offset_s(self, camera: str) -> float:
+        return self.camera_time_offsets_s[self.cameras.index(camera)]
+
 
 def _real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -126,8 +132,9 @@ def _real(value) -> bool:
 
 @dataclass(frozen=True)
 class PairedFrame:
-    """A cloud ready to process: with one image per camera (a synchronized pair) or none (LiDAR-only
-    after a camera timeout). Payloads are as given to add_points / add_image."""
+    """A cloud ready to process, with the images paired with it: one per camera that matched within
+    slop (a subset of the cameras when some were silent or had no image near the cloud), or none
+    (LiDAR-only: every camera silent). Payloads are as given to add_points / add_image."""
 
     points_stamp_ns: int
     points: Any
@@ -144,8 +151,9 @@ class PairedFrame:
 @dataclass
 class FrameResult:
     """One processed frame. boxes (N, 7), classes (N,), scores (N,) as PerceptionInference gives them;
-    class_map (H, W) uint8 or None; image: the prepared (undistorted) RGB image the class map belongs
-    to, None when LiDAR-only; image_stamps_ns: cameras whose image was used; tracks
+    class_maps: camera -> (H, W) uint8 (cameras fused, when class maps were asked for); images:
+    camera -> the prepared (undistorted) RGB image its class map belongs to; image_stamps_ns: the
+    cameras whose image was used -> its stamp; lidar_only: no camera was used; tracks
     (core.tracking.TrackedObjects), track_ids / velocities per detection (None without a tracker);
     timings_ms: per stage; counts: the pipeline's counters after this frame."""
 
@@ -154,8 +162,8 @@ class FrameResult:
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
-    class_map: np.ndarray | None
-    image: np.ndarray | None
+    class_maps: dict
+    images: dict
     lidar_only: bool
     tracks: Any = None
     track_ids: np.ndarray | None = None
@@ -170,6 +178,15 @@ class _Message:
     payload: Any
     receipt_s: float
     arrival: int                   # arrival order over all streams
+
+
+@dataclass
+class _OpenCloud:
+    """A cloud given to the cameras' synchronizers, until each has paired or dropped it."""
+
+    message: _Message
+    waiting: set                                 # cameras that may still pair it
+    images: dict = field(default_factory=dict)   # camera -> paired image _Message
 
 
 @dataclass
@@ -189,33 +206,35 @@ Notify = Callable[[str, str, str], None]
 class FramePipeline:
     """Pairing + time policy + image preparation + inference + tracking (module docstring).
 
-    inference: core.inference.PerceptionInference (or anything with its call signature);
-    calibrations: camera name -> core.camera_calibration.CameraCalibration; tracker:
+    inference: core.inference.PerceptionInference (or anything with its `run_views`);
+    calibrations: camera name -> core.camera_calibration.CameraCalibration, as far as known (a camera
+    missing: nothing known yet; `apply_camera_info` and process's `extrinsics` complete them); tracker:
     core.tracking.Tracker or None; notify: see Notify (None: silent).
     """
 
     def __init__(self, inference, calibrations: Mapping[str, CameraCalibration], config: PipelineConfig | None = None,
                  tracker=None, notify: Notify | None = None):
         self.config = PipelineConfig() if config is None else config
-        missing = [c for c in self.config.cameras if c not in calibrations]
-        if missing:
-            raise ValueError(f'no calibration for cameras {missing}')
+        unknown = [c for c in calibrations if c not in self.config.cameras]
+        if unknown:
+            raise ValueError(f'calibrations of cameras {unknown} that are not in cameras {list(self.config.cameras)}')
         self.inference = inference
         self.tracker = tracker
-        self._calibrations = dict(calibrations)
+        self._calibrations = {c: calibrations.get(c) or CameraCalibration() for c in self.config.cameras}
         self._notify = notify
         self._pairing = threading.Lock()       # synchronizer, stream times, camera timeout, config
         self._processing = threading.Lock()    # tracker; one frame at a time
         self._counts_lock = threading.Lock()
         self._counts = Counter()
-        self._sync_base: dict | None = None    # counters of synchronizers replaced by update()
-        self._sync = self._make_sync(self.config)
+        self._sync_base: dict = {}             # camera -> counters of its synchronizers replaced by update()
+        self._syncs = self._make_syncs(self.config)
+        self._open: list[_OpenCloud] = []     # clouds the synchronizers still hold, in arrival order
         self._epoch = 0
         self._tracker_epoch = 0
         self._streams = {name: _StreamTime() for name in self.config.streams}
         self._first_points = None              # (stamp ns, receipt s) of the first cloud since the reset
         self._last_image = {}                  # camera -> receipt s of its newest accepted image
-        self._lidar_only_active = False
+        self._silent: set = set()              # cameras past camera_timeout_s: left out of pairing
         self._arrivals = 0
 
     # ----------------------------------------------------------------------------- configuration
@@ -227,10 +246,11 @@ class FramePipeline:
         with self._pairing:
             config = dataclasses.replace(self.config, **changes)
             if any(getattr(config, name) != getattr(self.config, name) for name in _SYNC_FIELDS):
-                sync = self._make_sync(config)
-                self._sync.reset()
-                self._sync_base = _add_sync_stats(self._sync_base, self._sync.stats())
-                self._sync = sync
+                syncs = self._make_syncs(config)
+                for camera, sync in self._syncs.items():
+                    sync.reset()
+                    self._sync_base[camera] = _add_sync_stats(self._sync_base.get(camera), sync.stats())
+                self._syncs, self._open = syncs, []
             self.config = config
             return config
 
@@ -243,6 +263,20 @@ class FramePipeline:
     def calibration(self, camera: str) -> CameraCalibration:
         with self._pairing:
             return self._calibrations[camera]
+
+    def apply_camera_info(self, camera: str, camera_matrix, distortion, distortion_model: str,
+                          image_size_wh) -> bool:
+        """A CameraInfo of `camera` (K, D, model, size): its intrinsics from the next frame on (remap
+        tables kept when nothing changed). A value that cannot be a calibration is counted
+        (`skipped.bad_camera_info`) and the previous calibration stays; returns whether it was taken."""
+        try:
+            calibration = self.calibration(camera).with_intrinsics(camera_matrix, distortion, distortion_model,
+                                                                   image_size_wh)
+        except CalibrationError as error:
+            self.skip('bad_camera_info', f'{camera}: {error}')
+            return False
+        self.set_calibration(camera, calibration)
+        return True
 
     def configure_decoding(self, **changes) -> None:
         """Change the inference's score_threshold / max_detections / nms_radius_m (None = off) between
@@ -263,12 +297,13 @@ class FramePipeline:
             self.tracker.config = dataclasses.replace(self.tracker.config, **changes)
 
     @staticmethod
-    def _make_sync(config: PipelineConfig) -> ApproximateTimeSync:
-        n = len(config.streams)
-        return ApproximateTimeSync(
-            num_streams=n, slop_s=config.slop_s, queue_size=config.queue_size,
-            offsets_s=[0.0] + [config.camera_time_offset_s] * (n - 1),
-            min_interval_s=[config.points_min_interval_s] + [0.0] * (n - 1), stream_names=list(config.streams))
+    def _make_syncs(config: PipelineConfig) -> dict:
+        """One cloud/image synchronizer per camera: each cloud gets the nearest image of every camera
+        within slop, and a camera without one near the cloud (or silent) costs only its own image."""
+        return {camera: ApproximateTimeSync(
+            num_streams=2, slop_s=config.slop_s, queue_size=config.queue_size,
+            offsets_s=[0.0, config.time_offset_s(camera)], min_interval_s=[config.points_min_interval_s, 0.0],
+            stream_names=[POINTS_STREAM, camera]) for camera in config.cameras}
 
     # ----------------------------------------------------------------------------- pairing
     def add_points(self, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
@@ -290,7 +325,15 @@ class FramePipeline:
 
     @property
     def lidar_only_active(self) -> bool:
-        return self._lidar_only_active
+        """Every camera is silent: clouds run LiDAR-only."""
+        with self._pairing:
+            return len(self._silent) == len(self.config.cameras)
+
+    @property
+    def silent_cameras(self) -> list:
+        """The cameras left out of pairing now (no image for camera_timeout_s), in camera order."""
+        with self._pairing:
+            return [c for c in self.config.cameras if c in self._silent]
 
     def _add(self, stream: str, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
         events, frames = [], []
@@ -303,34 +346,74 @@ class FramePipeline:
         return frames
 
     def _take(self, stream: str, message: '_Message', events: list) -> list[PairedFrame]:
-        """An admitted message: the camera timeout, then the synchronizer (or LiDAR-only)."""
+        """An admitted message: the camera timeout, then the cameras' synchronizers (or LiDAR-only)."""
+        cameras = self.config.cameras
         if stream == POINTS_STREAM:
             if self._first_points is None:
                 self._first_points = (message.stamp_ns, message.receipt_s)
-            silent = [c for c in self.config.cameras if self._camera_silent(c, message.stamp_ns, message.receipt_s)]
-            if silent:
-                # One camera today: a silent one means LiDAR-only. (Several cameras would need a
-                # synchronizer without the silent ones' streams.)
-                if not self._lidar_only_active:
-                    self._lidar_only_active = True
-                    events.append(('warn', 'lidar_only', f'no image from {silent} for '
-                                   f'{self.config.camera_timeout_s} s: running LiDAR-only'))
-                return [PairedFrame(message.stamp_ns, message.payload, {}, {}, message.receipt_s, self._epoch)]
-            return self._pair(0, message)
+            for camera in cameras:
+                if camera not in self._silent and self._camera_silent(camera, message.stamp_ns, message.receipt_s):
+                    self._silence(camera, events)
+            active = [c for c in cameras if c not in self._silent]
+            if not active:
+                return self._settle() + [PairedFrame(message.stamp_ns, message.payload, {}, {}, message.receipt_s,
+                                                     self._epoch)]
+            cloud = _OpenCloud(message, set(active))
+            self._open.append(cloud)
+            for camera in active:
+                self._pair(camera, 0, message)
+            return self._settle()
         self._last_image[stream] = message.receipt_s
-        if self._lidar_only_active:
-            self._lidar_only_active = False
-            events.append(('info', 'camera_back', 'images are back: fusing camera and LiDAR again'))
-        return self._pair(1 + self.config.cameras.index(stream), message)
+        if stream in self._silent:
+            self._silent.discard(stream)
+            if len(self._silent) == len(cameras) - 1:
+                events.append(('info', 'camera_back', f'images of {stream} are back: fusing camera and LiDAR again'))
+            else:
+                events.append(('info', f'camera_back.{stream}', f'images of {stream} are back: fusing it again'))
+        self._pair(stream, 1, message)
+        return self._settle()
 
-    def _pair(self, stream: int, message: '_Message') -> list[PairedFrame]:
+    def _silence(self, camera: str, events: list) -> None:
+        """`camera` sent nothing for camera_timeout_s: leave it out of pairing until its next image."""
+        self._silent.add(camera)
+        self.count(f'camera_silent.{camera}')
+        self._syncs[camera].reset()
+        for cloud in self._open:
+            cloud.waiting.discard(camera)
+        timeout = self.config.camera_timeout_s
+        others = [c for c in self.config.cameras if c not in self._silent]
+        if not others:
+            events.append(('warn', 'lidar_only', f'no image from {sorted(self._silent)} for {timeout} s: '
+                           'running LiDAR-only'))
+        else:
+            events.append(('warn', f'camera_silent.{camera}', f'no image from {camera} for {timeout} s: fusing '
+                           f'the other cameras {others} without it'))
+
+    def _pair(self, camera: str, index: int, message: '_Message') -> None:
+        """Offer a cloud (index 0) or an image of `camera` (index 1) to the camera's synchronizer."""
+        sync = self._syncs[camera]
+        for cloud_message, image_message in sync.add(index, message.stamp_ns, message):
+            for cloud in self._open:
+                if cloud.message is cloud_message:
+                    cloud.images[camera] = image_message
+                    cloud.waiting.discard(camera)
+                    break
+        for cloud in self._open:     # clouds this synchronizer dropped will not pair with this camera
+            if camera in cloud.waiting and not sync.is_pending(0, cloud.message):
+                cloud.waiting.discard(camera)
+
+    def _settle(self) -> list[PairedFrame]:
+        """The open clouds every camera has decided on, in arrival order: fused with the images they
+        got, or dropped when none (each synchronizer counted why)."""
         frames = []
-        for sync_set in self._sync.add(stream, message.stamp_ns, message):
-            cloud, images = sync_set[0], sync_set[1:]
-            frames.append(PairedFrame(
-                cloud.stamp_ns, cloud.payload, {c: m.stamp_ns for c, m in zip(self.config.cameras, images)},
-                {c: m.payload for c, m in zip(self.config.cameras, images)},
-                max([cloud.receipt_s] + [m.receipt_s for m in images]), self._epoch))
+        while self._open and not self._open[0].waiting:
+            cloud = self._open.pop(0)
+            if cloud.images:
+                images = sorted(cloud.images.items(), key=lambda item: self.config.cameras.index(item[0]))
+                frames.append(PairedFrame(
+                    cloud.message.stamp_ns, cloud.message.payload, {c: m.stamp_ns for c, m in images},
+                    {c: m.payload for c, m in images},
+                    max([cloud.message.receipt_s] + [m.receipt_s for _, m in images]), self._epoch))
         if frames:
             self.count('synced_pairs', len(frames))
         return frames
@@ -427,7 +510,10 @@ class FramePipeline:
         timeout's history; tracking restarts at the next processed frame (epoch)."""
         for name in self._streams:
             self._drop_held(name, events)
-        self._sync.reset()
+        for sync in self._syncs.values():
+            sync.reset()
+        self._open = []
+        self._silent = set()
         self._epoch += 1
         self._streams = {name: _StreamTime() for name in self.config.streams}
         self._first_points = None
@@ -438,19 +524,22 @@ class FramePipeline:
 
     # ----------------------------------------------------------------------------- processing
     def process(self, frame: PairedFrame, points: np.ndarray, images: Mapping[str, np.ndarray | None] | None = None,
-                want_class_map: bool = True) -> FrameResult | None:
+                want_class_map: bool = True, extrinsics: Mapping[str, np.ndarray] | None = None) -> FrameResult | None:
         """Run one frame: `points` (N, >=4) float x, y, z, reflectance [0, 1] (the point limits of
         core/point_limits.py apply, with config.max_points; counted as `points.<reason>`), `images`
         camera -> RGB uint8 (H, W, 3) as received, or None where the caller could not convert it (the
-        frame runs LiDAR-only). None when the frame is skipped (counted)."""
+        frame runs without that camera). `extrinsics`: camera -> 4x4 point cloud -> camera transform
+        for this frame (e.g. from TF at the cloud's stamp), over the calibration's own. A camera
+        without intrinsics or extrinsics is left out (`skipped.no_intrinsics.<camera>`,
+        `skipped.no_extrinsics.<camera>`). None when the frame is skipped (counted)."""
         events = []
         try:
             with self._processing:
-                return self._process(frame, points, images or {}, want_class_map, events)
+                return self._process(frame, points, images or {}, want_class_map, extrinsics or {}, events)
         finally:
             self._emit(events)
 
-    def _process(self, frame: PairedFrame, points, images, want_class_map: bool, events: list):
+    def _process(self, frame: PairedFrame, points, images, want_class_map: bool, extrinsics, events: list):
         start = time.perf_counter()
         if frame.epoch < self._tracker_epoch:
             self._skip_locked('dropped_after_reset', 'a frame paired before a time reset: dropped', events,
@@ -474,22 +563,37 @@ class FramePipeline:
                               f'({received} received)', events)
             return None
 
-        camera = self.config.cameras[0]          # the model fuses one camera
-        image = camera_matrix = lidar_to_camera = None
-        rgb = images.get(camera) if camera in frame.images else None
-        if rgb is not None:
+        views, used = [], []                     # the cameras' (image, K, lidar_to_camera), in camera order
+        for camera in self.config.cameras:
+            rgb = images.get(camera) if camera in frame.images else None
+            if rgb is None:
+                continue
+            calibration = self.calibration(camera)
+            if not calibration.has_intrinsics:
+                self._skip_locked(f'no_intrinsics.{camera}', f'{camera}: no camera_info yet and no camera_matrix '
+                                  'parameter: frame runs without this camera', events)
+                continue
+            lidar_to_camera = extrinsics.get(camera, calibration.lidar_to_camera)
+            if lidar_to_camera is None:
+                self._skip_locked(f'no_extrinsics.{camera}', f'{camera}: no transform from the cloud\'s frame to '
+                                  f'the camera\'s (TF) and no {camera}.lidar_to_camera parameter: frame runs '
+                                  'without this camera', events)
+                continue
             try:
-                image, camera_matrix, lidar_to_camera = camera_inputs(rgb, self.calibration(camera))
+                image, camera_matrix = calibration.prepare_image(rgb)
             except CalibrationError as error:
-                self._skip_locked('bad_image', f'{error}; running LiDAR-only for this frame', events)
-                image = None
+                self._skip_locked('bad_image', f'{camera}: {error}; frame runs without this camera', events)
+                continue
+            views.append((image, camera_matrix, np.asarray(lidar_to_camera, dtype=np.float64)))
+            used.append(camera)
         prepared = time.perf_counter()
-        result = self.inference(points, image, camera_matrix, lidar_to_camera,
-                                want_class_map=want_class_map and image is not None)
+        result = self.inference.run_views(points, views, want_class_map=want_class_map)
         inferred = time.perf_counter()
-        if image is not None and not _projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
-            self._skip_locked('calibration_projects_nothing', 'no LiDAR point projects into the image: check '
-                              'lidar_to_camera / camera_matrix (camera features were unused)', events)
+        for camera, (image, camera_matrix, lidar_to_camera) in zip(used, views):
+            if not _projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
+                self._skip_locked('calibration_projects_nothing', f'no LiDAR point projects into the image of '
+                                  f'{camera}: check its lidar_to_camera / camera matrix (camera features were '
+                                  'unused)', events)
         tracks = track_ids = velocities = None
         if self.tracker is not None:
             tracks = self.tracker.update(result.boxes, result.classes, result.scores, frame.points_stamp_ns * 1e-9)
@@ -504,9 +608,13 @@ class FramePipeline:
         self.count('processed')
         if result.lidar_only:
             self.count('processed_lidar_only')
+        for camera in used:
+            self.count(f'fused.{camera}')
+        class_maps = {camera: class_map for camera, class_map in zip(used, result.class_maps) if class_map is not None}
         return FrameResult(
-            frame.points_stamp_ns, {camera: frame.image_stamps_ns[camera]} if image is not None else {},
-            result.boxes, result.classes, result.scores, result.class_map, image, result.lidar_only,
+            frame.points_stamp_ns, {camera: frame.image_stamps_ns[camera] for camera in used},
+            result.boxes, result.classes, result.scores, class_maps,
+            {camera: view[0] for camera, view in zip(used, views)}, result.lidar_only,
             tracks, track_ids, velocities, timings, self.counts())
 
     # ----------------------------------------------------------------------------- counters
@@ -533,9 +641,25 @@ class FramePipeline:
             return dict(self._counts)
 
     def sync_stats(self) -> dict:
-        """ApproximateTimeSync.stats() summed over the synchronizers `update` replaced."""
+        """The cameras' synchronizers' counters (ApproximateTimeSync.stats(), summed over the ones
+        `update` replaced) as one stats dict: streams 'points' and the camera for one camera; for
+        several, 'points/<camera>' and '<camera>' per camera (each camera pairs the clouds itself)."""
         with self._pairing:
-            return _add_sync_stats(self._sync_base, self._sync.stats())
+            per_camera = [(camera, _add_sync_stats(self._sync_base.get(camera), sync.stats()))
+                          for camera, sync in self._syncs.items()]
+        if len(per_camera) == 1:
+            return per_camera[0][1]
+        names, received, emitted, pending = [], [], [], []
+        dropped = {reason: [] for reason in DROP_REASONS}
+        for camera, stats in per_camera:
+            names += [f'{POINTS_STREAM}/{camera}', camera]
+            received += stats['received']
+            emitted += stats['emitted']
+            pending += stats['pending']
+            for reason in DROP_REASONS:
+                dropped[reason] += stats['dropped'][reason]
+        return {'stream_names': names, 'received': received, 'emitted_sets': sum(s['emitted_sets'] for _, s in per_camera),
+                'emitted': emitted, 'pending': pending, 'dropped': dropped}
 
     def _emit(self, events: list) -> None:
         if self._notify is not None:

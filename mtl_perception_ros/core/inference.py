@@ -23,15 +23,20 @@ from mtl_perception_ros.core.image_resize import resize_camera_image
 @dataclass
 class InferenceResult:
     """One frame's output. boxes (N, 7) vehicle frame, classes (N,) int64, scores (N,) float32;
-    class_map (H, W) uint8 at the input image's size (None when not asked for or no image);
-    lidar_only: the camera was not used (no image given); timings_ms: per stage."""
+    class_maps: one (H, W) uint8 per camera view at its input image's size (None each when not asked
+    for); class_map: the first view's (None without views); lidar_only: no camera was used (no view
+    given); timings_ms: per stage."""
 
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
-    class_map: np.ndarray | None
+    class_maps: list
     lidar_only: bool
     timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def class_map(self) -> np.ndarray | None:
+        return self.class_maps[0] if self.class_maps else None
 
 
 def pick_device(device: str = 'auto') -> torch.device:
@@ -86,29 +91,39 @@ class PerceptionInference:
         for _ in range(iterations):
             self(points, image, camera_matrix, vehicle_to_camera, want_class_map=True)
 
-    @torch.inference_mode()
     def __call__(self, points: np.ndarray, image_rgb: np.ndarray | None, camera_matrix: np.ndarray | None,
                  vehicle_to_camera: np.ndarray | None, want_class_map: bool = True) -> InferenceResult:
-        """Detect boxes from `points` (+ the camera when `image_rgb` is given) and segment the image.
+        """One camera (or none): `run_views` with the view (image_rgb, camera_matrix, vehicle_to_camera),
+        or LiDAR-only with image_rgb=None (the model was trained with camera dropout)."""
+        if image_rgb is None:
+            return self.run_views(points, [], want_class_map)
+        if camera_matrix is None or vehicle_to_camera is None:
+            raise ValueError('an image needs camera_matrix and vehicle_to_camera')
+        return self.run_views(points, [(image_rgb, camera_matrix, vehicle_to_camera)], want_class_map)
 
-        points (N, >=4) float: x, y, z (m, vehicle frame), reflectance [0, 1]. image_rgb (H, W, 3)
-        uint8 undistorted, camera_matrix (3, 3) for that image, vehicle_to_camera (4, 4). With
-        image_rgb=None the model runs LiDAR-only (it was trained with camera dropout).
+    @torch.inference_mode()
+    def run_views(self, points: np.ndarray, views, want_class_map: bool = True) -> InferenceResult:
+        """Detect boxes from `points` fused with the camera `views` and segment each view's image.
+
+        points (N, >=4) float: x, y, z (m, vehicle frame), reflectance [0, 1]. views: a sequence of
+        (image_rgb (H, W, 3) uint8 undistorted, camera_matrix (3, 3) for that image, vehicle_to_camera
+        (4, 4)), one per camera, any sizes; the camera branch runs on all of them in one batch and
+        each point is painted by one view that sees it (core.model). No views: LiDAR-only.
         """
         timings = {}
         start = time.perf_counter()
         points_t = torch.from_numpy(np.ascontiguousarray(points[:, :4], dtype=np.float32)).to(self.device)
         points_batch = torch.zeros(points_t.shape[0], dtype=torch.long, device=self.device)
-        lidar_only = image_rgb is None
+        views = list(views)
         kwargs = {'batch_size': 1}
-        if not lidar_only:
-            if camera_matrix is None or vehicle_to_camera is None:
-                raise ValueError('an image needs camera_matrix and vehicle_to_camera')
-            image_t, k_model = self.model_image(image_rgb, camera_matrix)            # (1, 3, in_h, in_w)
-            kwargs.update(image=image_t,
-                          camera_matrix=torch.as_tensor(k_model, dtype=torch.float32, device=self.device)[None],
-                          vehicle_to_camera=torch.as_tensor(vehicle_to_camera, dtype=torch.float32,
-                                                            device=self.device)[None])
+        if views:
+            images, matrices = zip(*(self.model_image(image, k) for image, k, _ in views))
+            kwargs.update(
+                image=torch.cat(images),                                                  # (V, 3, in_h, in_w)
+                camera_matrix=torch.as_tensor(np.stack(matrices), dtype=torch.float32, device=self.device),
+                vehicle_to_camera=torch.as_tensor(np.stack([t for _, _, t in views]), dtype=torch.float32,
+                                                  device=self.device),
+                view_sample=torch.zeros(len(views), dtype=torch.long, device=self.device))
         timings['preprocess'] = _elapsed_ms(start, self.device)
 
         start = time.perf_counter()
@@ -120,12 +135,11 @@ class PerceptionInference:
         detections = decode_detections(outputs['bbox_heatmap'].float(), outputs['bbox_reg'].float(), self.grid,
                                        score_threshold=self.score_threshold,
                                        max_detections=self.max_detections, nms_radius_m=self.nms_radius_m)[0]
-        class_map = None
-        if want_class_map and not lidar_only:
-            class_map = self._class_map(outputs['sem_logits'], image_rgb.shape[:2])
+        class_maps = [self._class_map(outputs['sem_logits'][v:v + 1], image.shape[:2]) if want_class_map else None
+                      for v, (image, _, _) in enumerate(views)]
         timings['postprocess'] = _elapsed_ms(start, self.device)
-        return InferenceResult(detections.boxes, detections.classes, detections.scores, class_map,
-                               lidar_only, timings)
+        return InferenceResult(detections.boxes, detections.classes, detections.scores, class_maps,
+                               not views, timings)
 
     def model_image(self, image_rgb: np.ndarray, camera_matrix: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """RGB uint8 (H, W, 3) and its K -> float (1, 3, in_h, in_w) on the device and K at that size.
@@ -156,15 +170,6 @@ class PerceptionInference:
         if labels.shape != tuple(image_hw):
             labels = cv2.resize(labels, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_NEAREST)
         return labels
-
-
-def camera_inputs(image_rgb: np.ndarray, calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, camera_matrix, vehicle_to_camera) as PerceptionInference takes them, for an RGB
-    image as received: undistorted and with K scaled to its size by `calibration`
-    (mtl_perception_ros.core.camera_calibration.CameraCalibration; raises its CalibrationError for an
-    image of another aspect ratio). The node and offline bag evaluation both prepare frames so."""
-    image, camera_matrix = calibration.prepare_image(image_rgb)
-    return image, camera_matrix, calibration.lidar_to_camera
 
 
 def _elapsed_ms(start: float, device: torch.device) -> float:

@@ -21,6 +21,13 @@ image encoder ("shared signal"). Points that do not see the camera (outside the 
 it, camera missing or dropped out in training) get zero camera features and the flag set, so
 the same network detects from LiDAR alone.
 
+Several cameras per sample ("views", `view_sample` in `forward`): the camera branch runs on all
+views of the batch at once (shared weights, so a model trained with one camera runs unchanged with
+N), and each point takes the features of one view that sees it: of the views of its sample that
+see it, the one where it lies nearest the image centre (normalised by the image half-size, so the
+view that sees it most squarely, with the most image context around it). Points seen by none get
+the no-camera flag, as before.
+
 Conventions (mtl_perception_ros.core.camera, mtl_perception_ros.core.bev_grid): points in the vehicle
 frame (x forward, y left, z up, metres; reflectance in [0, 1]); `vehicle_to_camera` maps into
 the camera optical frame; a pixel (u, v) = (column, row) = K p / p.z; BEV rows run along +x,
@@ -209,6 +216,47 @@ def project_to_grid_sample_coords(xyz: torch.Tensor, points_batch: torch.Tensor,
     return grid_xy, visible
 
 
+def choose_views(xyz: torch.Tensor, points_batch: torch.Tensor, view_sample: torch.Tensor,
+                 camera_matrix: torch.Tensor, vehicle_to_camera: torch.Tensor, view_on: torch.Tensor,
+                 image_hw: tuple[int, int]):
+    """For each point, the view that paints it (module docstring: nearest the image centre).
+
+    xyz (P,3), points_batch (P,) sample per point; view_sample (V,) sample per view, camera_matrix
+    (V,3,3), vehicle_to_camera (V,4,4), view_on (V,) bool (False: a view not to use). Returns
+    (view (P,) int64 index of the chosen view, 0 where none; grid_xy (P,2) in it as
+    `project_to_grid_sample_coords` gives it; visible (P,) bool: some view sees the point).
+    Vectorised over (point, view of its sample) pairs: P x views-per-sample work.
+    """
+    num_points, device = xyz.shape[0], xyz.device
+    num_views = view_sample.shape[0]
+    if num_points == 0 or num_views == 0:
+        return (torch.zeros(num_points, dtype=torch.long, device=device), xyz.new_full((num_points, 2), -2.0),
+                torch.zeros(num_points, dtype=torch.bool, device=device))
+    batch_size = int(max(int(points_batch.max()), int(view_sample.max()))) + 1
+    view_order = torch.argsort(view_sample, stable=True)                         # views grouped by sample
+    views_of = torch.bincount(view_sample, minlength=batch_size)                 # (B,)
+    first_view = torch.cumsum(views_of, 0) - views_of
+    per_point = views_of[points_batch]                                           # (P,)
+    pair_point = torch.repeat_interleave(torch.arange(num_points, device=device), per_point)
+    pair_start = torch.cumsum(per_point, 0) - per_point
+    within = torch.arange(pair_point.shape[0], device=device) - pair_start[pair_point]
+    pair_view = view_order[first_view[points_batch[pair_point]] + within]
+    grid_xy, visible = project_to_grid_sample_coords(xyz[pair_point], pair_view, camera_matrix,
+                                                     vehicle_to_camera, image_hw)
+    visible = visible & view_on[pair_view]
+    off_centre = torch.where(visible, grid_xy.float().abs().amax(dim=-1), torch.full_like(grid_xy[:, 0], 3.0))
+    max_views = int(views_of.max())
+    table = off_centre.new_full((num_points, max_views), float('inf'))
+    table[pair_point, within] = off_centre
+    best = table.argmin(dim=1)                                                   # (P,)
+    has_view = per_point > 0
+    chosen = torch.where(has_view, pair_start + best, torch.zeros_like(best)).clamp(max=max(pair_point.shape[0] - 1, 0))
+    seen = has_view & visible[chosen]
+    view = torch.where(seen, pair_view[chosen], torch.zeros_like(best))
+    point_grid = torch.where(seen.unsqueeze(-1), grid_xy[chosen], torch.full_like(grid_xy[chosen], -2.0))
+    return view, point_grid, seen
+
+
 def sample_per_point(feature_map: torch.Tensor, grid_xy: torch.Tensor,
                      points_batch: torch.Tensor) -> torch.Tensor:
     """Bilinearly sample (B,D,h,w) features at each point's own sample: grid_xy (P,2) -> (P,D).
@@ -364,7 +412,8 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, points: torch.Tensor, points_batch: torch.Tensor, image: torch.Tensor | None = None,
                 camera_matrix: torch.Tensor | None = None, vehicle_to_camera: torch.Tensor | None = None,
-                camera_valid: torch.Tensor | None = None, batch_size: int | None = None) -> dict:
+                camera_valid: torch.Tensor | None = None, batch_size: int | None = None,
+                view_sample: torch.Tensor | None = None) -> dict:
         """Run both tasks on a batch.
 
         points (P,4) float x, y, z (m, vehicle frame), reflectance [0, 1], all samples concatenated;
@@ -376,7 +425,13 @@ class MultiTaskNet(nn.Module):
         sem_logits are zeros of size ceil(cfg.image_hw / 4); `batch_size` (or camera_valid) gives B.
         In training mode each sample's camera is also hidden with probability cfg.camera_dropout_p.
 
-        Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B,K,Hi/4,Wi/4)
+        Several cameras per sample: view_sample (V,) int64 = the sample of each image, which are then
+        V views: image (V,3,Hi,Wi), camera_matrix (V,3,3), vehicle_to_camera (V,4,4), camera_valid
+        (V,) per view, sem_logits (V,...) per view; `batch_size` gives B (default: the largest sample
+        index of points_batch and view_sample + 1). Each point is painted by one view (module
+        docstring). view_sample=None: one view per sample (V = B, view b of sample b).
+
+        Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B or V,K,Hi/4,Wi/4)
         logits, with (H, W) = cfg.bev_grid.output_shape.
         """
         cfg = self.cfg
@@ -386,8 +441,18 @@ class MultiTaskNet(nn.Module):
         if points_batch.shape != points.shape[:1]:
             raise ValueError(f'MultiTaskNet: points_batch must be ({points.shape[0]},), '
                              f'got {tuple(points_batch.shape)}')
-        batch_size = self._batch_size(points_batch, image, camera_valid, batch_size)
         device = points.device
+        if view_sample is not None:
+            view_sample = view_sample.to(device=device, dtype=torch.long)
+            if image is None or view_sample.shape != image.shape[:1]:
+                raise ValueError(f'MultiTaskNet: view_sample must be (V,) for an image (V, 3, H, W), got '
+                                 f'{tuple(view_sample.shape)} and {None if image is None else tuple(image.shape)}')
+            if batch_size is None:
+                batch_size = max(int(points_batch.max()) + 1 if points_batch.numel() else 1,
+                                 int(view_sample.max()) + 1 if view_sample.numel() else 1)
+        else:
+            batch_size = self._batch_size(points_batch, image, camera_valid, batch_size)
+        num_views = int(image.shape[0]) if image is not None else batch_size
         points = points[:, :4].float()
         points_batch = points_batch.long()
 
@@ -398,9 +463,9 @@ class MultiTaskNet(nn.Module):
             if camera_matrix is None or vehicle_to_camera is None:
                 raise ValueError('MultiTaskNet: an image needs camera_matrix (B,3,3) and '
                                  'vehicle_to_camera (B,4,4)')
-            if camera_matrix.shape != (batch_size, 3, 3) or vehicle_to_camera.shape != (batch_size, 4, 4):
-                raise ValueError(f'MultiTaskNet: expected camera_matrix ({batch_size}, 3, 3) and '
-                                 f'vehicle_to_camera ({batch_size}, 4, 4), got {tuple(camera_matrix.shape)} '
+            if camera_matrix.shape != (num_views, 3, 3) or vehicle_to_camera.shape != (num_views, 4, 4):
+                raise ValueError(f'MultiTaskNet: expected camera_matrix ({num_views}, 3, 3) and '
+                                 f'vehicle_to_camera ({num_views}, 4, 4), got {tuple(camera_matrix.shape)} '
                                  f'and {tuple(vehicle_to_camera.shape)}')
             camera_features, sem_logits = self.camera_branch(image)
             image_hw = tuple(image.shape[-2:])
@@ -409,15 +474,15 @@ class MultiTaskNet(nn.Module):
             h, w = (-(-s // CAMERA_STRIDE) for s in cfg.image_hw)  # ceil, as the strided convs
             sem_logits = points.new_zeros(batch_size, cfg.num_sem_classes, h, w)
 
-        # which samples may use their camera
-        camera_on = torch.ones(batch_size, dtype=torch.bool, device=device)
+        # which views may be used
+        camera_on = torch.ones(num_views, dtype=torch.bool, device=device)
         if camera_valid is not None:
             camera_on = camera_on & camera_valid.to(device=device, dtype=torch.bool)
         if self.training and cfg.camera_dropout_p > 0:
-            camera_on = camera_on & (torch.rand(batch_size, device=device) >= cfg.camera_dropout_p)
+            camera_on = camera_on & (torch.rand(num_views, device=device) >= cfg.camera_dropout_p)
 
         canvas = self.lidar_canvas(points, points_batch, batch_size, camera_features, camera_on,
-                                   camera_matrix, vehicle_to_camera, image_hw)
+                                   camera_matrix, vehicle_to_camera, image_hw, view_sample)
         bbox_heatmap, bbox_reg = self.bev_branch(canvas)
         return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
 
@@ -433,19 +498,25 @@ class MultiTaskNet(nn.Module):
     def lidar_canvas(self, points: torch.Tensor, points_batch: torch.Tensor, batch_size: int,
                      camera_features: torch.Tensor | None, camera_on: torch.Tensor,
                      camera_matrix: torch.Tensor | None, vehicle_to_camera: torch.Tensor | None,
-                     image_hw: tuple[int, int] | None) -> torch.Tensor:
+                     image_hw: tuple[int, int] | None, view_sample: torch.Tensor | None = None) -> torch.Tensor:
         """Camera-painted pillars: points (P,4) float, points_batch (P,) int64 -> canvas (B,Cp,Hg,Wg).
 
-        camera_features None (no image) or camera_on[b] False: LiDAR-only for those samples.
+        camera_features None (no image) or camera_on[view] False: LiDAR-only for those views.
+        view_sample (V,): the sample of each view (None: view b of sample b, one per sample).
         """
         cfg = self.cfg
         keep, cell, geometry = pillar_geometry(points, points_batch, cfg.bev_grid, batch_size)
         kept_batch = points_batch[keep]
         if camera_features is not None:
-            grid_xy, visible = project_to_grid_sample_coords(geometry[:, :3], kept_batch, camera_matrix,
-                                                             vehicle_to_camera, image_hw)
-            visible = visible & camera_on[kept_batch]
-            point_camera = sample_per_point(camera_features, grid_xy, kept_batch)   # (P_kept, Dc)
+            if view_sample is None:
+                grid_xy, visible = project_to_grid_sample_coords(geometry[:, :3], kept_batch, camera_matrix,
+                                                                 vehicle_to_camera, image_hw)
+                visible = visible & camera_on[kept_batch]
+                point_view = kept_batch
+            else:
+                point_view, grid_xy, visible = choose_views(geometry[:, :3], kept_batch, view_sample, camera_matrix,
+                                                            vehicle_to_camera, camera_on, image_hw)
+            point_camera = sample_per_point(camera_features, grid_xy, point_view)   # (P_kept, Dc)
             point_camera = point_camera * visible.unsqueeze(-1).to(point_camera.dtype)
         else:
             visible = torch.zeros_like(kept_batch, dtype=torch.bool)

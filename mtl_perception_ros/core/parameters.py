@@ -20,13 +20,17 @@ Run-time parameters (read_only=False) are the ones the node re-reads or applies 
 decoding (score_threshold, max_detections, nms_radius_m), the publish_* switches, overlay_alpha,
 pairing (camera_time_offset_s, slop_s) and the tracking gates. Everything structural (topics,
 QoS, model, device, queue sizes, warm-up) and the calibration parameters are read-only: restart
-the node to change them (with `camera_info_topic` set, K, D and the image size follow the
-CameraInfo messages while the node runs).
+the node to change them (K, D and the image size follow each camera's CameraInfo messages while
+the node runs, the extrinsics its TF transforms).
+
+Cameras: `cameras` lists their names; each camera NAME has the parameters of CAMERA_SCHEMA as
+`NAME.<field>` (in a params file nested under NAME:, on the command line `-p NAME.time_offset_s:=0.1`).
 """
 from __future__ import annotations
 
 import argparse
 import array
+import dataclasses
 import difflib
 import math
 import numbers
@@ -148,10 +152,9 @@ SCHEMA: tuple[ParameterSpec, ...] = (
     # ------------------------------------------------------------------ inputs
     _p('points_topic', STR, 'points', 'Input sensor_msgs/PointCloud2; a relative name, so namespaces and '
        'remaps move it.', non_empty=True),
-    _p('image_topic', STR, 'image', 'Input sensor_msgs/Image (undistorted unless `distortion` is set).',
-       non_empty=True),
-    _p('camera_info_topic', STR, '', 'Optional sensor_msgs/CameraInfo (`""` = none); when set, its K, D and '
-       'image size replace camera_matrix, distortion and calibration_image_size.'),
+    _p('cameras', STR_LIST, ['camera'], 'Camera names; camera NAME subscribes NAME/image_raw (or '
+       'NAME/image_raw/compressed) and NAME/camera_info and has the NAME.* parameters below.',
+       non_empty=True, pattern=r'[A-Za-z][A-Za-z0-9_]*'),
     _p('input_qos', STR, 'sensor_data', 'QoS of the inputs: `sensor_data` (best effort) or `reliable`.',
        choices=('sensor_data', 'reliable')),
     _p('point_fields', STR_LIST, ['x', 'y', 'z', 'intensity'], 'PointCloud2 fields read as x, y, z and '
@@ -165,8 +168,6 @@ SCHEMA: tuple[ParameterSpec, ...] = (
        unit='s', range=AT_LEAST_0, read_only=False),
     _p('queue_size', INT, 10, 'Messages kept per input stream while waiting for a partner (also the '
        'reliable QoS depth).', unit='messages', range=Range(1, 1000)),
-    _p('camera_time_offset_s', FLOAT, 0.0, 'Added to image stamps before pairing (a camera stamped 25 ms '
-       'late: -0.025).', unit='s', range=Range(-10.0, 10.0), read_only=False),
     _p('points_min_interval_s', FLOAT, 0.05, 'Smallest time between two clouds (a 10 Hz LiDAR: up to 0.1); lets '
        'a pair leave the synchronizer without waiting for the next cloud (0 = wait).', unit='s',
        range=AT_LEAST_0),
@@ -176,19 +177,6 @@ SCHEMA: tuple[ParameterSpec, ...] = (
        'and the tracker (new track ids); processing resumes with the next pair.', unit='s', range=ABOVE_0),
     _p('future_stamp_tolerance_s', FLOAT, 5.0, 'A lone stamp further ahead of its stream than this is an '
        'outlier: dropped and counted, the stream goes on.', unit='s', range=ABOVE_0),
-    # ------------------------------------------------------------------ calibration
-    _p('lidar_to_camera', FLOAT_LIST,
-       [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-       '4x4 row-major rigid transform from the point cloud frame into the camera optical frame '
-       '(x right, y down, z forward).', lengths=(16,)),
-    _p('camera_matrix', FLOAT_LIST, [1000.0, 0.0, 960.0, 0.0, 1000.0, 604.0, 0.0, 0.0, 1.0],
-       '3x3 row-major camera matrix K of calibration_image_size (fx, fy > 0, last row 0 0 1).', lengths=(9,)),
-    _p('distortion', FLOAT_LIST, [0.0, 0.0, 0.0, 0.0, 0.0], 'OpenCV coefficients: 5 (plumb_bob: k1 k2 p1 p2 '
-       'k3) or 8 (rational_polynomial: ... k4 k5 k6); non-zero -> images are undistorted; all zero = images '
-       'arrive undistorted.', lengths=(5, 8)),
-    _p('calibration_image_size', INT_LIST, [1920, 1208], '[width, height] that camera_matrix belongs to; '
-       'images of another size with the same aspect ratio are scaled.', unit='px', lengths=(2,),
-       range=Range(1)),
     # ------------------------------------------------------------------ decoding
     _p('score_threshold', FLOAT, 0.3, 'Minimum detection score.', range=UNIT_INTERVAL, read_only=False),
     _p('max_detections', INT, 100, 'At most this many boxes per frame.', range=Range(1, 1000), read_only=False),
@@ -222,11 +210,59 @@ SCHEMA: tuple[ParameterSpec, ...] = (
 )
 SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in SCHEMA}
 
+# Per camera: parameter `<camera>.<field>` for each camera of `cameras` (nested under the camera's name
+# in a params file). A default of None: not set unless given (the camera then relies on TF / CameraInfo).
+CAMERA_SCHEMA: tuple[ParameterSpec, ...] = (
+    _p('image_transport', STR, 'raw', '`raw`: sensor_msgs/Image on NAME/image_raw; `compressed`: '
+       'sensor_msgs/CompressedImage (JPEG/PNG) on NAME/image_raw/compressed.', choices=('raw', 'compressed')),
+    _p('time_offset_s', FLOAT, 0.0, 'Added to this camera\'s image stamps before pairing (a camera stamped '
+       '25 ms late: -0.025).', unit='s', range=Range(-10.0, 10.0), read_only=False),
+    _p('lidar_to_camera', FLOAT_LIST, None, '4x4 row-major rigid transform from the point cloud frame into '
+       'the camera optical frame (x right, y down, z forward); used when TF has no transform between the '
+       'frames of the messages.', lengths=(16,)),
+    _p('camera_matrix', FLOAT_LIST, None, '3x3 row-major K of calibration_image_size (fx, fy > 0, last row '
+       '0 0 1); used until the first valid NAME/camera_info (with calibration_image_size).', lengths=(9,)),
+    _p('distortion', FLOAT_LIST, None, 'With camera_matrix: OpenCV coefficients, 5 (plumb_bob: k1 k2 p1 p2 '
+       'k3) or 8 (rational_polynomial: ... k4 k5 k6); non-zero -> images are undistorted (default: none).',
+       lengths=(5, 8)),
+    _p('calibration_image_size', INT_LIST, None, '[width, height] that camera_matrix belongs to; images of '
+       'another size with the same aspect ratio are scaled.', unit='px', lengths=(2,), range=Range(1)),
+)
+CAMERA_SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in CAMERA_SCHEMA}
+CALIBRATION_FIELDS = ('lidar_to_camera', 'camera_matrix', 'distortion', 'calibration_image_size')
+
+
+def camera_parameter(camera: str, field: str) -> str:
+    """The name of a camera's parameter: camera_parameter('front', 'time_offset_s') = 'front.time_offset_s'."""
+    return f'{camera}.{field}'
+
+
+def camera_values(values: Mapping[str, Any], camera: str) -> dict:
+    """A camera's fields (CAMERA_SCHEMA names) from validated parameters; None for the ones not set."""
+    return {spec.name: values.get(camera_parameter(camera, spec.name), spec.default) for spec in CAMERA_SCHEMA}
+
 
 # ----------------------------------------------------------------------------- validation
-def defaults() -> dict:
-    """Every parameter's default (fresh lists: the caller may change them)."""
-    return {spec.name: list(spec.default) if isinstance(spec.default, list) else spec.default for spec in SCHEMA}
+def defaults(cameras=None) -> dict:
+    """Every parameter's default (fresh lists: the caller may change them), with the per-camera ones
+    that have a default for `cameras` (default: the default camera list)."""
+    values = {spec.name: list(spec.default) if isinstance(spec.default, list) else spec.default for spec in SCHEMA}
+    for camera in values['cameras'] if cameras is None else cameras:
+        values.update({camera_parameter(camera, spec.name): spec.default for spec in CAMERA_SCHEMA
+                       if spec.default is not None})
+    return values
+
+
+def flatten_parameters(block: Mapping[str, Any], prefix: str = '') -> dict:
+    """A params file's `ros__parameters` mapping -> parameter names as rcl gives them: nested
+    mappings joined with '.' ({'front': {'time_offset_s': 0.1}} -> {'front.time_offset_s': 0.1})."""
+    flat = {}
+    for key, value in block.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_parameters(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
 
 
 def is_ros_parameter(name: str) -> bool:
@@ -235,12 +271,20 @@ def is_ros_parameter(name: str) -> bool:
 
 
 def spec_of(name: str) -> ParameterSpec:
-    try:
+    """The spec of a parameter; a camera's `<camera>.<field>` gets its field's spec under the full name
+    (whether `<camera>` is one of `cameras` is checked by validate_all)."""
+    if name in SPECS:
         return SPECS[name]
-    except KeyError:
+    camera, _, field = name.partition('.')
+    if field in CAMERA_SPECS and re.fullmatch(SPECS['cameras'].pattern, camera):
+        return dataclasses.replace(CAMERA_SPECS[field], name=name)
+    if field:
+        close = difflib.get_close_matches(field, CAMERA_SPECS, n=1)
+        hint = f'did you mean {camera}.{close[0]}?' if close else f'camera fields: {", ".join(CAMERA_SPECS)}'
+    else:
         close = difflib.get_close_matches(name, SPECS, n=1)
         hint = f'did you mean {close[0]}?' if close else f'known: {", ".join(SPECS)}'
-        raise ParameterError(f'{name}: unknown parameter ({hint})', name) from None
+    raise ParameterError(f'{name}: unknown parameter ({hint})', name)
 
 
 def validate(name: str, value):
@@ -274,15 +318,24 @@ def validate_all(values: Mapping[str, Any], required: bool = True) -> dict:
     `required`, the parameters without a usable default (model_path). rclpy's own parameters
     (`is_ros_parameter`) are left out of the result; any other unknown name is refused. All problems
     go into one ParameterError (its `problems`), so a params file is fixed in one go."""
-    merged = defaults()
     problems: list[tuple[str, str]] = []
+    checked = {}
     for name, value in values.items():
         if is_ros_parameter(name):
             continue
         try:
-            merged[name] = validate(name, value)
+            checked[name] = validate(name, value)
         except ParameterError as error:
             problems.append((name, str(error)))
+    cameras = checked.get('cameras', SPECS['cameras'].default)
+    merged = {**defaults(cameras), **checked}
+    if len(set(cameras)) != len(cameras):
+        problems.append(('cameras', f'cameras: {_show(cameras)} is not allowed: each name once'))
+    for name in checked:
+        camera, _, field = name.partition('.')
+        if field and camera not in cameras:
+            problems.append((name, f'{name}: there is no camera {camera!r} in cameras {_show(cameras)} (add it there, '
+                                   f'or fix the name)'))
     if not problems:
         problems += _cross_problems(merged)
     if not problems and required:
@@ -310,7 +363,7 @@ def validate_update(current: Mapping[str, Any], changes: Mapping[str, Any]) -> d
         except ParameterError as error:
             problems.append((name, str(error)))
     if not problems:
-        merged = {**defaults(), **dict(current), **checked}
+        merged = {**defaults(current.get('cameras')), **dict(current), **checked}
         problems += [problem for problem in _cross_problems(merged) if problem[0] in checked]
     _raise(problems)
     return checked
@@ -330,15 +383,28 @@ def _cross_problems(values: dict) -> list[tuple[str, str]]:
                                              f'name of tracking_gate_classes {_show(classes)} '
                                              f'({len(classes)} numbers), got {len(gates)}'))
     from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
-    try:
-        CameraCalibration.from_parameters(values['lidar_to_camera'], values['camera_matrix'], values['distortion'],
-                                          values['calibration_image_size'])
-    except CalibrationError as error:
-        message = str(error)
-        names = [name for name in ('lidar_to_camera', 'camera_matrix', 'distortion', 'calibration_image_size')
-                 if message.startswith(name)]
-        name = names[0] if names else 'lidar_to_camera'
-        problems.append((name, message if names else f'{name}: {message}'))
+    for camera in values['cameras']:
+        fields = camera_values(values, camera)
+        intrinsics = [fields[name] is not None for name in ('camera_matrix', 'calibration_image_size')]
+        if any(intrinsics) and not all(intrinsics):
+            given, missing = ('camera_matrix', 'calibration_image_size') if intrinsics[0] else \
+                ('calibration_image_size', 'camera_matrix')
+            problems.append((camera_parameter(camera, missing), f'{camera_parameter(camera, given)} needs '
+                             f'{camera_parameter(camera, missing)} too (K belongs to an image size)'))
+            continue
+        if fields['distortion'] is not None and not intrinsics[0]:
+            problems.append((camera_parameter(camera, 'distortion'), f'{camera_parameter(camera, "distortion")} '
+                             f'needs {camera_parameter(camera, "camera_matrix")} and '
+                             f'{camera_parameter(camera, "calibration_image_size")}'))
+            continue
+        try:
+            CameraCalibration.from_parameters(fields['lidar_to_camera'], fields['camera_matrix'], fields['distortion'],
+                                              fields['calibration_image_size'])
+        except CalibrationError as error:
+            message = str(error)
+            names = [name for name in CALIBRATION_FIELDS if message.startswith(name)]
+            name = camera_parameter(camera, names[0] if names else 'lidar_to_camera')
+            problems.append((name, f'{camera}.{message}' if names else f'{name}: {message}'))
     return problems
 
 
@@ -491,9 +557,11 @@ def markdown_table() -> str:
     rows = [TABLE_BEGIN, '',
             '| parameter | type | default | allowed | unit | run-time | meaning |',
             '|---|---|---|---|---|---|---|']
-    for spec in SCHEMA:
-        default = '(required)' if spec.required else _doc_value(spec.default)
-        cells = [f'`{spec.name}`', f'`{spec.type}`', default, spec.allowed(with_unit=False), spec.unit,
+    named = [(spec.name, spec, '(required)' if spec.required else _doc_value(spec.default)) for spec in SCHEMA]
+    named += [(f'NAME.{spec.name}', spec, '(not set)' if spec.default is None else _doc_value(spec.default))
+              for spec in CAMERA_SCHEMA]
+    for name, spec, default in named:
+        cells = [f'`{name}`', f'`{spec.type}`', default, spec.allowed(with_unit=False), spec.unit,
                  'no' if spec.read_only else 'yes', spec.description]
         rows.append('| ' + ' | '.join(cell.replace('|', '\\|') for cell in cells) + ' |')
     rows += ['', TABLE_END]

@@ -16,24 +16,36 @@ from typing import Iterable, Mapping
 
 from mtl_perception_ros.core.camera_calibration import CameraCalibration
 from mtl_perception_ros.core.frame_pipeline import FramePipeline, PipelineConfig
+from mtl_perception_ros.core.parameters import camera_parameter, camera_values
 from mtl_perception_ros.core.tracking import TrackerConfig
 
 # parameters that are PipelineConfig fields of the same name
-PIPELINE_PARAMETERS = ('slop_s', 'queue_size', 'camera_time_offset_s', 'points_min_interval_s', 'camera_timeout_s',
+PIPELINE_PARAMETERS = ('slop_s', 'queue_size', 'points_min_interval_s', 'camera_timeout_s',
                        'time_jump_threshold_s', 'future_stamp_tolerance_s', 'max_points')
 TRACKING_GATE_PARAMETERS = ('tracking_gate_classes', 'tracking_gates_m', 'tracking_default_gate_m')
 
 
-def pipeline_config(params: Mapping, cameras: Iterable[str] = ('image',)) -> PipelineConfig:
-    """Pairing, time policy and point limits (ValueError for a value PipelineConfig refuses)."""
-    return PipelineConfig(cameras=tuple(cameras), **{name: params[name] for name in PIPELINE_PARAMETERS})
+def pipeline_config(params: Mapping) -> PipelineConfig:
+    """Cameras, pairing, time policy and point limits (ValueError for a value PipelineConfig refuses)."""
+    cameras = tuple(params['cameras'])
+    return PipelineConfig(cameras=cameras, camera_time_offsets_s=time_offsets(params),
+                          **{name: params[name] for name in PIPELINE_PARAMETERS})
 
 
-def camera_calibration(params: Mapping) -> CameraCalibration:
-    """The camera of lidar_to_camera, camera_matrix, distortion, calibration_image_size
-    (CalibrationError for one CameraCalibration refuses)."""
-    return CameraCalibration.from_parameters(params['lidar_to_camera'], params['camera_matrix'],
-                                             params['distortion'], params['calibration_image_size'])
+def time_offsets(params: Mapping) -> tuple:
+    """Each camera's `<camera>.time_offset_s`, in camera order."""
+    return tuple(float(camera_values(params, camera)['time_offset_s']) for camera in params['cameras'])
+
+
+def camera_calibrations(params: Mapping) -> dict:
+    """camera -> CameraCalibration of its `<camera>.*` calibration parameters, None parts where not
+    given (CalibrationError for a value CameraCalibration refuses; validate_all has checked them)."""
+    calibrations = {}
+    for camera in params['cameras']:
+        fields = camera_values(params, camera)
+        calibrations[camera] = CameraCalibration.from_parameters(
+            fields['lidar_to_camera'], fields['camera_matrix'], fields['distortion'], fields['calibration_image_size'])
+    return calibrations
 
 
 def decoding(params: Mapping) -> dict:
@@ -72,6 +84,8 @@ def apply_changes(pipeline: FramePipeline, params: Mapping, changed: Iterable[st
     overlay_alpha) are left to the caller."""
     changed = set(changed)
     config_changes = {name: params[name] for name in PIPELINE_PARAMETERS if name in changed}
+    if changed & {camera_parameter(camera, 'time_offset_s') for camera in params['cameras']}:
+        config_changes['camera_time_offsets_s'] = time_offsets(params)
     if config_changes:
         pipeline.update(**config_changes)
     decoding_changes = {name: value for name, value in decoding(params).items() if name in changed}

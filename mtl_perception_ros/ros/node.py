@@ -24,18 +24,19 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from mtl_perception_ros.core import pipeline_parameters
-from mtl_perception_ros.core.camera_calibration import CalibrationError
 from mtl_perception_ros.core.checkpoint import CheckpointError
 from mtl_perception_ros.core.frame_pipeline import FramePipeline
-from mtl_perception_ros.core.parameters import SCHEMA, ParameterError, ros_descriptor, validate_all, validate_update
+from mtl_perception_ros.core.parameters import (CAMERA_SCHEMA, SCHEMA, ParameterError, camera_parameter,
+                                                ros_descriptor, validate_all, validate_update)
 from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
-from mtl_perception_ros.messages.image import image_to_rgb, mono8_to_image, rgb_to_image
+from mtl_perception_ros.messages.camera_image import camera_image_to_rgb
+from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import blend
 from mtl_perception_ros.core.latency import latency_summary
@@ -44,9 +45,6 @@ from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.ros.shutdown_signals import init_ros, main_frame, spin_until_stopped
 from mtl_perception_ros.core.tracking import Tracker
-
-CAMERA = 'image'             # the pipeline's name of the one camera stream
-
 
 class StartupError(Exception):
     """The node cannot start (parameters, checkpoint, calibration): the message says what to fix."""
@@ -96,8 +94,22 @@ class LatencyStats:
         return latency_summary(self._samples)
 
 
+class _CameraOutputs:
+    """One camera's semantic publishers: ~/<camera>/semantic/labels, color, overlay, label_info."""
+
+    def __init__(self, node: Node, camera: str, latched: QoSProfile):
+        self.labels = node.create_publisher(Image, f'~/{camera}/semantic/labels', 10)
+        self.color = node.create_publisher(Image, f'~/{camera}/semantic/color', 10)
+        self.overlay = node.create_publisher(Image, f'~/{camera}/semantic/overlay', 10)
+        self.label_info = node.create_publisher(LabelInfo, f'~/{camera}/semantic/label_info', latched)
+
+    def wanted(self) -> bool:
+        return any(pub.get_subscription_count() > 0 for pub in (self.labels, self.color, self.overlay))
+
+
 class MtlPerceptionNode(Node):
-    """Subscribes `points` + `image`, publishes `~/detections`, `~/tracks`, `~/semantic/*`, `/diagnostics`."""
+    """Subscribes `points` and per camera `<camera>/image_raw[/compressed]` + `<camera>/camera_info`;
+    publishes `~/detections`, `~/tracks`, `~/<camera>/semantic/*`, `/diagnostics`."""
 
     def __init__(self, **kwargs):
         super().__init__('mtl_perception', **kwargs)
@@ -116,15 +128,15 @@ class MtlPerceptionNode(Node):
             raise StartupError(f"cannot load the model (parameter model_path='{p['model_path']}'): {error}") from None
         except RuntimeError as error:       # e.g. a CUDA device that fails to initialise
             raise StartupError(f"cannot run the model on device '{p['device']}': {error}") from None
-        calibration = pipeline_parameters.camera_calibration(p)     # validated with the parameters
+        calibrations = pipeline_parameters.camera_calibrations(p)    # validated with the parameters
+        self.cameras = tuple(p['cameras'])
         tracker = None
         if p['tracking_enabled']:
             tracker_config, unknown = pipeline_parameters.tracking_config(p, self.inference.detection_labels.names)
             self._warn_unknown_gate_classes(unknown)
             tracker = Tracker(tracker_config)
-        config = pipeline_parameters.pipeline_config(p, cameras=(CAMERA,))
-        self.pipeline = FramePipeline(self.inference, {CAMERA: calibration}, config, tracker,
-                                      notify=self._on_pipeline_event)
+        config = pipeline_parameters.pipeline_config(p)
+        self.pipeline = FramePipeline(self.inference, calibrations, config, tracker, notify=self._on_pipeline_event)
         self.tracker = tracker
         self._slot = LatestOnlySlot()
         # /clock going back under use_sim_time (or the clock source changing) restarts pairing and tracking.
@@ -136,20 +148,23 @@ class MtlPerceptionNode(Node):
         input_qos = QoSProfile(depth=p['queue_size'], reliability=ReliabilityPolicy.RELIABLE,
                                history=HistoryPolicy.KEEP_LAST) if reliable else qos_profile_sensor_data
         self.create_subscription(PointCloud2, p['points_topic'], self._on_points, input_qos)
-        self.create_subscription(Image, p['image_topic'], self._on_image, input_qos)
-        if p['camera_info_topic']:
-            self.create_subscription(CameraInfo, p['camera_info_topic'], self._on_camera_info, input_qos)
+        self._image_topics = {}
+        for camera in self.cameras:
+            compressed = p[camera_parameter(camera, 'image_transport')] == 'compressed'
+            topic = f'{camera}/image_raw' + ('/compressed' if compressed else '')
+            self.create_subscription(CompressedImage if compressed else Image, topic,
+                                     lambda msg, camera=camera: self._on_image(camera, msg), input_qos)
+            self.create_subscription(CameraInfo, f'{camera}/camera_info',
+                                     lambda msg, camera=camera: self._on_camera_info(camera, msg), input_qos)
+            self._image_topics[camera] = topic
 
         self.pub_detections = self.create_publisher(Detection2DArray, '~/detections', 10)
         self.pub_detections_3d = self.create_publisher(Detection3DArray, '~/detections_3d', 10)
         self.pub_markers = self.create_publisher(MarkerArray, '~/markers', 10)
         self.pub_tracks = self.create_publisher(MarkerArray, '~/tracks', 10)
-        self.pub_labels = self.create_publisher(Image, '~/semantic/labels', 10)
-        self.pub_color = self.create_publisher(Image, '~/semantic/color', 10)
-        self.pub_overlay = self.create_publisher(Image, '~/semantic/overlay', 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = self.create_publisher(LabelInfo, '~/semantic/label_info', latched)
+        self.camera_outputs = {camera: _CameraOutputs(self, camera, latched) for camera in self.cameras}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         self.inference.warm_up(iterations=p['warmup_iterations'])
@@ -160,7 +175,8 @@ class MtlPerceptionNode(Node):
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self.get_logger().info(
             f"ready: model {p['model_path']} on {self.inference.device} ({self.inference.precision}); "
-            f"inputs '{self.resolve_topic_name(p['points_topic'])}' + '{self.resolve_topic_name(p['image_topic'])}'")
+            f"inputs '{self.resolve_topic_name(p['points_topic'])}' + "
+            + ', '.join(f"'{self.resolve_topic_name(topic)}'" for topic in self._image_topics.values()))
 
     # ----------------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> dict:
@@ -172,11 +188,13 @@ class MtlPerceptionNode(Node):
             values = validate_all(given, required=True)
         except ParameterError as error:     # its message: every problem, joined by '; '
             raise StartupError(f'bad parameters: {error}') from None
-        for spec in SCHEMA:
+        names = [spec.name for spec in SCHEMA] + [
+            camera_parameter(camera, spec.name) for camera in values['cameras'] for spec in CAMERA_SCHEMA
+            if values.get(camera_parameter(camera, spec.name)) is not None]   # unset calibration: not declared
+        for name in names:
             # ignore_override: the override was validated above and is values[name] now (an int
             # given for a float parameter is a float here, which rclpy would refuse as a type change)
-            self.declare_parameter(spec.name, values[spec.name], parameter_descriptor(spec.name),
-                                   ignore_override=True)
+            self.declare_parameter(name, values[name], parameter_descriptor(name), ignore_override=True)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         return values
 
@@ -217,21 +235,20 @@ class MtlPerceptionNode(Node):
         for frame in self.pipeline.add_points(stamp_to_ns(msg.header.stamp), msg, receipt):
             self._dispatch(frame)
 
-    def _on_image(self, msg: Image):
+    def _on_image(self, camera: str, msg):
         receipt = time.monotonic()
-        self._received['image'] += 1
-        for frame in self.pipeline.add_image(CAMERA, stamp_to_ns(msg.header.stamp), msg, receipt):
+        self._received[camera] += 1
+        for frame in self.pipeline.add_image(camera, stamp_to_ns(msg.header.stamp), msg, receipt):
             self._dispatch(frame)
 
-    def _on_camera_info(self, msg: CameraInfo):
+    def _on_camera_info(self, camera: str, msg: CameraInfo):
         try:
             info = camera_info_data(msg)
-            calibration = self.pipeline.calibration(CAMERA).with_intrinsics(
-                info.camera_matrix, info.distortion, info.distortion_model, info.image_size_wh)
-        except (CalibrationError, ConversionError) as error:
-            self._skip('bad_camera_info', str(error))
+        except ConversionError as error:
+            self._skip('bad_camera_info', f'{camera}: {error}')
             return
-        self.pipeline.set_calibration(CAMERA, calibration)
+        self.pipeline.apply_camera_info(camera, info.camera_matrix, info.distortion, info.distortion_model,
+                                        info.image_size_wh)
 
     def _on_clock_jump(self, jump):
         if jump.clock_change:
@@ -258,29 +275,30 @@ class MtlPerceptionNode(Node):
         """Convert the frame's messages, run the pipeline, publish."""
         p = self.params
         t0 = time.monotonic()
-        cloud_msg, image_msg = frame.points, frame.images.get(CAMERA)
+        cloud_msg = frame.points
         try:
             points, _ = pointcloud2_to_array(cloud_msg, field_names=tuple(p['point_fields']),
                                              scales=[1.0, 1.0, 1.0, p['intensity_scale']], drop_nonfinite=False)
         except ConversionError as error:
             self._skip('bad_pointcloud', str(error))
             return
-        rgb = None
-        if image_msg is not None:
+        rgbs = {}
+        for camera, image_msg in frame.images.items():
             try:
-                rgb = image_to_rgb(image_msg)
+                rgbs[camera] = camera_image_to_rgb(image_msg)
             except ConversionError as error:
-                self._skip('bad_image', f'{error}; running LiDAR-only for this frame')
+                rgbs[camera] = None
+                self._skip('bad_image', f'{camera}: {error}; frame runs without this camera')
         t1 = time.monotonic()
-        want_semantic = p['publish_semantic'] and any(
-            pub.get_subscription_count() > 0 for pub in (self.pub_labels, self.pub_color, self.pub_overlay))
-        result = self.pipeline.process(frame, points, {CAMERA: rgb}, want_class_map=want_semantic)
+        want_semantic = p['publish_semantic'] and any(outputs.wanted() for outputs in self.camera_outputs.values())
+        result = self.pipeline.process(frame, points, rgbs, want_class_map=want_semantic)
         if result is None:
             return
         t2 = time.monotonic()
         self._publish_detections(cloud_msg.header, result)
-        if result.class_map is not None:
-            self._publish_semantics(image_msg.header, result.class_map, result.image)
+        for camera, class_map in result.class_maps.items():
+            self._publish_semantics(self.camera_outputs[camera], frame.images[camera].header, class_map,
+                                    result.images[camera])
         t3 = time.monotonic()
 
         with self._lock:
@@ -310,25 +328,26 @@ class MtlPerceptionNode(Node):
                                                 track_ids=tracks.track_ids, velocities=tracks.velocities,
                                                 namespace='tracks'))
 
-    def _publish_semantics(self, header, class_map: np.ndarray, image: np.ndarray):
+    def _publish_semantics(self, outputs: _CameraOutputs, header, class_map: np.ndarray, image: np.ndarray):
         labels = self.inference.semantic_labels
-        if self.pub_labels.get_subscription_count() > 0:
-            self.pub_labels.publish(mono8_to_image(class_map, header))
-        want_color = self.pub_color.get_subscription_count() > 0
-        want_overlay = self.pub_overlay.get_subscription_count() > 0
+        if outputs.labels.get_subscription_count() > 0:
+            outputs.labels.publish(mono8_to_image(class_map, header))
+        want_color = outputs.color.get_subscription_count() > 0
+        want_overlay = outputs.overlay.get_subscription_count() > 0
         if want_color or want_overlay:
             color = labels.colorize(class_map)
             if want_color:
-                self.pub_color.publish(rgb_to_image(color, header))
+                outputs.color.publish(rgb_to_image(color, header))
             if want_overlay:
-                self.pub_overlay.publish(rgb_to_image(blend(image, color, self.params['overlay_alpha']), header))
+                outputs.overlay.publish(rgb_to_image(blend(image, color, self.params['overlay_alpha']), header))
 
     def _publish_label_info(self):
         header = Detection2DArray().header
         header.frame_id = ''
         header.stamp = self.get_clock().now().to_msg()
-        self.pub_label_info.publish(label_info(self.inference.semantic_labels, header,
-                                               threshold=self.params['score_threshold']))
+        message = label_info(self.inference.semantic_labels, header, threshold=self.params['score_threshold'])
+        for outputs in self.camera_outputs.values():
+            outputs.label_info.publish(message)
 
     # ----------------------------------------------------------------------------- diagnostics
     def _skip(self, reason: str, message: str):
@@ -355,15 +374,19 @@ class MtlPerceptionNode(Node):
             latency = self.latency.summary()
         sync_stats = self.pipeline.sync_stats()
         lidar_only = self.pipeline.lidar_only_active
+        silent = self.pipeline.silent_cameras
         values = {
             'device': str(self.inference.device),
             'precision': self.inference.precision,
             'lidar_only_mode': str(lidar_only),
+            'cameras': ' '.join(self.cameras),
+            'silent_cameras': ' '.join(silent),
             'rate_points_hz': f"{self._received['points'] / elapsed:.2f}",
-            'rate_image_hz': f"{self._received['image'] / elapsed:.2f}",
             'received_points': str(self._received['points']),
-            'received_image': str(self._received['image']),
         }
+        for camera in self.cameras:
+            values[f'rate_{camera}_hz'] = f'{self._received[camera] / elapsed:.2f}'
+            values[f'received_{camera}'] = str(self._received[camera])
         values.update({k: str(v) for k, v in sorted(counts.items())})
         if self.tracker is not None:
             values['tracking.confirmed_tracks'] = str(self.tracker.num_confirmed)
@@ -375,8 +398,9 @@ class MtlPerceptionNode(Node):
         skipped = sum(v for k, v in counts.items() if k.startswith('skipped.'))
         status = DiagnosticStatus(
             name=f'{self.get_fully_qualified_name()}: mtl_perception', hardware_id=str(self.inference.device),
-            level=DiagnosticStatus.WARN if (skipped or lidar_only) else DiagnosticStatus.OK,
-            message=('LiDAR-only (no camera)' if lidar_only else 'running')
+            level=DiagnosticStatus.WARN if (skipped or silent) else DiagnosticStatus.OK,
+            message=('LiDAR-only (no camera)' if lidar_only else
+                     f"running without silent camera(s) {', '.join(silent)}" if silent else 'running')
             + (f', {skipped} inputs skipped' if skipped else ''),
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])

@@ -5,21 +5,22 @@
     python -m training.evaluation.evaluate_bag --bag BAG --recorded RECORDED_BAG [--checkpoint CKPT] --out REPORT_DIR
         [--tracking-json output/tracking.json --track-plots output/tracks]
 
-BAG is a bag written by `python -m training.export.to_bag` (/points, /image, /camera_info,
-/tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.topics).
+BAG is a bag written by `python -m training.export.to_bag` (/points, /camera/image_raw,
+/camera/camera_info, /tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.topics).
+Its camera is the params YAML's first camera (`cameras`).
 
-Offline (`--checkpoint`): the bag's /points and /image messages are read in recorded order and
-go through the node's own frame path, mtl_perception_ros.core.frame_pipeline.FramePipeline, with
-the node's settings from the params YAML (slop_s, queue_size, camera_time_offset_s,
+Offline (`--checkpoint`): the bag's /points and /camera/image_raw messages are read in recorded
+order and go through the node's own frame path, mtl_perception_ros.core.frame_pipeline.FramePipeline,
+with the node's settings from the params YAML (slop_s, queue_size, the camera's time_offset_s,
 points_min_interval_s, camera_timeout_s, time_jump_threshold_s, future_stamp_tolerance_s), the
 bag's receive times as the clock: the same pairing, camera timeout (header stamps and clock),
 time policy, image preparation with the calibration and PerceptionInference with
 score_threshold / max_detections / nms_radius_m from the YAML, the cloud's point_fields read with
 intensity_scale. Calibration: `params` (the YAML's
-lidar_to_camera, camera_matrix, distortion, calibration_image_size), `camera_info` (K, D and
-size from the bag's /camera_info, the transform from the YAML: what the node does with
-camera_info_topic set; the default when the YAML sets camera_info_topic), or `bag` (/camera_info
-plus the transform from /tf_static). Unlike the node, every pair is processed (no drops for a
+<camera>.lidar_to_camera, camera_matrix, distortion, calibration_image_size), `camera_info` (K, D
+and size from the bag's camera_info, the transform from the YAML: what the node does when the
+camera_info is played; the default when the bag has it), or `bag` (camera_info plus the transform
+from /tf_static). Unlike the node, every pair is processed (no drops for a
 busy worker) and there is no tracking (training.evaluation.evaluate_tracking scores it).
 
 Recorded (`--recorded`): the node's outputs recorded with mtl_bag_record while BAG played:
@@ -54,18 +55,17 @@ from mtl_perception_ros.bags import topics as bt
 from mtl_perception_ros.bags.reader import BagReader
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.boxes import BOX_DIM
-from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
+from mtl_perception_ros.core.camera_calibration import CalibrationError
 from mtl_perception_ros.core import pipeline_parameters
 from mtl_perception_ros.core.frame_pipeline import FramePipeline
 from mtl_perception_ros.core.labels import LabelSet
 from mtl_perception_ros.core.latency import latency_summary
-from mtl_perception_ros.core.parameters import ParameterError, validate_all
+from mtl_perception_ros.core.parameters import ParameterError, flatten_parameters, validate_all
 from training.evaluation.detection_metrics import DetectionAccumulator
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
 from training.paths import NODE_PARAMS_PATH
 
 CALIBRATION_SOURCES = ('params', 'camera_info', 'bag')
-CAMERA = 'image'             # the pipeline's camera stream (as in the node)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -88,7 +88,7 @@ def load_node_params(path) -> dict:
                          '"/**: ros__parameters: {...}")')
     values = {}
     for block in blocks:
-        values.update(block)
+        values.update(flatten_parameters(block))
     try:
         return validate_all(values, required=False)
     except ParameterError as error:
@@ -127,45 +127,43 @@ class BagPredictions:
 def predict_offline(bag, inference, params: dict, calibration_source: str | None = None,
                     log=print) -> BagPredictions:
     """Run `inference` (PerceptionInference) over the bag's pairs as the node would (module doc)."""
-    if calibration_source is None:
-        calibration_source = 'camera_info' if params.get('camera_info_topic') else 'params'
-    if calibration_source not in CALIBRATION_SOURCES:
+    if calibration_source is not None and calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f'calibration source {calibration_source!r}: expected one of {CALIBRATION_SOURCES}')
-    calibration = pipeline_parameters.camera_calibration(params)
+    camera = params['cameras'][0]
+    calibration = pipeline_parameters.camera_calibrations(params)[camera]
     out = BagPredictions(source=f'offline: {getattr(inference, "checkpoint_path", "checkpoint")}')
     counts = out.counts
     samples: dict[str, list] = {}
 
     def process(pipeline: FramePipeline, frame):
-        cloud, image = frame.points, frame.images.get(CAMERA)
-        result = pipeline.process(frame, cloud.data, {CAMERA: None if image is None else image.data})
+        cloud, image = frame.points, frame.images.get(camera)
+        result = pipeline.process(frame, cloud.data, {camera: None if image is None else image.data})
         if result is None:
             return
         for stage, value in result.timings_ms.items():
             samples.setdefault(stage, []).append(float(value))
         out.frames.append(FramePrediction(
-            cloud.stamp_ns, result.image_stamps_ns.get(CAMERA), np.asarray(result.boxes, np.float64),
-            np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_map,
+            cloud.stamp_ns, result.image_stamps_ns.get(camera), np.asarray(result.boxes, np.float64),
+            np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_maps.get(camera),
             result.lidar_only))
 
     topics = [bt.POINTS_TOPIC, bt.IMAGE_TOPIC]
     with BagReader(bag) as reader:
+        if calibration_source is None:
+            calibration_source = 'camera_info' if bt.CAMERA_INFO_TOPIC in reader.topics else 'params'
         if calibration_source in ('camera_info', 'bag') and bt.CAMERA_INFO_TOPIC in reader.topics:
             topics.append(bt.CAMERA_INFO_TOPIC)
         if calibration_source == 'bag':
-            calibration = CameraCalibration.from_parameters(
-                reader.vehicle_to_camera(), calibration.camera_matrix, calibration.distortion,
-                calibration.image_size_wh)
+            calibration = calibration.with_extrinsics(reader.vehicle_to_camera())
         # The node's frame path; the clock is the bag's receive time. No tracker (evaluate_tracking
         # scores tracking), and every pair is processed (no drops for a busy worker).
-        pipeline = FramePipeline(inference, {CAMERA: calibration},
-                                 pipeline_parameters.pipeline_config(params, cameras=(CAMERA,)))
+        pipeline = FramePipeline(inference, {camera: calibration}, pipeline_parameters.pipeline_config(params))
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
             if message.topic == bt.CAMERA_INFO_TOPIC:
                 info = message.data          # messages.camera_info.CameraInfoData
-                pipeline.set_calibration(CAMERA, pipeline.calibration(CAMERA).with_intrinsics(
-                    info.camera_matrix, info.distortion, info.distortion_model, info.image_size_wh))
+                pipeline.apply_camera_info(camera, info.camera_matrix, info.distortion, info.distortion_model,
+                                           info.image_size_wh)
                 continue
             key = f'received.{message.topic.strip("/")}'
             counts[key] = counts.get(key, 0) + 1
@@ -173,7 +171,7 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             if message.topic == bt.POINTS_TOPIC:
                 frames = pipeline.add_points(message.stamp_ns, message, receipt_s)
             else:
-                frames = pipeline.add_image(CAMERA, message.stamp_ns, message, receipt_s)
+                frames = pipeline.add_image(camera, message.stamp_ns, message, receipt_s)
             for frame in frames:
                 process(pipeline, frame)
     counts.update(pipeline.counts())
@@ -405,14 +403,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate_bag', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
-    parser.add_argument('--bag', required=True, help='source bag with /points, /image and /gt/* (training.export.to_bag)')
+    parser.add_argument('--bag', required=True, help='source bag with /points, /camera/image_raw and /gt/* (training.export.to_bag)')
     parser.add_argument('--checkpoint', help='offline: run this checkpoint over the bag as the node would; '
                         "with --recorded: the checkpoint the node ran (its BEV grid; default the YAML's model_path)")
     parser.add_argument('--recorded', help="score a live node's recorded outputs instead (mtl_bag_record bag)")
     parser.add_argument('--params', default=str(NODE_PARAMS_PATH), help='node parameters YAML (default %(default)s)')
     parser.add_argument('--calibration', choices=CALIBRATION_SOURCES, default=None,
-                        help='offline calibration source (default: camera_info when the YAML sets '
-                             'camera_info_topic, else params)')
+                        help='offline calibration source (default: camera_info when the bag has it, '
+                             'else params)')
     parser.add_argument('--device', default='cpu', help='offline: cpu (default), cuda, auto')
     parser.add_argument('--detections-topic', default=None, help='recorded: default the .../detections topic')
     parser.add_argument('--labels-topic', default=None, help='recorded: default the .../semantic/labels topic')
