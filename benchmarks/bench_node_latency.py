@@ -3,9 +3,11 @@
 Starts mtl_perception_node as a real process, publishes a LiDAR cloud + camera image pair at
 --rate_hz for --seconds, subscribes to the detections and semantic outputs (so they are all
 computed), and prints the node's own measurements from /diagnostics: end-to-end = receipt of
-the later message of a pair -> its outputs published.
+the later message of a pair -> its outputs published. With --cameras 1 3 6 the node runs once per
+camera count (A2D2's camera names, each with the shipped calibration, one image per camera and
+cloud) and a table compares them at the end.
 
-  .venv/bin/python benchmarks/bench_node_latency.py [--checkpoint model.pt] [--image_hw 1208 1920]
+  .venv/bin/python benchmarks/bench_node_latency.py [--checkpoint model.pt] [--image_hw 1208 1920] [--cameras 1 3 6]
 Without --checkpoint a randomly initialised network of the default (deploy) ModelConfig is used:
 same cost as a trained one.
 """
@@ -40,6 +42,9 @@ def default_checkpoint(path: Path) -> Path:
     return path
 
 
+A2D2_CAMERAS = ('front_center', 'front_left', 'front_right', 'side_left', 'side_right', 'rear_center')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--checkpoint', type=Path)
@@ -55,6 +60,8 @@ def main():
     parser.add_argument('--qos', choices=('sensor_data', 'reliable'), default='reliable',
                         help='input QoS of the node and of the publishers here (best effort loses '
                              'large images in Fast DDS: docs/node.md, Known limits)')
+    parser.add_argument('--cameras', type=int, nargs='+', default=[1], choices=range(1, 7),
+                        help='camera counts to run, one node run each (default 1: the shipped camera `camera`)')
     args = parser.parse_args()
     profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
     if profile is not None:   # for this process's participant and the node's (inherited)
@@ -63,48 +70,78 @@ def main():
         os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
 
     import rclpy
+    rclpy.init()
+    workdir = Path(tempfile.mkdtemp(prefix='bench_node_'))
+    checkpoint = args.checkpoint or default_checkpoint(workdir / 'default.pt')
+    summary = []
+    try:
+        for count in args.cameras:
+            values, sent = run_node(args, count, checkpoint, workdir, profile)
+            summary.append((count, sent, values))
+    finally:
+        rclpy.shutdown()
+    if len(summary) > 1:
+        print(f'\n{"cameras":>8s} {"pairs":>6s} {"processed":>9s} {"busy":>5s} {"e2e p50":>8s} {"e2e p95":>8s} '
+              f'{"model p50":>9s} {"publish p50":>11s}')
+        for count, sent, values in summary:
+            get = values.get
+            print(f'{count:8d} {sent:6d} {get("processed", "0"):>9s} {get("dropped_busy", "0"):>5s} '
+                  f'{get("latency_ms.end_to_end.p50", "-"):>8s} {get("latency_ms.end_to_end.p95", "-"):>8s} '
+                  f'{get("latency_ms.model.model.p50", "-"):>9s} {get("latency_ms.publish.p50", "-"):>11s}')
+
+
+def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tuple[dict, int]:
+    """One node run with `count` cameras: prints its stages, returns (its last diagnostics, pairs sent)."""
+    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, PointCloud2
     from vision_msgs.msg import Detection2DArray
 
+    from mtl_perception_ros.messages.image import rgb_to_image
     from ros_test_utils import RosProcess, subprocess_env
-    from sensor_samples import sensor_pair, synthetic_cloud, synthetic_image
+    from sensor_samples import header, rig_params_yaml, sensor_pair, synthetic_cloud, synthetic_image
 
-    workdir = Path(tempfile.mkdtemp(prefix='bench_node_'))
-    checkpoint = args.checkpoint or default_checkpoint(workdir / 'default.pt')
+    cameras = ('camera',) if count == 1 else A2D2_CAMERAS[:count]
+    params = REPO / 'config/mtl_perception.yaml' if count == 1 else rig_params_yaml(workdir / f'cameras_{count}.yaml', cameras)
     executable = shutil.which('mtl_perception_node', path=str(Path(sys.executable).parent)) or 'mtl_perception_node'
-    node_process = RosProcess([executable, '--ros-args', '--params-file', str(REPO / 'config/mtl_perception.yaml'),
+    node_process = RosProcess([executable, '--ros-args', '--params-file', str(params),
                                '-p', f'model_path:={checkpoint}', '-p', f'device:={args.device}',
                                '-p', f'input_qos:={args.qos}',
-                               '-r', '__ns:=/bench'], workdir / 'node.log', env=subprocess_env())
-    rclpy.init()
-    node = rclpy.create_node('latency_bench')
+                               '-r', '__ns:=/bench'], workdir / f'node_{count}.log', env=subprocess_env())
+    node = rclpy.create_node(f'latency_bench_{count}')
     outputs = {'detections': 0, 'labels': 0, 'overlay': 0}
     statuses = []
-    node.create_subscription(Detection2DArray, '/bench/mtl_perception/detections',
-                             lambda m: outputs.__setitem__('detections', outputs['detections'] + 1), 10)
+
+    def counter(key):
+        return lambda msg: outputs.__setitem__(key, outputs[key] + 1)
+    node.create_subscription(Detection2DArray, '/bench/mtl_perception/detections', counter('detections'), 10)
     if not args.detections_only:
-        node.create_subscription(Image, '/bench/mtl_perception/camera/semantic/labels',
-                                 lambda m: outputs.__setitem__('labels', outputs['labels'] + 1), 10)
-        node.create_subscription(Image, '/bench/mtl_perception/camera/semantic/overlay',
-                                 lambda m: outputs.__setitem__('overlay', outputs['overlay'] + 1), 10)
+        for camera in cameras:
+            node.create_subscription(Image, f'/bench/mtl_perception/{camera}/semantic/labels', counter('labels'), 10)
+            node.create_subscription(Image, f'/bench/mtl_perception/{camera}/semantic/overlay', counter('overlay'), 10)
     node.create_subscription(DiagnosticArray, '/diagnostics',
                              lambda m: statuses.extend(s for s in m.status if 'mtl_perception' in s.name), 10)
     input_qos = qos_profile_sensor_data if args.qos == 'sensor_data' else 10
     pub_points = node.create_publisher(PointCloud2, '/bench/points', input_qos)
-    pub_image = node.create_publisher(Image, '/bench/camera/image_raw', input_qos)
+    pub_images = [node.create_publisher(Image, f'/bench/{camera}/image_raw', input_qos) for camera in cameras]
     rng = np.random.default_rng(0)
     clouds = [synthetic_cloud(rng, args.points) for _ in range(4)]
     images = [synthetic_image(rng, tuple(args.image_hw)) for _ in range(4)]
+
+    def publish(stamp: float, index: int):
+        cloud_msg, _ = sensor_pair(rng, stamp, clouds[index % 4], images[index % 4])
+        pub_points.publish(cloud_msg)
+        for camera, pub in zip(cameras, pub_images):
+            pub.publish(rgb_to_image(images[index % 4], header(stamp + 0.004, f'{camera}_optical')))
+
     try:
-        print(f'waiting for the node (log: {workdir / "node.log"}) ...', flush=True)
+        print(f'\n== {count} camera(s): waiting for the node (log: {workdir / f"node_{count}.log"}) ...', flush=True)
         stamp, deadline = 0.0, time.monotonic() + 120
         while outputs['detections'] == 0 and time.monotonic() < deadline:
             node_process.assert_running()
             stamp += 1.0 / args.rate_hz
-            for msg, pub in zip(sensor_pair(rng, stamp, clouds[0], images[0]), (pub_points, pub_image)):
-                pub.publish(msg)
+            publish(stamp, 0)
             rclpy.spin_once(node, timeout_sec=0.2)
         time.sleep(2.0)   # let the warm-up frames leave the diagnostics window (200 samples)
         for key in outputs:
@@ -112,9 +149,7 @@ def main():
         start, sent = time.monotonic(), 0
         while time.monotonic() - start < args.seconds:
             stamp += 1.0 / args.rate_hz
-            cloud_msg, image_msg = sensor_pair(rng, stamp, clouds[sent % 4], images[sent % 4])
-            pub_points.publish(cloud_msg)
-            pub_image.publish(image_msg)
+            publish(stamp, sent)
             sent += 1
             next_send = start + sent / args.rate_hz
             while time.monotonic() < next_send:
@@ -123,10 +158,11 @@ def main():
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.1)
         values = {kv.key: kv.value for kv in statuses[-1].values}
-        print(f'\nFast DDS profile: {profile or "default transports"}')
+        print(f'Fast DDS profile: {profile or "default transports"}')
         print(f'node on {values["device"]} ({values["precision"]}), input QoS {args.qos}, {args.points} points, '
-              f'{args.image_hw[1]}x{args.image_hw[0]} rgb8 images, {args.rate_hz:g} Hz for {args.seconds:g} s')
-        print(f'sent {sent} pairs; received {outputs["detections"]} detections, {outputs["labels"]} label images, '
+              f'{count} camera(s) of {args.image_hw[1]}x{args.image_hw[0]} rgb8, {args.rate_hz:g} Hz for '
+              f'{args.seconds:g} s')
+        print(f'sent {sent} clouds; received {outputs["detections"]} detections, {outputs["labels"]} label images, '
               f'{outputs["overlay"]} overlays; dropped_busy={values.get("dropped_busy", "0")}, '
               f'skipped={sum(int(v) for k, v in values.items() if k.startswith("skipped."))}')
         print("synchronizer: " + ", ".join(f"{k[5:]}={v}" for k, v in values.items() if k.startswith("sync.") and v != "0"))
@@ -134,9 +170,9 @@ def main():
         for key in sorted(k for k in values if k.startswith('latency_ms.') and k.endswith('.p50')):
             stage = key[len('latency_ms.'):-len('.p50')]
             print(f'{stage:28s} {float(values[key]):8.1f} {float(values[key[:-4] + ".p95"]):8.1f}')
+        return values, sent
     finally:
         node.destroy_node()
-        rclpy.shutdown()
         code = node_process.interrupt()
         print(f'node exit code after SIGINT: {code}')
 

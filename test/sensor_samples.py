@@ -65,3 +65,34 @@ def sensor_pair(rng, stamp_s: float, cloud=None, image=None, camera_delay_s: flo
     image = synthetic_image(rng) if image is None else image
     return (array_to_pointcloud2(cloud, ('x', 'y', 'z', 'intensity'), header(stamp_s, 'vehicle')),
             rgb_to_image(image, header(stamp_s + camera_delay_s, 'camera_front')))
+
+
+def write_params_yaml(path, document: dict):
+    """A ROS params YAML that rcl reads back as written: strings double-quoted (rcl reads a bare `y`,
+    a point field, as a boolean) and no YAML aliases (rcl refuses them; repeated blocks are copied)."""
+    import copy
+
+    import yaml
+
+    class QuotedStringDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data):
+            return True
+
+    QuotedStringDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+        'tag:yaml.org,2002:str', value, style='"'))
+    path.write_text(yaml.dump(copy.deepcopy(document), Dumper=QuotedStringDumper))
+    return path
+
+
+def rig_params_yaml(path, cameras, **overrides):
+    """The shipped node YAML with `cameras` (names), each with the shipped camera's block (its
+    calibration fits synthetic_image), plus `overrides` of top-level parameters."""
+    import yaml
+    document = yaml.safe_load((REPO / 'config/mtl_perception.yaml').read_text())
+    block = document['/**']['ros__parameters']
+    camera = block.pop('camera')
+    block['cameras'] = list(cameras)
+    for name in cameras:
+        block[name] = camera
+    block.update(overrides)
+    return write_params_yaml(path, document)

@@ -13,7 +13,7 @@ import yaml
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import LabelSet
 from ros_test_utils import console_script
-from sensor_samples import make_small_checkpoint
+from sensor_samples import make_small_checkpoint, write_params_yaml
 from training.data.chunks import ChunkReader
 from training.evaluation.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
                                               main, predict_offline, read_ground_truth, read_recorded, score)
@@ -23,14 +23,6 @@ from training.data.toy_chunks import toy_camera, write_toy_chunks
 REPO = Path(__file__).resolve().parent.parent
 FRAMES = 4
 IMAGE_HW = (64, 96)          # the small checkpoint's input size: no resize in the model
-
-
-class QuotedStringDumper(yaml.SafeDumper):
-    """Strings in double quotes: rcl's YAML reads a bare `y` (a point field) as a boolean."""
-
-
-QuotedStringDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    'tag:yaml.org,2002:str', value, style='"'))
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +39,7 @@ def toy_bag(tmp_path_factory):
     params['camera'].update(camera_matrix=camera_matrix.ravel().tolist(),
                             lidar_to_camera=vehicle_to_camera.ravel().tolist(),
                             calibration_image_size=[IMAGE_HW[1], IMAGE_HW[0]])
-    (root / 'params.yaml').write_text(yaml.dump(document, Dumper=QuotedStringDumper))
+    write_params_yaml(root / 'params.yaml', document)
     return root / 'bag', checkpoint, root / 'params.yaml', root / 'chunks'
 
 

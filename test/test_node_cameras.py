@@ -4,11 +4,8 @@ and segmented on its own topics; a camera silenced mid-stream is left out and re
 others keep fusing, and comes back."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
-import yaml
 
 from ros_test_utils import console_script, require_ros
 
@@ -17,8 +14,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mtl_perception_ros.messages.image import rgb_to_image  # noqa: E402
-from sensor_samples import REPO, header, make_small_checkpoint, sensor_pair, synthetic_image  # noqa: E402
-from test_evaluate_bag import QuotedStringDumper  # noqa: E402
+from sensor_samples import header, make_small_checkpoint, rig_params_yaml, sensor_pair, synthetic_image  # noqa: E402
 from test_node import NAMESPACE, Harness  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -28,19 +24,6 @@ CAMERAS = ('front', 'left', 'right')
 @pytest.fixture(scope='module')
 def small_checkpoint(tmp_path_factory):
     return make_small_checkpoint(tmp_path_factory.mktemp('model') / 'small.pt')
-
-
-def three_camera_params(path):
-    """The shipped YAML with `cameras: [front, left, right]`, each with the shipped camera's calibration."""
-    document = yaml.safe_load((REPO / 'config/mtl_perception.yaml').read_text())
-    block = document['/**']['ros__parameters']
-    camera = block.pop('camera')
-    block['cameras'] = list(CAMERAS)
-    for name in CAMERAS:
-        block[name] = copy.deepcopy(camera)     # (shared objects would become YAML aliases, which rcl refuses)
-    block['camera_timeout_s'] = 0.4
-    path.write_text(yaml.dump(document, Dumper=QuotedStringDumper))    # a bare y would be read as true
-    return path
 
 
 class RigHarness(Harness):
@@ -70,7 +53,7 @@ def test_three_cameras_fuse_and_one_silenced_is_left_out_while_the_others_keep_f
     harness = RigHarness(rclpy_context)
     # the rig's file alone (after the shipped one, its `camera.*` would name a camera not in `cameras`)
     node = ros_process([*console_script('mtl_perception_node', 'mtl_perception_ros.ros.node'), '--ros-args',
-                        '--params-file', str(three_camera_params(tmp_path / 'rig.yaml')),
+                        '--params-file', str(rig_params_yaml(tmp_path / 'rig.yaml', CAMERAS, camera_timeout_s=0.4)),
                         '-p', f'model_path:={small_checkpoint}', '-p', 'warmup_iterations:=1', '-r', f'__ns:={NAMESPACE}'],
                        name='node')
     stamp = 3000.0
