@@ -1,5 +1,5 @@
 """Message <-> numpy conversion speed: PointCloud2 decoding against a per-point struct.unpack
-decoder and a plain copy of the buffer, Image conversions, and the detection message builders
+decoder and a plain copy of the buffer, Image conversions, the camera encodings (Bayer, YUV, NV12, JPEG, PNG) against the rgb8 path, and the detection message builders
 (rclpy messages, and a row each with the rosbags message factory that bags are written with).
 
 Run: .venv/bin/python benchmarks/bench_msg_conversions.py [--repeats 30]
@@ -11,11 +11,14 @@ import argparse
 import math
 import struct
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
 from mtl_perception_ros.bags.typestore import bag_message
+from mtl_perception_ros.messages.camera_image import camera_image_to_rgb
+from mtl_perception_ros.messages.compressed_image import rgb_to_compressed_image
 from mtl_perception_ros.messages.image import image_to_rgb, rgb_to_image
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array
 from timing import median_ms
@@ -87,6 +90,32 @@ def bench_images(repeats: int) -> None:
             ('plain copy of the 7 MB array (reference)', lambda: rgb.copy())]
     for label, function in rows:
         print(f'{label:<46}{median_ms(function, repeats):>8.2f} ms')
+    bench_camera_encodings(rgb, rgb_msg, repeats)
+
+
+def bench_camera_encodings(rgb: np.ndarray, rgb_msg, repeats: int) -> None:
+    """Each camera encoding (and JPEG / PNG) -> RGB at the same size, against the rgb8 path."""
+    height, width = rgb.shape[:2]
+    grey = rgb[..., 1]
+    messages = {'rgb8 (baseline: a view, + 1 copy)': rgb_msg}
+    for encoding in ('bayer_rggb8', 'bayer_grbg16'):
+        pixels = grey if encoding.endswith('8') else grey.astype(np.uint16) << 8
+        messages[encoding] = Image(height=height, width=width, encoding=encoding, step=width * pixels.itemsize,
+                                   data=pixels.tobytes())
+    for encoding in ('yuv422', 'yuv422_yuy2'):
+        messages[encoding] = Image(height=height, width=width, encoding=encoding, step=width * 2,
+                                   data=np.repeat(grey, 2, axis=1).tobytes())
+    messages['nv12'] = Image(height=height, width=width, encoding='nv12', step=width,
+                             data=np.concatenate([grey, grey[::2]]).tobytes())
+    smooth = cv2.GaussianBlur(rgb, (0, 0), 8)           # camera-like content, not noise, for the codecs
+    messages['CompressedImage JPEG q90'] = rgb_to_compressed_image(smooth)
+    messages['CompressedImage PNG'] = rgb_to_compressed_image(smooth, format='png')
+    print(f'\nCamera encodings -> RGB, {width}x{height} (median ms; x = time / rgb8 path)')
+    baseline = median_ms(lambda: np.ascontiguousarray(camera_image_to_rgb(rgb_msg)).copy(), repeats)
+    for label, msg in messages.items():
+        size = len(msg.data)
+        ms = baseline if label.startswith('rgb8') else median_ms(lambda msg=msg: camera_image_to_rgb(msg), repeats)
+        print(f'{label:<36}{size / 1e6:>7.2f} MB {ms:>8.2f} ms {ms / baseline:>7.1f}x')
 
 
 def bench_builders(repeats: int) -> None:

@@ -319,7 +319,7 @@ def bad_image(rng, variant: str) -> Image:
     bpp = IMAGE_BYTES_PER_PIXEL[encoding]
     step = width * bpp
     if variant == 'unknown_encoding':
-        encoding = str(rng.choice(['yuv422', 'bayer_rggb8', '8UC3', 'RGB8', '', 'rgb16', 'jpeg', 'nv12', '32FC1',
+        encoding = str(rng.choice(['yuv420', 'bayer_rggb12', '8UC3', 'RGB8', '', 'rgb16', 'jpeg', 'nv21', '32FC1',
                                    'bgr16', 'rgb8 ', 'mono 8']))
         step = width * 3
         return raw_image(height, width, encoding, step, random_bytes(rng, step * height))

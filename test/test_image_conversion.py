@@ -73,7 +73,7 @@ def test_unpadded_rgb8_is_a_zero_copy_view_and_padded_is_copied():
     assert not np.shares_memory(image_to_rgb(padded), np.frombuffer(padded.data, dtype=np.uint8))
 
 
-@pytest.mark.parametrize('encoding', ['yuv422', '16UC1', 'bayer_rggb8', ''])
+@pytest.mark.parametrize('encoding', ['32FC1', '16UC1', 'bayer_rggb12', ''])
 def test_unsupported_encoding_is_named(encoding):
     msg = image_message(RGB, 'rgb8')
     msg.encoding = encoding

@@ -193,7 +193,7 @@ def test_bad_inputs_are_reported_and_the_node_stays_up(harness, small_checkpoint
     expect_skip('empty_pointcloud', lambda s: publish_pair(harness, rng, s, cloud=np.full((100, 4), np.nan, np.float32)))
     expect_skip('empty_pointcloud', lambda s: publish_pair(harness, rng, s, cloud=np.zeros((0, 4), np.float32)))
     expect_skip('bad_image', lambda s: publish_pair(harness, rng, s, image_msg=Image(
-        header=header(s, 'camera_front'), height=4, width=4, encoding='yuv422', step=8, data=bytes(32))))
+        header=header(s, 'camera_front'), height=4, width=4, encoding='32FC1', step=16, data=bytes(64))))
     expect_skip('bad_image', lambda s: publish_pair(harness, rng, s, image_msg=rgb_to_image(
         np.zeros((100, 100, 3), np.uint8), header(s, 'camera_front'))))
     behind = synthetic_cloud(rng)
@@ -212,7 +212,7 @@ def test_bad_inputs_are_reported_and_the_node_stays_up(harness, small_checkpoint
     node.assert_running()
     output = node.output()
     assert 'bad_pointcloud' in output and 'intensity' in output
-    assert 'bad_image' in output and 'yuv422' in output
+    assert 'bad_image' in output and '32FC1' in output
     # and it still works afterwards
     harness.received['detections'].clear()
     cloud_msg, _ = publish_pair(harness, rng, stamp + 20.0)

@@ -96,3 +96,70 @@ def test_three_cameras_fuse_and_one_silenced_is_left_out_while_the_others_keep_f
                               harness.last_status().get('silent_cameras') == '', 10.0, node), harness.last_status()
     assert 'images of right are back' in node.output()
     assert node.interrupt() == 0, node.output()
+
+
+def bayer_rggb8(rgb: np.ndarray, msg_header) -> Image:
+    mosaic = rgb[..., 1].copy()
+    mosaic[0::2, 0::2], mosaic[1::2, 1::2] = rgb[0::2, 0::2, 0], rgb[1::2, 1::2, 2]
+    return Image(header=msg_header, height=rgb.shape[0], width=rgb.shape[1], encoding='bayer_rggb8',
+                 step=rgb.shape[1], data=mosaic.tobytes())
+
+
+def yuv422(rgb: np.ndarray, msg_header) -> Image:
+    import cv2
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)          # UYVY: U Y0 V Y1 per two pixels
+    packed = np.empty((rgb.shape[0], rgb.shape[1] * 2), np.uint8)
+    packed[:, 0::4], packed[:, 1::4] = yuv[:, 0::2, 1], yuv[:, 0::2, 0]
+    packed[:, 2::4], packed[:, 3::4] = yuv[:, 0::2, 2], yuv[:, 1::2, 0]
+    return Image(header=msg_header, height=rgb.shape[0], width=rgb.shape[1], encoding='yuv422',
+                 step=rgb.shape[1] * 2, data=packed.tobytes())
+
+
+@pytest.mark.parametrize('kind', ['jpeg', 'bayer_rggb8', 'yuv422'])
+def test_compressed_bayer_and_yuv_images_with_camera_info_are_fused(kind, rclpy_context, small_checkpoint,
+                                                                     ros_process, tmp_path):
+    """A vehicle-like camera: CameraInfo for K, images as JPEG (image_transport's compressed topic) or
+    as a Bayer / YUV raw image; every cloud is fused (no LiDAR-only frame) and segmented."""
+    from sensor_msgs.msg import CameraInfo, CompressedImage
+
+    from mtl_perception_ros.messages.compressed_image import rgb_to_compressed_image
+    rng = np.random.default_rng(12)
+    transport = 'compressed' if kind == 'jpeg' else 'raw'
+    params = rig_params_yaml(tmp_path / 'camera.yaml', ['camera'], camera_timeout_s=5.0)
+    harness = Harness(rclpy_context, name=f'{kind}_harness')
+    topic = f'{NAMESPACE}/camera/image_raw' + ('/compressed' if kind == 'jpeg' else '')
+    pub = harness.node.create_publisher(CompressedImage if kind == 'jpeg' else Image, topic, qos_profile_sensor_data)
+    pub_info = harness.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera/camera_info', qos_profile_sensor_data)
+    node = ros_process([*console_script('mtl_perception_node', 'mtl_perception_ros.ros.node'), '--ros-args',
+                        '--params-file', str(params), '-p', f'model_path:={small_checkpoint}',
+                        '-p', 'warmup_iterations:=1', '-p', f'camera.image_transport:={transport}',
+                        '-r', f'__ns:={NAMESPACE}'], name='node')
+    image = synthetic_image(rng)
+    k = [1687.33691 / 8, 0.0, 965.434141 / 8, 0.0, 1783.42847 / 8, 684.41936 / 8, 0.0, 0.0, 1.0]
+    stamp = 4000.0
+
+    def publish_frame():
+        nonlocal stamp
+        stamp += 0.1
+        cloud_msg, _ = sensor_pair(rng, stamp)
+        image_header = header(stamp + 0.004, 'camera_optical')
+        pub_info.publish(CameraInfo(header=image_header, height=image.shape[0], width=image.shape[1],
+                                    distortion_model='plumb_bob', d=[0.0] * 5, k=k))
+        harness.pub_points.publish(cloud_msg)
+        if kind == 'jpeg':
+            pub.publish(rgb_to_compressed_image(image, image_header))
+        else:
+            pub.publish((bayer_rggb8 if kind == 'bayer_rggb8' else yuv422)(image, image_header))
+        return image_header
+
+    assert harness.spin_until(lambda: publish_frame() and harness.received['labels'], 90.0, node), node.output()
+    for _ in range(5):
+        last = publish_frame()
+        harness.spin_until(lambda: False, 0.1, node)
+    assert harness.spin_until(lambda: any(m.header == last for m in harness.received['labels']), 10.0, node)
+    label = next(m for m in harness.received['labels'] if m.header == last)
+    assert (label.height, label.width, label.header.frame_id) == (*image.shape[:2], 'camera_optical')
+    status = harness.settled_status(node)
+    assert int(status['fused.camera']) >= 6 and 'processed_lidar_only' not in status, status
+    assert not any(key.startswith('skipped.') for key in status), status
+    assert node.interrupt() == 0, node.output()

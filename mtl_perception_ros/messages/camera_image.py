@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl_perception_ros.messages.compressed_image import compressed_image_to_rgb
 from mtl_perception_ros.messages.image import image_to_rgb
 
 __all__ = ['camera_image_to_rgb', 'is_compressed_image']
@@ -22,6 +23,5 @@ def camera_image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image (messages.image.image_to_rgb) or CompressedImage (JPEG/PNG,
     messages.compressed_image) -> (H, W, 3) uint8 RGB. Raises ConversionError for what neither reads."""
     if is_compressed_image(msg):
-        from mtl_perception_ros.messages.compressed_image import compressed_image_to_rgb
         return compressed_image_to_rgb(msg)
     return image_to_rgb(msg)

@@ -21,11 +21,22 @@ from mtl_perception_ros.messages.pointcloud2 import buffer_as_uint8
 __all__ = ['ConversionError', 'RGB_SOURCE_ENCODINGS', 'image_to_rgb', 'image_to_mono8', 'rgb_to_image',
            'mono8_to_image']
 
-# encoding -> (channels, bytes per channel)
-_LAYOUTS = {'rgb8': (3, 1), 'bgr8': (3, 1), 'rgba8': (4, 1), 'bgra8': (4, 1), 'mono8': (1, 1), 'mono16': (1, 2)}
-RGB_SOURCE_ENCODINGS = tuple(_LAYOUTS)
+# Bayer mosaics (ROS names the 2x2 pattern from the top-left pixel; OpenCV's codes name it from the
+# second row's second and third pixels, so ROS rggb is OpenCV's BG, as in cv_bridge), demosaiced by
+# OpenCV's bilinear method.
+_BAYER = {'rggb': cv2.COLOR_BayerBG2RGB, 'bggr': cv2.COLOR_BayerRG2RGB, 'gbrg': cv2.COLOR_BayerGR2RGB,
+          'grbg': cv2.COLOR_BayerGB2RGB}
+# encoding -> (channels, bytes per channel); yuv422 (UYVY) and yuv422_yuy2 (YUYV): 2 bytes per pixel
+_LAYOUTS = {'rgb8': (3, 1), 'bgr8': (3, 1), 'rgba8': (4, 1), 'bgra8': (4, 1), 'mono8': (1, 1), 'mono16': (1, 2),
+            'yuv422': (2, 1), 'yuv422_yuy2': (2, 1),
+            **{f'bayer_{pattern}8': (1, 1) for pattern in _BAYER}, **{f'bayer_{pattern}16': (1, 2) for pattern in _BAYER}}
+NV12 = 'nv12'      # Y plane (height rows) then interleaved U V at half resolution (height / 2 rows)
+RGB_SOURCE_ENCODINGS = tuple(_LAYOUTS) + (NV12,)
 _TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
-           'mono8': cv2.COLOR_GRAY2RGB, 'mono16': cv2.COLOR_GRAY2RGB}
+           'mono8': cv2.COLOR_GRAY2RGB, 'mono16': cv2.COLOR_GRAY2RGB,
+           # BT.601 limited range, as cv_bridge converts them
+           'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2,
+           **{f'bayer_{pattern}{bits}': code for pattern, code in _BAYER.items() for bits in (8, 16)}}
 
 
 def _pixels(msg, supported: tuple[str, ...]) -> np.ndarray:
@@ -33,10 +44,18 @@ def _pixels(msg, supported: tuple[str, ...]) -> np.ndarray:
     encoding = msg.encoding
     if encoding not in supported:
         raise ConversionError(f'Image encoding {encoding!r} is not supported here; expected one of {list(supported)}')
-    channels, channel_bytes = _LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:  # nothing to see: a clear error (the node runs that frame LiDAR-only)
         raise ConversionError(f'Image ({encoding}): width {width}, height {height}, expected both > 0')
+    if encoding in ('yuv422', 'yuv422_yuy2', NV12) and width % 2:
+        raise ConversionError(f'Image ({encoding}): width {width} is odd; 4:2:2 and 4:2:0 chroma need an even width')
+    layout = encoding
+    if encoding == NV12:
+        if height % 2:
+            raise ConversionError(f'Image (nv12): height {height} is odd; 4:2:0 chroma needs an even height')
+        height = height * 3 // 2   # the chroma rows follow the luma rows, same step
+        layout = 'mono8'
+    channels, channel_bytes = _LAYOUTS[layout]
     pixel_bytes = channels * channel_bytes
     if step < width * pixel_bytes:
         raise ConversionError(f'Image ({encoding}, {width}x{height}): step {step} is smaller than width {width} * '
@@ -54,8 +73,11 @@ def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB.
 
     Encodings: rgb8, bgr8, rgba8, bgra8 (alpha dropped), mono8 (grey repeated), mono16 (top
-    8 bits, i.e. value >> 8, honouring is_bigendian). rgb8 without row padding is a zero-copy view
-    of `msg.data` (writing to it changes the message); the rest are new arrays.
+    8 bits, i.e. value >> 8, honouring is_bigendian); bayer_rggb8 / bggr8 / gbrg8 / grbg8 and their
+    16-bit forms (top 8 bits, then OpenCV's bilinear demosaicing); yuv422 (UYVY), yuv422_yuy2
+    (YUYV) and nv12 (BT.601, OpenCV's conversions; even width, nv12 also an even height). rgb8
+    without row padding is a zero-copy view of `msg.data` (writing to it changes the message); the
+    rest are new arrays.
 
     Raises:
         ConversionError: unsupported encoding, width or height 0, step < width * bytes per pixel, or
@@ -65,10 +87,14 @@ def image_to_rgb(msg) -> np.ndarray:
     encoding = msg.encoding
     if encoding == 'rgb8':
         return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
-    if encoding == 'mono16':
+    if encoding == NV12:
+        return cv2.cvtColor(np.ascontiguousarray(pixels[..., 0]), cv2.COLOR_YUV2RGB_NV12)
+    if pixels.dtype != np.uint8:      # 16-bit (mono16, bayer_*16): the top 8 bits
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.shape[2] == 1:
         pixels = pixels[..., 0]
+    if encoding.startswith('bayer_'):
+        pixels = np.ascontiguousarray(pixels)
     return cv2.cvtColor(pixels, _TO_RGB[encoding])
 
 
