@@ -115,6 +115,17 @@ def test_offline_runs_every_pair_exactly_as_the_inference_core_on_the_frames(toy
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
 
 
+def test_offline_evaluation_reads_a_compressed_bag(toy_bag, tmp_path):
+    """A bag recorded with compressed images: every pair is paired and fused as with raw images."""
+    _, checkpoint, params_path, chunks = toy_bag
+    export_bag(chunks, tmp_path / 'jpeg_bag', split='val', log=lambda *a: None, compressed=True)
+    params = load_node_params(params_path)
+    predictions = predict_offline(tmp_path / 'jpeg_bag', PerceptionInference(checkpoint, device='cpu'), params)
+    assert predictions.counts['processed'] == FRAMES and 'processed_lidar_only' not in predictions.counts
+    assert predictions.counts['received.camera/image_raw/compressed'] == FRAMES
+    assert all(f.class_map is not None and f.class_map.shape == IMAGE_HW for f in predictions.frames)
+
+
 def test_cli_writes_the_report(toy_bag, tmp_path):
     bag, checkpoint, params_path, _ = toy_bag
     out = tmp_path / 'report'

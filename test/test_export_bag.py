@@ -109,6 +109,21 @@ def frame_with_stamps(scene: str, index: int, lidar_us: int, camera_us: int, tra
                  vehicle_to_camera=vehicle_to_camera, camera_timestamp_us=camera_us, lidar_timestamp_us=lidar_us)
 
 
+def test_compressed_export_writes_jpeg_on_the_compressed_topic(toy_dir, tmp_path):
+    counts = export_bag.export_bag(toy_dir, tmp_path / 'bag', split='all', log=quiet, compressed=True)
+    assert counts['/camera/image_raw/compressed'] == 9 and '/camera/image_raw' not in counts
+    frames = sorted(chunk_frames([toy_dir / 'train_0000.npz', toy_dir / 'val_0000.npz']), key=lambda f: f.name)
+    with BagReader(tmp_path / 'bag') as reader:
+        assert reader.topics[bt.COMPRESSED_IMAGE_TOPIC][0] == bt.COMPRESSED_IMAGE
+        messages = list(reader.decoded([bt.COMPRESSED_IMAGE_TOPIC]))
+        infos = list(reader.decoded([bt.CAMERA_INFO_TOPIC]))
+    assert all(m.msg.format == 'rgb8; jpeg compressed bgr8' for m in messages)
+    assert [m.stamp_ns for m in messages] == [m.stamp_ns for m in infos]     # the image's header
+    for message, frame in zip(messages, frames):
+        assert message.data.shape == frame.image.shape
+        assert np.abs(message.data.astype(int) - frame.image).mean() < 8          # JPEG quality 90
+
+
 def test_recorded_stamps_offsets_and_scene_shift(tmp_path):
     # Scene b is an hour later with the camera 2 ms early; written out of order on purpose.
     b0 = T0_US + 3_600_000_000

@@ -18,12 +18,13 @@ import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos
 
-from mtl_perception_ros.bags.topics import (CAMERA_FRAME, CAMERA_INFO, DEFAULT_INTENSITY_SCALE, DETECTION2D_ARRAY,
-                                            IMAGE, POINT_FIELDS, POINTCLOUD2, TF_MESSAGE, TF_STATIC_TOPIC,
+from mtl_perception_ros.bags.topics import (CAMERA_FRAME, CAMERA_INFO, COMPRESSED_IMAGE, DEFAULT_INTENSITY_SCALE,
+                                            DETECTION2D_ARRAY, IMAGE, POINT_FIELDS, POINTCLOUD2, TF_MESSAGE, TF_STATIC_TOPIC,
                                             VEHICLE_FRAME)
 from mtl_perception_ros.bags.typestore import bag_typestore
 from mtl_perception_ros.core.camera import invert_rigid
 from mtl_perception_ros.messages.camera_info import camera_info_data
+from mtl_perception_ros.messages.compressed_image import compressed_image_to_rgb
 from mtl_perception_ros.messages.image import image_to_mono8, image_to_rgb
 from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
@@ -129,6 +130,8 @@ def decode_message(topic: str, msgtype: str, timestamp_ns: int, msg,
         data, _ = pointcloud2_to_array(msg, point_fields, scales=scales, drop_nonfinite=False)
     elif msgtype == IMAGE:
         data = np.array(image_to_mono8(msg)) if msg.encoding == 'mono8' else np.array(image_to_rgb(msg))
+    elif msgtype == COMPRESSED_IMAGE:
+        data = compressed_image_to_rgb(msg)
     elif msgtype == CAMERA_INFO:
         data = camera_info_data(msg)
     elif msgtype == DETECTION2D_ARRAY:

@@ -6,6 +6,8 @@ The bags that `python -m training.export.to_bag` writes (and `mtl_bag_play` play
   float32 (16-byte points); intensity = reflectance * 255, which the node's default
   `intensity_scale` 1/255 undoes.
 - /camera/image_raw, sensor_msgs/Image rgb8, frame `camera_front`, camera stamp: the undistorted image.
+- or, exported with `--compressed`, /camera/image_raw/compressed, sensor_msgs/CompressedImage
+  JPEG (format 'rgb8; jpeg compressed bgr8', as image_transport writes it), the same header.
 - /camera/camera_info, sensor_msgs/CameraInfo, the image's header: K, P = [K 0], D = 5 zeros
   (plumb_bob), R = I, width, height.
 - /tf_static, tf2_msgs/TFMessage: vehicle -> lidar (identity: the merged cloud is in the vehicle
@@ -32,6 +34,7 @@ BAG_VERSION = 8
 
 POINTS_TOPIC = '/points'
 IMAGE_TOPIC = '/camera/image_raw'
+COMPRESSED_IMAGE_TOPIC = '/camera/image_raw/compressed'
 CAMERA_INFO_TOPIC = '/camera/camera_info'
 TF_STATIC_TOPIC = '/tf_static'
 GT_DETECTIONS_TOPIC = '/gt/detections'
@@ -45,6 +48,7 @@ DEFAULT_INTENSITY_SCALE = 1.0 / 255.0   # the node's default `intensity_scale`
 
 POINTCLOUD2 = 'sensor_msgs/msg/PointCloud2'
 IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
 DETECTION2D_ARRAY = 'vision_msgs/msg/Detection2DArray'

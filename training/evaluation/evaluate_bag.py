@@ -147,8 +147,9 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_maps.get(camera),
             result.lidar_only))
 
-    topics = [bt.POINTS_TOPIC, bt.IMAGE_TOPIC]
     with BagReader(bag) as reader:
+        image_topic = bt.COMPRESSED_IMAGE_TOPIC if bt.COMPRESSED_IMAGE_TOPIC in reader.topics else bt.IMAGE_TOPIC
+        topics = [bt.POINTS_TOPIC, image_topic]
         if calibration_source is None:
             calibration_source = 'camera_info' if bt.CAMERA_INFO_TOPIC in reader.topics else 'params'
         if calibration_source in ('camera_info', 'bag') and bt.CAMERA_INFO_TOPIC in reader.topics:
@@ -347,10 +348,11 @@ def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scal
             wanted[stamp] = min(image_stamps, key=lambda s: abs(s - stamp))
     clouds, images = {}, {}
     with BagReader(bag) as reader:
-        for message in reader.decoded([bt.POINTS_TOPIC, bt.IMAGE_TOPIC], intensity_scale=intensity_scale):
+        camera_topics = [t for t in (bt.IMAGE_TOPIC, bt.COMPRESSED_IMAGE_TOPIC) if t in reader.topics]
+        for message in reader.decoded([bt.POINTS_TOPIC, *camera_topics], intensity_scale=intensity_scale):
             if message.topic == bt.POINTS_TOPIC and message.stamp_ns in wanted:
                 clouds[message.stamp_ns] = message.data
-            elif message.topic == bt.IMAGE_TOPIC and message.stamp_ns in wanted.values():
+            elif message.topic in camera_topics and message.stamp_ns in wanted.values():
                 images[message.stamp_ns] = message.data
     samples = []
     for stamp in chosen:

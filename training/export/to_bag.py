@@ -47,6 +47,7 @@ from mtl_perception_ros.bags.writer import STORAGE_PLUGINS, BagWriter
 from mtl_perception_ros.core.camera import invert_rigid
 from mtl_perception_ros.core.labels import LabelSet
 from mtl_perception_ros.messages.camera_info import undistorted_camera_info
+from mtl_perception_ros.messages.compressed_image import rgb_to_compressed_image
 from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
 from mtl_perception_ros.messages.outputs import detection2d_array
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
@@ -162,8 +163,10 @@ def plan_timeline(by_scene: dict[str, list[FrameRef]], scene_gap_s: float = SCEN
     return plans
 
 
-def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int) -> list[tuple[int, str, object]]:
-    """(receive time ns, topic, rosbags message) of one chunk Frame (no /tf_static)."""
+def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int,
+                   compressed: bool = False) -> list[tuple[int, str, object]]:
+    """(receive time ns, topic, rosbags message) of one chunk Frame (no /tf_static); `compressed`:
+    the image as JPEG on the compressed topic."""
     points = np.asarray(frame.points, dtype=np.float32).copy()
     points[:, 3] *= np.float32(bt.INTENSITY_SCALE_IN_BAG)
     boxes = np.asarray(frame.boxes, dtype=np.float64).reshape(-1, 7)
@@ -173,7 +176,8 @@ def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int) -> list[tu
         (lidar_ns, bt.POINTS_TOPIC, array_to_pointcloud2(points, bt.POINT_FIELDS, lidar_header, new=bag_message)),
         (lidar_ns, bt.GT_DETECTIONS_TOPIC, detection2d_array(boxes, class_names, frame.box_classes, np.ones(len(boxes)),
                                                              lidar_header, frame.track_ids, new=bag_message)),
-        (camera_ns, bt.IMAGE_TOPIC, rgb_to_image(frame.image, camera_header, new=bag_message)),
+        (camera_ns, bt.COMPRESSED_IMAGE_TOPIC, rgb_to_compressed_image(frame.image, camera_header, new=bag_message))
+        if compressed else (camera_ns, bt.IMAGE_TOPIC, rgb_to_image(frame.image, camera_header, new=bag_message)),
         (camera_ns, bt.CAMERA_INFO_TOPIC, undistorted_camera_info(frame.camera_matrix, frame.image.shape[:2],
                                                                   camera_header, new=bag_message))]
     if frame.class_map is not None:
@@ -191,19 +195,23 @@ def sensor_transforms(vehicle_to_camera: np.ndarray, stamp_ns: int):
         transform_stamped(camera_pose, bt.CAMERA_FRAME, header, new=bag_message)])
 
 
-def _declare_topics(bag: BagWriter) -> None:
+def _declare_topics(bag: BagWriter, compressed: bool = False) -> None:
     """Topics in a fixed order with their QoS, so every export lists them alike."""
     bag.add_topic(bt.TF_STATIC_TOPIC, bt.TF_MESSAGE, LATCHED_QOS)
     bag.add_topic(bt.POINTS_TOPIC, bt.POINTCLOUD2, SENSOR_QOS)
-    bag.add_topic(bt.IMAGE_TOPIC, bt.IMAGE, SENSOR_QOS)
+    if compressed:
+        bag.add_topic(bt.COMPRESSED_IMAGE_TOPIC, bt.COMPRESSED_IMAGE, SENSOR_QOS)
+    else:
+        bag.add_topic(bt.IMAGE_TOPIC, bt.IMAGE, SENSOR_QOS)
     bag.add_topic(bt.CAMERA_INFO_TOPIC, bt.CAMERA_INFO, SENSOR_QOS)
     bag.add_topic(bt.GT_DETECTIONS_TOPIC, bt.DETECTION2D_ARRAY, GROUND_TRUTH_QOS)
     bag.add_topic(bt.GT_SEMANTIC_TOPIC, bt.IMAGE, GROUND_TRUTH_QOS)
 
 
 def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels: LabelSet,
-              storage: str = 'sqlite3', source: str = '', log=print) -> dict[str, int]:
-    """Write the planned frames to a new bag at `out` (must not exist); returns messages per topic."""
+              storage: str = 'sqlite3', source: str = '', log=print, compressed: bool = False) -> dict[str, int]:
+    """Write the planned frames to a new bag at `out` (must not exist); returns messages per topic.
+    `compressed`: images as JPEG CompressedImage on bags.topics.COMPRESSED_IMAGE_TOPIC."""
     refs = [(plan, i) for plan in plans for i in range(len(plan.frames))]
     starts = [int(min(plan.lidar_ns[i], plan.camera_ns[i])) for plan, i in refs]
     # watermark[k]: no message of frames k.. is older than this, so buffered older ones can be written
@@ -213,7 +221,7 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
     sequence = 0
     last_calibration = None
     with BagWriter(out, storage=storage) as bag:
-        _declare_topics(bag)
+        _declare_topics(bag, compressed)
         bag.set_custom_data(CUSTOM_PREFIX + 'box_classes', json.dumps(list(box_labels.names)))
         bag.set_custom_data(CUSTOM_PREFIX + 'semantic_classes', json.dumps(list(semantic_labels.names)))
         bag.set_custom_data(CUSTOM_PREFIX + 'source', str(source))
@@ -224,7 +232,8 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
             ref = plan.frames[i]
             reader = readers.get(ref.chunk) or readers.setdefault(ref.chunk, ChunkReader(ref.chunk))
             frame = reader.frame(ref.index)
-            messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]))
+            messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]),
+                                      compressed)
             calibration = np.asarray(frame.vehicle_to_camera, dtype=np.float64)
             if last_calibration is None or not np.array_equal(calibration, last_calibration):
                 messages.insert(0, (starts[k], bt.TF_STATIC_TOPIC, sensor_transforms(calibration, starts[k])))
@@ -246,7 +255,7 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
 
 def export_bag(chunks, out, split: str = 'val', storage: str = 'sqlite3', scenes=None,
                max_frames: int | None = None, overwrite: bool = False, scene_gap_s: float = SCENE_GAP_S,
-               log=print) -> dict[str, int]:
+               log=print, compressed: bool = False) -> dict[str, int]:
     """Chunks -> a rosbag2 folder at `out`, written beside it and renamed into place; returns messages per topic."""
     out = Path(out)
     if out.exists():
@@ -263,7 +272,7 @@ def export_bag(chunks, out, split: str = 'val', storage: str = 'sqlite3', scenes
     try:
         log(f'writing {sum(len(p.frames) for p in plans)} frames of {len(plans)} scenes to {out} ({storage})')
         counts = write_bag(plans, staging / out.name, box_labels, semantic_labels, storage,
-                           source=str(Path(chunks).resolve()), log=log)
+                           source=str(Path(chunks).resolve()), log=log, compressed=compressed)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging / out.name, out)
@@ -287,12 +296,15 @@ def main(argv=None) -> int:
     parser.add_argument('--scene-gap', type=float, default=SCENE_GAP_S, metavar='S',
                         help=f'seconds between one scene\'s last message and the next scene (default {SCENE_GAP_S})')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag at --out')
+    parser.add_argument('--compressed', action='store_true',
+                        help='images as JPEG sensor_msgs/CompressedImage on /camera/image_raw/compressed, as '
+                             "image_transport records them (the node: camera.image_transport:=compressed)")
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error('--max-frames must be >= 1')
     try:
         export_bag(args.chunks, args.out, args.split, args.storage, args.scenes, args.max_frames, args.overwrite,
-                   args.scene_gap)
+                   args.scene_gap, compressed=args.compressed)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
