@@ -129,6 +129,31 @@ def test_player_rate_factor_clock_and_exact_bytes(rclpy_context, ros_process, ba
     assert clock[-1] >= max(expected) and min(clock) <= min(expected)
 
 
+def test_player_publishes_the_bags_tf_static_latched_for_a_late_subscriber(rclpy_context, ros_process, bag_30_frames):
+    """/tf_static (vehicle -> lidar, vehicle -> camera_front) as the node's TF gets it: a subscriber
+    that joins while the clouds are playing still receives the transforms sent at the start."""
+    from tf2_msgs.msg import TFMessage
+
+    from mtl_perception_ros.bags.topics import CAMERA_FRAME, LIDAR_FRAME, VEHICLE_FRAME
+    from mtl_perception_ros.messages.transforms import transform_to_matrix
+    received = receive_points(rclpy_context)
+    player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
+        str(bag_30_frames), '--loop', '--topics', '/tf_static', '/points'], name='player')
+    rclpy_context.spin_until(lambda: len(received) >= 5, 40.0, 'clouds from the player')
+    late = rclpy_context.create_node('late_tf_subscriber')
+    transforms = []
+    late.create_subscription(TFMessage, '/tf_static', lambda msg: transforms.extend(msg.transforms), QoSProfile(
+        depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    rclpy_context.spin_until(lambda: len(transforms) >= 2, 20.0, '/tf_static')
+    assert player.interrupt() == 0, player.output()
+    assert 'not played' not in player.output()
+    got = {(t.header.frame_id, t.child_frame_id): transform_to_matrix(t.transform) for t in transforms}
+    assert set(got) == {(VEHICLE_FRAME, LIDAR_FRAME), (VEHICLE_FRAME, CAMERA_FRAME)}
+    with BagReader(bag_30_frames) as reader:
+        for (parent, child), matrix in got.items():
+            np.testing.assert_allclose(matrix, reader.static_transform(parent, child), atol=1e-9)
+
+
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_player_leaves_on_ctrl_c_or_sigterm_with_exit_code_0(rclpy_context, ros_process, bag_30_frames, sig):
     received = receive_points(rclpy_context)

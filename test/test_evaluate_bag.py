@@ -110,9 +110,18 @@ def test_offline_runs_every_pair_exactly_as_the_inference_core_on_the_frames(toy
         assert frame_prediction.class_map.shape == IMAGE_HW
         assert (frame_prediction.class_map != expected.class_map).mean() < 0.01
     # The camera calibration from the bag (/camera_info + /tf_static) is the same toy camera.
-    from_bag = predict_offline(bag, inference, params, calibration_source='bag')
+    # The extrinsics come from /tf_static (vehicle -> camera_front) through the TF buffer: the YAML's
+    # lidar_to_camera may be absent.
+    assert predictions.counts['extrinsics.parameter.camera'] == FRAMES
+    without_transform = {**params, 'camera.lidar_to_camera': None}
+    from_bag = predict_offline(bag, inference, without_transform, calibration_source='bag')
+    assert from_bag.counts['extrinsics.tf.camera'] == FRAMES and 'extrinsics.parameter.camera' not in from_bag.counts
     for a, b in zip(predictions.frames, from_bag.frames):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+    # Without /tf_static and without the parameter the camera is left out, counted.
+    no_extrinsics = predict_offline(bag, inference, without_transform, calibration_source='camera_info')
+    assert no_extrinsics.counts['skipped.no_extrinsics.camera'] == FRAMES
+    assert no_extrinsics.counts['processed_lidar_only'] == FRAMES
 
 
 def test_offline_evaluation_reads_a_compressed_bag(toy_bag, tmp_path):

@@ -12,6 +12,7 @@ from mtl_perception_ros.core.camera_calibration import CameraCalibration
 from mtl_perception_ros.core.frame_pipeline import FramePipeline, PairedFrame, PipelineConfig
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.tracking import Tracker
+from mtl_perception_ros.core.transform_buffer import TransformBuffer
 from sensor_samples import IMAGE_HW, make_small_checkpoint, synthetic_cloud, synthetic_image
 
 TWENTY_YEARS_S = 20 * 365.25 * 86400
@@ -347,11 +348,27 @@ def test_a_camera_without_calibration_is_left_out_until_it_has_one(inference, sc
     assert all(r.lidar_only for r in story.results[2:]) and story.counts['skipped.no_extrinsics.image'] == 2
     assert not story.pipeline.apply_camera_info('image', [[0.0] * 3] * 3, [0.0] * 5, 'plumb_bob', (1920, 1208))
     assert story.counts['skipped.bad_camera_info'] == 1
-    frames = story.pipeline.add_points(ns(1000.4), None, 200.0) + story.pipeline.add_image('image', ns(1000.404), None,
-                                                                                          200.004)
-    (result,) = [story.pipeline.process(f, scene[0], {'image': scene[1]},
-                                        extrinsics={'image': CALIBRATION.lidar_to_camera}) for f in frames]
-    assert not result.lidar_only and result.class_maps['image'].shape == IMAGE_HW     # the transform of this frame
+    # TF arrives (the cloud's frame -> the image's): the camera is fused, the source logged once.
+    buffer = TransformBuffer()
+    story.pipeline.transforms = buffer.lookup
+    events = []
+    story.pipeline._notify = lambda *event: events.append(event)
+
+    def frame_at(stamp_s):
+        frames = story.pipeline.add_points(ns(stamp_s), None, 200.0 + stamp_s) + story.pipeline.add_image(
+            'image', ns(stamp_s + 0.004), None, 200.004 + stamp_s)
+        (result,) = [story.pipeline.process(f, scene[0], {'image': scene[1]}, cloud_frame='vehicle',
+                                            image_frames={'image': 'camera_front'}) for f in frames]
+        return result
+    assert frame_at(1000.4).lidar_only and story.pipeline.counts()['skipped.no_extrinsics.image'] == 3
+    assert 'does not exist (no transforms received)' in events[-1][2]
+    buffer.set_matrix('camera_front', 'vehicle', 0, CALIBRATION.lidar_to_camera, static=True)   # vehicle in camera
+    for stamp_s in (1000.6, 1000.8):
+        result = frame_at(stamp_s)
+        assert not result.lidar_only and result.class_maps['image'].shape == IMAGE_HW
+    assert story.pipeline.counts()['extrinsics.tf.image'] == 2
+    assert [event for event in events if event[1] == 'extrinsics.image'] == [
+        ('info', 'extrinsics.image', 'image: extrinsics from TF (vehicle -> camera_front)')]
 
 
 def test_the_first_pair_after_an_idle_start_is_fused(inference, scene):

@@ -14,7 +14,8 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mtl_perception_ros.messages.image import rgb_to_image  # noqa: E402
-from sensor_samples import header, make_small_checkpoint, rig_params_yaml, sensor_pair, synthetic_image  # noqa: E402
+from sensor_samples import (header, make_small_checkpoint, rig_params_yaml, sensor_pair, synthetic_image,  # noqa: E402
+                            write_params_yaml)
 from test_node import NAMESPACE, Harness  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -115,18 +116,47 @@ def yuv422(rgb: np.ndarray, msg_header) -> Image:
                  step=rgb.shape[1] * 2, data=packed.tobytes())
 
 
+def publish_tf_static(node, optical_from_vehicle: np.ndarray, optical_frame: str):
+    """/tf_static as a URDF's robot_state_publisher gives it: vehicle -> camera_link (the camera
+    body) -> optical_frame, whose product is `optical_from_vehicle`; reliable + transient local."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    from mtl_perception_ros.core.camera import invert_rigid
+    from mtl_perception_ros.messages.transforms import transform_stamped
+    body = np.eye(4)
+    body[:3, 3] = (1.5, 0.0, 1.5)                              # camera_link in vehicle
+    optical_in_body = invert_rigid(body) @ invert_rigid(optical_from_vehicle)
+    publisher = node.create_publisher(TFMessage, '/tf_static', QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    publisher.publish(TFMessage(transforms=[transform_stamped(body, 'camera_link', header(0.0, 'vehicle')),
+                                            transform_stamped(optical_in_body, optical_frame,
+                                                              header(0.0, 'camera_link'))]))
+    return publisher
+
+
 @pytest.mark.parametrize('kind', ['jpeg', 'bayer_rggb8', 'yuv422'])
-def test_compressed_bayer_and_yuv_images_with_camera_info_are_fused(kind, rclpy_context, small_checkpoint,
-                                                                     ros_process, tmp_path):
-    """A vehicle-like camera: CameraInfo for K, images as JPEG (image_transport's compressed topic) or
-    as a Bayer / YUV raw image; every cloud is fused (no LiDAR-only frame) and segmented."""
+def test_tf_static_camera_info_and_compressed_bayer_or_yuv_images_are_fused(kind, rclpy_context, small_checkpoint,
+                                                                             ros_process, tmp_path):
+    """A vehicle-like camera: extrinsics from /tf_static only, K from CameraInfo only (the params file
+    has no calibration), images as JPEG (image_transport's compressed topic) or as a Bayer / YUV raw
+    image; every cloud is fused (no LiDAR-only frame) and segmented in the image's frame."""
+    import yaml
     from sensor_msgs.msg import CameraInfo, CompressedImage
 
     from mtl_perception_ros.messages.compressed_image import rgb_to_compressed_image
+    require_ros('tf2_msgs.msg')
     rng = np.random.default_rng(12)
     transport = 'compressed' if kind == 'jpeg' else 'raw'
     params = rig_params_yaml(tmp_path / 'camera.yaml', ['camera'], camera_timeout_s=5.0)
+    document = yaml.safe_load(params.read_text())
+    camera_block = document['/**']['ros__parameters']['camera']
+    optical_from_vehicle = np.array(camera_block['lidar_to_camera'], np.float64).reshape(4, 4)
+    for name in ('lidar_to_camera', 'camera_matrix', 'distortion', 'calibration_image_size'):
+        camera_block.pop(name, None)
+    write_params_yaml(params, document)
     harness = Harness(rclpy_context, name=f'{kind}_harness')
+    tf_publisher = publish_tf_static(harness.node, optical_from_vehicle, 'camera_optical')  # noqa: F841 (kept alive)
     topic = f'{NAMESPACE}/camera/image_raw' + ('/compressed' if kind == 'jpeg' else '')
     pub = harness.node.create_publisher(CompressedImage if kind == 'jpeg' else Image, topic, qos_profile_sensor_data)
     pub_info = harness.node.create_publisher(CameraInfo, f'{NAMESPACE}/camera/camera_info', qos_profile_sensor_data)
@@ -152,7 +182,10 @@ def test_compressed_bayer_and_yuv_images_with_camera_info_are_fused(kind, rclpy_
             pub.publish((bayer_rggb8 if kind == 'bayer_rggb8' else yuv422)(image, image_header))
         return image_header
 
+    # Until /tf_static and the first camera_info have arrived, frames run LiDAR-only (counted); from
+    # the first fused frame on, every frame is fused, with the extrinsics from TF.
     assert harness.spin_until(lambda: publish_frame() and harness.received['labels'], 90.0, node), node.output()
+    before = harness.settled_status(node)
     for _ in range(5):
         last = publish_frame()
         harness.spin_until(lambda: False, 0.1, node)
@@ -160,6 +193,12 @@ def test_compressed_bayer_and_yuv_images_with_camera_info_are_fused(kind, rclpy_
     label = next(m for m in harness.received['labels'] if m.header == last)
     assert (label.height, label.width, label.header.frame_id) == (*image.shape[:2], 'camera_optical')
     status = harness.settled_status(node)
-    assert int(status['fused.camera']) >= 6 and 'processed_lidar_only' not in status, status
-    assert not any(key.startswith('skipped.') for key in status), status
+
+    def grown(key):
+        return int(status.get(key, 0)) - int(before.get(key, 0))
+    assert grown('processed') == grown('fused.camera') == grown('extrinsics.tf.camera') >= 4, (before, status)
+    assert grown('processed_lidar_only') == 0 and 'extrinsics.parameter.camera' not in status, status
+    assert status['tf_backend'] in ('buffer', 'tf2_ros'), status
+    assert not any(grown(key) for key in status if key.startswith('skipped.')), (before, status)
+    assert 'camera: extrinsics from TF (vehicle -> camera_optical)' in node.output()
     assert node.interrupt() == 0, node.output()

@@ -21,7 +21,7 @@ NODE_YAML = REPO / 'config/mtl_perception.yaml'
 NODE_DOC = REPO / 'docs/node.md'
 
 RUNTIME = {'score_threshold', 'max_detections', 'nms_radius_m', 'publish_detections_3d', 'publish_markers',
-           'publish_semantic', 'overlay_alpha', 'slop_s', 'tracking_gates_m', 'tracking_default_gate_m'}
+           'publish_semantic', 'overlay_alpha', 'slop_s', 'tracking_gates_m', 'tracking_default_gate_m', 'tf_timeout_s'}
 READ_ONLY_AT_LEAST = {'model_path', 'device', 'precision', 'points_topic', 'cameras', 'input_qos', 'queue_size',
                       'warmup_iterations', 'tracking_enabled', 'tracking_gate_classes', 'max_points',
                       'diagnostics_period_s'}

@@ -49,6 +49,14 @@ reset) and the camera timeout's history, and restarts tracking (new track ids) a
 processed frame; frames paired before the reset and processed after it are dropped
 (`dropped_after_reset`). Processing resumes with the next pair.
 
+Extrinsics. Each frame looks up the transform cloud frame -> image frame (the messages'
+header.frame_id, given to `process`) at the cloud's stamp through `transforms` (core.transform_buffer
+semantics: the node's TF, offline evaluation's bag /tf_static); where that fails the camera's
+`lidar_to_camera` calibration is the fallback, and without either the camera is left out of the
+frame (`skipped.no_extrinsics.<camera>`, the TF error in the message). Which source each camera
+uses is counted (`extrinsics.tf.<camera>`, `extrinsics.parameter.<camera>`) and, with
+`transforms`, a change of it is logged once (info), with the reason TF could not give it.
+
 Known limit: a camera whose clock stays offset from the LiDAR's by more than slop_s never pairs
 (counted as sync.dropped.unmatched); camera_time_offset_s corrects a constant offset.
 """
@@ -69,6 +77,7 @@ from mtl_perception_ros.core.approx_time_sync import DROP_REASONS, ApproximateTi
 from mtl_perception_ros.core.camera import project_points
 from mtl_perception_ros.core.camera_calibration import CalibrationError, CameraCalibration
 from mtl_perception_ros.core.point_limits import DEFAULT_MAX_POINTS, POINT_LIMIT_MESSAGES, limit_points
+from mtl_perception_ros.core.transform_buffer import TransformUnavailable
 
 POINTS_STREAM = 'points'
 # the inference settings configure_decoding may change
@@ -201,6 +210,9 @@ class _StreamTime:
 # notify(level, key, message): level 'warn' or 'info'; key names the event (a counter name, or
 # 'lidar_only' / 'camera_back'); called outside the pipeline's locks.
 Notify = Callable[[str, str, str], None]
+# transforms(target_frame, source_frame, stamp_ns) -> 4x4 target_from_source; raises
+# core.transform_buffer.TransformUnavailable (e.g. TransformBuffer.lookup, ros.tf_lookup.TfLookup.lookup).
+Transforms = Callable[[str, str, int], np.ndarray]
 
 
 class FramePipeline:
@@ -208,12 +220,13 @@ class FramePipeline:
 
     inference: core.inference.PerceptionInference (or anything with its `run_views`);
     calibrations: camera name -> core.camera_calibration.CameraCalibration, as far as known (a camera
-    missing: nothing known yet; `apply_camera_info` and process's `extrinsics` complete them); tracker:
-    core.tracking.Tracker or None; notify: see Notify (None: silent).
+    missing: nothing known yet; `apply_camera_info` and `transforms` complete them); tracker:
+    core.tracking.Tracker or None; notify: see Notify (None: silent); transforms: see Transforms (None:
+    the calibrations' lidar_to_camera only).
     """
 
     def __init__(self, inference, calibrations: Mapping[str, CameraCalibration], config: PipelineConfig | None = None,
-                 tracker=None, notify: Notify | None = None):
+                 tracker=None, notify: Notify | None = None, transforms: Transforms | None = None):
         self.config = PipelineConfig() if config is None else config
         unknown = [c for c in calibrations if c not in self.config.cameras]
         if unknown:
@@ -222,6 +235,8 @@ class FramePipeline:
         self.tracker = tracker
         self._calibrations = {c: calibrations.get(c) or CameraCalibration() for c in self.config.cameras}
         self._notify = notify
+        self.transforms = transforms
+        self._extrinsics_source: dict = {}    # camera -> 'tf' | 'parameter' | None, of its latest frame
         self._pairing = threading.Lock()       # synchronizer, stream times, camera timeout, config
         self._processing = threading.Lock()    # tracker; one frame at a time
         self._counts_lock = threading.Lock()
@@ -524,22 +539,25 @@ class FramePipeline:
 
     # ----------------------------------------------------------------------------- processing
     def process(self, frame: PairedFrame, points: np.ndarray, images: Mapping[str, np.ndarray | None] | None = None,
-                want_class_map: bool = True, extrinsics: Mapping[str, np.ndarray] | None = None) -> FrameResult | None:
+                want_class_map: bool = True, cloud_frame: str = '',
+                image_frames: Mapping[str, str] | None = None) -> FrameResult | None:
         """Run one frame: `points` (N, >=4) float x, y, z, reflectance [0, 1] (the point limits of
         core/point_limits.py apply, with config.max_points; counted as `points.<reason>`), `images`
         camera -> RGB uint8 (H, W, 3) as received, or None where the caller could not convert it (the
-        frame runs without that camera). `extrinsics`: camera -> 4x4 point cloud -> camera transform
-        for this frame (e.g. from TF at the cloud's stamp), over the calibration's own. A camera
-        without intrinsics or extrinsics is left out (`skipped.no_intrinsics.<camera>`,
+        frame runs without that camera). `cloud_frame`, `image_frames` (camera -> frame id): the
+        messages' header.frame_id, for the extrinsics from `transforms` (module doc). A camera without
+        intrinsics or extrinsics is left out (`skipped.no_intrinsics.<camera>`,
         `skipped.no_extrinsics.<camera>`). None when the frame is skipped (counted)."""
         events = []
         try:
             with self._processing:
-                return self._process(frame, points, images or {}, want_class_map, extrinsics or {}, events)
+                return self._process(frame, points, images or {}, want_class_map, cloud_frame,
+                                     image_frames or {}, events)
         finally:
             self._emit(events)
 
-    def _process(self, frame: PairedFrame, points, images, want_class_map: bool, extrinsics, events: list):
+    def _process(self, frame: PairedFrame, points, images, want_class_map: bool, cloud_frame: str,
+                 image_frames: Mapping[str, str], events: list):
         start = time.perf_counter()
         if frame.epoch < self._tracker_epoch:
             self._skip_locked('dropped_after_reset', 'a frame paired before a time reset: dropped', events,
@@ -573,11 +591,9 @@ class FramePipeline:
                 self._skip_locked(f'no_intrinsics.{camera}', f'{camera}: no camera_info yet and no camera_matrix '
                                   'parameter: frame runs without this camera', events)
                 continue
-            lidar_to_camera = extrinsics.get(camera, calibration.lidar_to_camera)
+            lidar_to_camera = self._extrinsics(camera, calibration, cloud_frame, image_frames.get(camera, ''),
+                                               frame.points_stamp_ns, events)
             if lidar_to_camera is None:
-                self._skip_locked(f'no_extrinsics.{camera}', f'{camera}: no transform from the cloud\'s frame to '
-                                  f'the camera\'s (TF) and no {camera}.lidar_to_camera parameter: frame runs '
-                                  'without this camera', events)
                 continue
             try:
                 image, camera_matrix = calibration.prepare_image(rgb)
@@ -616,6 +632,35 @@ class FramePipeline:
             result.boxes, result.classes, result.scores, class_maps,
             {camera: view[0] for camera, view in zip(used, views)}, result.lidar_only,
             tracks, track_ids, velocities, timings, self.counts())
+
+    def _extrinsics(self, camera: str, calibration: CameraCalibration, cloud_frame: str, image_frame: str,
+                    stamp_ns: int, events: list):
+        """4x4 cloud -> camera of this frame: TF, else the calibration's lidar_to_camera, else None
+        (counted skip); counts the source used and logs when it changes (module doc)."""
+        transform, reason = None, 'no TF lookup here'
+        if self.transforms is not None:
+            try:
+                transform = np.asarray(self.transforms(image_frame, cloud_frame, stamp_ns), dtype=np.float64)
+                reason = ''
+            except TransformUnavailable as error:
+                reason = f'TF {cloud_frame!r} -> {image_frame!r}: {error}'
+        source = 'tf' if transform is not None else 'parameter' if calibration.lidar_to_camera is not None else None
+        if transform is None:
+            transform = calibration.lidar_to_camera
+        if source is None:
+            self._skip_locked(f'no_extrinsics.{camera}', f'{camera}: no extrinsics ({reason}) and no '
+                              f'{camera}.lidar_to_camera parameter: frame runs without this camera', events)
+        else:
+            self.count(f'extrinsics.{source}.{camera}')
+        if self.transforms is not None and source != self._extrinsics_source.get(camera, 'unset'):
+            self._extrinsics_source[camera] = source
+            if source == 'tf':
+                events.append(('info', f'extrinsics.{camera}', f'{camera}: extrinsics from TF ({cloud_frame} -> '
+                                                               f'{image_frame})'))
+            elif source == 'parameter':
+                events.append(('info', f'extrinsics.{camera}', f'{camera}: extrinsics from the '
+                                                               f'{camera}.lidar_to_camera parameter ({reason})'))
+        return transform
 
     # ----------------------------------------------------------------------------- counters
     def count(self, key: str, n: int = 1) -> None:

@@ -177,6 +177,9 @@ SCHEMA: tuple[ParameterSpec, ...] = (
        'and the tracker (new track ids); processing resumes with the next pair.', unit='s', range=ABOVE_0),
     _p('future_stamp_tolerance_s', FLOAT, 5.0, 'A lone stamp further ahead of its stream than this is an '
        'outlier: dropped and counted, the stream goes on.', unit='s', range=ABOVE_0),
+    _p('tf_timeout_s', FLOAT, 0.05, 'Longest wait for the TF sample at a cloud\'s stamp (moving frames: the '
+       '/tf message may arrive after the cloud); unknown frames do not wait (docs/transforms.md).', unit='s',
+       range=Range(0.0, 1.0), read_only=False),
     # ------------------------------------------------------------------ decoding
     _p('score_threshold', FLOAT, 0.3, 'Minimum detection score.', range=UNIT_INTERVAL, read_only=False),
     _p('max_detections', INT, 100, 'At most this many boxes per frame.', range=Range(1, 1000), read_only=False),

@@ -81,7 +81,7 @@ def apply_changes(pipeline: FramePipeline, params: Mapping, changed: Iterable[st
     """Apply the run-time parameters among `changed` (their new values in `params`) to a running
     pipeline: pairing settings, decoding, tracking gates. Returns the gate class names the model does
     not have when the gates changed (else []). Parameters that are not the pipeline's (publish_*,
-    overlay_alpha) are left to the caller."""
+    overlay_alpha, tf_timeout_s) are left to the caller."""
     changed = set(changed)
     config_changes = {name: params[name] for name in PIPELINE_PARAMETERS if name in changed}
     if changed & {camera_parameter(camera, 'time_offset_s') for camera in params['cameras']}:

@@ -10,8 +10,8 @@ QoS: topics recorded as transient local, /tf_static and /gt/... are reliable + t
 (late subscribers get the last ones); other topics follow `--qos` (default reliable, which
 best-effort subscribers such as the node's sensor-data inputs also receive). `--clock` publishes
 rosgraph_msgs/Clock on /clock at HZ (default 100) and before every message, for nodes with
-use_sim_time. Topics whose message package is not installed (e.g. tf2_msgs in the pip
-environment) are skipped with a warning. Ends after the last message (or loops with --loop);
+use_sim_time. /tf_static is played like any topic (the set-up builds tf2_msgs into the pip
+environment), latched. Topics whose message package is not installed are skipped with a warning. Ends after the last message (or loops with --loop);
 Ctrl-C (SIGINT) or SIGTERM stops it; both exit 0. On a ROS installation `ros2 bag play BAG_DIR` plays the
 same bags.
 """

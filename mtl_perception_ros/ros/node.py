@@ -44,6 +44,7 @@ from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, 
 from mtl_perception_ros.messages.pointcloud2 import pointcloud2_to_array
 from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.ros.shutdown_signals import init_ros, main_frame, spin_until_stopped
+from mtl_perception_ros.ros.tf_lookup import TfLookup
 from mtl_perception_ros.core.tracking import Tracker
 
 class StartupError(Exception):
@@ -136,7 +137,10 @@ class MtlPerceptionNode(Node):
             self._warn_unknown_gate_classes(unknown)
             tracker = Tracker(tracker_config)
         config = pipeline_parameters.pipeline_config(p)
-        self.pipeline = FramePipeline(self.inference, calibrations, config, tracker, notify=self._on_pipeline_event)
+        # Extrinsics: TF (cloud frame -> image frame at the cloud's stamp), NAME.lidar_to_camera as fallback.
+        self.tf = TfLookup(self)
+        self.pipeline = FramePipeline(self.inference, calibrations, config, tracker, notify=self._on_pipeline_event,
+                                      transforms=self._lookup_transform if self.tf.available else None)
         self.tracker = tracker
         self._slot = LatestOnlySlot()
         # /clock going back under use_sim_time (or the clock source changing) restarts pairing and tracking.
@@ -250,7 +254,11 @@ class MtlPerceptionNode(Node):
         self.pipeline.apply_camera_info(camera, info.camera_matrix, info.distortion, info.distortion_model,
                                         info.image_size_wh)
 
+    def _lookup_transform(self, target: str, source: str, stamp_ns: int):
+        return self.tf.lookup(target, source, stamp_ns, timeout_s=self.params['tf_timeout_s'])
+
     def _on_clock_jump(self, jump):
+        self.tf.clear()
         if jump.clock_change:
             self.pipeline.clock_jumped('the clock source changed (use_sim_time)')
         else:
@@ -291,7 +299,12 @@ class MtlPerceptionNode(Node):
                 self._skip('bad_image', f'{camera}: {error}; frame runs without this camera')
         t1 = time.monotonic()
         want_semantic = p['publish_semantic'] and any(outputs.wanted() for outputs in self.camera_outputs.values())
-        result = self.pipeline.process(frame, points, rgbs, want_class_map=want_semantic)
+        result = self.pipeline.process(frame, points, rgbs, want_class_map=want_semantic,
+                                       cloud_frame=cloud_msg.header.frame_id,
+                                       image_frames={camera: msg.header.frame_id for camera, msg in frame.images.items()})
+        rejected = self.tf.take_rejected_reason()
+        if rejected:
+            self._on_pipeline_event('warn', 'tf.rejected', f'a transform on /tf or /tf_static was refused: {rejected}')
         if result is None:
             return
         t2 = time.monotonic()
@@ -381,6 +394,7 @@ class MtlPerceptionNode(Node):
             'lidar_only_mode': str(lidar_only),
             'cameras': ' '.join(self.cameras),
             'silent_cameras': ' '.join(silent),
+            'tf_backend': self.tf.backend,
             'rate_points_hz': f"{self._received['points'] / elapsed:.2f}",
             'received_points': str(self._received['points']),
         }
@@ -388,6 +402,7 @@ class MtlPerceptionNode(Node):
             values[f'rate_{camera}_hz'] = f'{self._received[camera] / elapsed:.2f}'
             values[f'received_{camera}'] = str(self._received[camera])
         values.update({k: str(v) for k, v in sorted(counts.items())})
+        values.update({k: str(v) for k, v in sorted(self.tf.counts.items())})
         if self.tracker is not None:
             values['tracking.confirmed_tracks'] = str(self.tracker.num_confirmed)
             values['tracking.resets'] = str(self.tracker.resets)

@@ -19,8 +19,10 @@ score_threshold / max_detections / nms_radius_m from the YAML, the cloud's point
 intensity_scale. Calibration: `params` (the YAML's
 <camera>.lidar_to_camera, camera_matrix, distortion, calibration_image_size), `camera_info` (K, D
 and size from the bag's camera_info, the transform from the YAML: what the node does when the
-camera_info is played; the default when the bag has it), or `bag` (camera_info plus the transform
-from /tf_static). Unlike the node, every pair is processed (no drops for a
+camera_info is played; the default when the bag has it), or `bag` (camera_info plus the
+extrinsics from /tf_static, in recorded order, through core.transform_buffer.TransformBuffer:
+the node's TF lookup of cloud frame -> image frame at the cloud's stamp, the YAML's transform as
+the fallback). Unlike the node, every pair is processed (no drops for a
 busy worker) and there is no tracking (training.evaluation.evaluate_tracking scores it).
 
 Recorded (`--recorded`): the node's outputs recorded with mtl_bag_record while BAG played:
@@ -58,6 +60,7 @@ from mtl_perception_ros.core.boxes import BOX_DIM
 from mtl_perception_ros.core.camera_calibration import CalibrationError
 from mtl_perception_ros.core import pipeline_parameters
 from mtl_perception_ros.core.frame_pipeline import FramePipeline
+from mtl_perception_ros.core.transform_buffer import TransformBuffer
 from mtl_perception_ros.core.labels import LabelSet
 from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.core.parameters import ParameterError, flatten_parameters, validate_all
@@ -137,7 +140,8 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
 
     def process(pipeline: FramePipeline, frame):
         cloud, image = frame.points, frame.images.get(camera)
-        result = pipeline.process(frame, cloud.data, {camera: None if image is None else image.data})
+        result = pipeline.process(frame, cloud.data, {camera: None if image is None else image.data},
+                                  cloud_frame=cloud.frame_id, image_frames={} if image is None else {camera: image.frame_id})
         if result is None:
             return
         for stage, value in result.timings_ms.items():
@@ -154,13 +158,20 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             calibration_source = 'camera_info' if bt.CAMERA_INFO_TOPIC in reader.topics else 'params'
         if calibration_source in ('camera_info', 'bag') and bt.CAMERA_INFO_TOPIC in reader.topics:
             topics.append(bt.CAMERA_INFO_TOPIC)
-        if calibration_source == 'bag':
-            calibration = calibration.with_extrinsics(reader.vehicle_to_camera())
+        transforms = None
+        if calibration_source == 'bag' and bt.TF_STATIC_TOPIC in reader.topics:
+            transforms = TransformBuffer()
+            topics.append(bt.TF_STATIC_TOPIC)
         # The node's frame path; the clock is the bag's receive time. No tracker (evaluate_tracking
         # scores tracking), and every pair is processed (no drops for a busy worker).
-        pipeline = FramePipeline(inference, {camera: calibration}, pipeline_parameters.pipeline_config(params))
+        pipeline = FramePipeline(inference, {camera: calibration}, pipeline_parameters.pipeline_config(params),
+                                 transforms=None if transforms is None else transforms.lookup)
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
+            if message.topic == bt.TF_STATIC_TOPIC:
+                for item in message.data:     # bags.reader.StaticTransform
+                    transforms.set_matrix(item.parent, item.child, item.stamp_ns, item.parent_from_child, static=True)
+                continue
             if message.topic == bt.CAMERA_INFO_TOPIC:
                 info = message.data          # messages.camera_info.CameraInfoData
                 pipeline.apply_camera_info(camera, info.camera_matrix, info.distortion, info.distortion_model,
