@@ -1,19 +1,23 @@
 """BEV detection AP on hand-made cases whose answers are worked out in the comments.
 
-Reminder of the rule (training/evaluation/detection_metrics.py): interpolated precision on the grid
-r_k = k/100 is the best precision reached at recall >= r_k (0 beyond the last recall);
-AP = sum over k = 10..100 (91 points) of max(p_k - 0.1, 0), divided by 91 * 0.9 = 81.9.
+Most hand cases use the COCO-envelope rule (training/evaluation/detection_metrics.py), whose
+sums are easy by hand: interpolated precision on the grid r_k = k/100 is the best precision
+reached at recall >= r_k (0 beyond the last recall); AP = sum over k = 10..100 (91 points) of
+max(p_k - 0.1, 0), divided by 91 * 0.9 = 81.9. The default, nuScenes' AP as nuscenes-devkit
+computes it, is pinned by hand below and against a literal transcription of the devkit's
+accumulate + calc_ap on random cases.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from training.evaluation.detection_metrics import (RECALL_GRID, DetectionAccumulator, bev_iou, center_distances,
-                                                   greedy_match, interpolated_precision, match_detections_to_gt,
-                                                   nuscenes_ap)
+from training.evaluation.detection_metrics import (ENVELOPE_RECALL_GRID, DetectionAccumulator, bev_iou,
+                                                   center_distances, greedy_match, interpolated_precision,
+                                                   match_detections_to_gt, nuscenes_ap)
 
 CLASSES = ('car', 'pedestrian')
+ENVELOPE = 'coco_envelope'
 
 
 def boxes(*xy, length=4.0, width=2.0, yaw=0.0):
@@ -26,7 +30,7 @@ def classes(*ids):
 
 
 def test_three_gt_four_predictions_over_two_frames_by_hand():
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     # Frame 0: GT A (10, 0), B (20, 5). p1 (score .9) 0.2 m from A -> TP; p3 (.7) 0.3 m from B -> TP.
     acc.update(boxes((10.2, 0), (20, 5.3)), classes(0, 0), [0.9, 0.7],
                boxes((10, 0), (20, 5)), classes(0, 0))
@@ -77,7 +81,7 @@ def test_nothing_seen_at_all_gives_nan_map():
 
 
 def test_prediction_1p5_m_off_counts_at_2_and_4_m_only():
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes((11.2, 10.9)), classes(0), [0.5], boxes((10, 10)), classes(0))  # hypot(1.2, 0.9) = 1.5
     result = acc.compute()
     np.testing.assert_allclose(result.ap[0], [0.0, 0.0, 1.0, 1.0])
@@ -91,7 +95,7 @@ def test_distance_threshold_is_strict_like_nuscenes():
 
 
 def test_class_mismatch_does_not_match():
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes((10, 0)), classes(1), [0.9], boxes((10, 0)), classes(0))
     result = acc.compute()
     np.testing.assert_allclose(result.ap[0], 0.0)      # the car is missed
@@ -100,14 +104,14 @@ def test_class_mismatch_does_not_match():
     assert is_tp.tolist() == [[False] * 4]
     # A car prediction (.95) on a pedestrian, then a correct car (.9) in another frame:
     # FP, TP -> precision 0, 1/2; recall 0, 1 -> envelope 1/2 everywhere: AP = (0.5 - 0.1)/0.9 = 4/9.
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes((10, 0)), classes(0), [0.95], boxes((10, 0)), classes(1))
     acc.update(boxes((10, 0)), classes(0), [0.9], boxes((10, 0)), classes(0))
     np.testing.assert_allclose(acc.compute().ap[0], 4 / 9)
 
 
 def test_map_is_mean_over_classes_of_mean_over_thresholds():
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     # car: perfect (AP 1 at every threshold); pedestrian: 1.5 m off (0, 0, 1, 1) -> mean 0.5.
     acc.update(boxes((10, 0), (21.5, 5)), classes(0, 1), [0.9, 0.8], boxes((10, 0), (20, 5)), classes(0, 1))
     result = acc.compute()
@@ -123,7 +127,7 @@ def test_greedy_matching_follows_score_order():
     # At 2 and 4 m the higher-scored A takes GT1 although B is closer; B is left with GT2 (9.9 m) -> FP.
     # At 0.5 and 1 m A matches nothing, so B takes GT1.
     assert is_tp.tolist() == [[False, False, True, True], [True, True, False, False], [True] * 4]
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(pred, classes(0, 0, 0), scores, gt, classes(0, 0))
     ap = acc.compute().ap[0]
     # 0.5 / 1 m: FP, TP, TP -> precision 0, 1/2, 2/3, recall 0, 1/2, 1 -> envelope 2/3 everywhere:
@@ -143,7 +147,7 @@ def test_greedy_match_takes_closest_unmatched_in_given_order():
 def test_low_precision_region_is_discarded():
     # 1 GT; 19 FPs (far away) score above the single TP: precision at the TP = 1/20 = 0.05,
     # the envelope is 0.05 on the whole grid, max(0.05 - 0.1, 0) = 0 -> AP 0 (plain AP would be 0.05).
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     far = [(50.0 + i, 20.0) for i in range(19)]
     acc.update(boxes(*far, (10, 0)), classes(*[0] * 20), np.linspace(0.99, 0.9, 19).tolist() + [0.5],
                boxes((10, 0)), classes(0))
@@ -151,7 +155,7 @@ def test_low_precision_region_is_discarded():
     np.testing.assert_allclose(result.precision_curves[0, 0], 0.05)
     np.testing.assert_allclose(result.ap[0], 0.0)
     # 4 FPs then the TP: precision 1/5 = 0.2 -> AP = (0.2 - 0.1) / 0.9 = 1/9.
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes(*far[:4], (10, 0)), classes(0, 0, 0, 0, 0), [0.9, 0.8, 0.7, 0.6, 0.5],
                boxes((10, 0)), classes(0))
     np.testing.assert_allclose(acc.compute().ap[0], 1 / 9)
@@ -161,12 +165,12 @@ def test_low_recall_region_is_discarded():
     # 20 GT, one perfect prediction: recall 0.05 with precision 1; grid points k >= 6 get 0 and
     # only k >= 10 count -> AP 0.
     gt_xy = [(5.0 * i, 0.0) for i in range(20)]
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes(gt_xy[0]), classes(0), [0.9], boxes(*gt_xy), classes(*[0] * 20))
     np.testing.assert_allclose(acc.compute().ap[0], 0.0)
     # 10 GT, one hit: recall exactly 0.1 = grid point k = 10 (the first one kept): precision 1
     # at k = 0..10, 0 beyond -> AP = (1 - 0.1) / 81.9 = 1/91.
-    acc = DetectionAccumulator(CLASSES)
+    acc = DetectionAccumulator(CLASSES, interpolation=ENVELOPE)
     acc.update(boxes(gt_xy[0]), classes(0), [0.9], boxes(*gt_xy[:10]), classes(*[0] * 10))
     np.testing.assert_allclose(acc.compute().ap[0], 1 / 91)
 
@@ -174,25 +178,25 @@ def test_low_recall_region_is_discarded():
 def test_nuscenes_interpolation_reproduces_linear_interp_of_raw_curve():
     # 2 GT; FP, TP, TP: recall 0, 1/2, 1; precision 0, 1/2, 2/3 (recall starts at 0: nothing prepended).
     # Linear interpolation: p(r) = r on [0, 0.5], p(r) = 0.5 + (r - 0.5)/3 on [0.5, 1].
-    #   k = 10..50: sum (k - 10)/100 = 820/100 = 8.2
+    #   k = 11..50: sum (k - 10)/100 = 820/100 = 8.2
     #   k = 51..100: sum (0.4 + (k - 50)/300) = 50 * 0.4 + 1275/300 = 24.25
-    #   AP = (8.2 + 24.25) / 81.9.  The envelope rule gives (2/3 - 0.1)/0.9 = 17/27 instead.
+    #   AP = (8.2 + 24.25) / (90 * 0.9).  The envelope rule gives (2/3 - 0.1)/0.9 = 17/27 instead.
     pred, scores, gt = boxes((40, 0), (10, 0), (20, 0)), [0.9, 0.8, 0.7], boxes((10, 0), (20, 0))
-    for interpolation, expected in (('nuscenes', 32.45 / 81.9), ('envelope', 17 / 27)):
+    for interpolation, expected in (('nuscenes', 32.45 / 81), (ENVELOPE, 17 / 27)):
         acc = DetectionAccumulator(CLASSES, interpolation=interpolation)
         acc.update(pred, classes(0, 0, 0), scores, gt, classes(0, 0))
         np.testing.assert_allclose(acc.compute().ap[0], expected)
 
 
 def test_interpolation_edge_cases():
-    np.testing.assert_allclose(interpolated_precision([], []), 0.0)
-    # No prediction in nuScenes mode: the point (0.01, 0) -> all zeros.
+    np.testing.assert_allclose(interpolated_precision([], [], ENVELOPE), 0.0)
+    # No prediction in nuScenes mode: all zeros (the devkit's no_predictions()).
     np.testing.assert_allclose(interpolated_precision([], [], 'nuscenes'), 0.0)
-    # First recall 0.5: nuScenes prepends (0, p[0]) so precision is flat 1 up to 0.5, 0 beyond 1.
+    # First recall 0.5: np.interp holds p[0] to the left, so precision is flat 1 up to 0.5.
     curve = interpolated_precision([1.0, 1.0], [0.5, 1.0], 'nuscenes')
     np.testing.assert_allclose(curve, 1.0)
     assert nuscenes_ap(curve) == pytest.approx(1.0)
-    assert RECALL_GRID[35] == 7 / 20     # exact grid: 20 GT with 7 hits lands on k = 35
+    assert ENVELOPE_RECALL_GRID[35] == 7 / 20     # exact grid: 20 GT with 7 hits lands on k = 35
     with pytest.raises(ValueError, match='interpolation'):
         interpolated_precision([1.0], [1.0], 'cubic')
 
@@ -291,3 +295,105 @@ def test_bev_iou_criterion_ap():
     result = acc.compute()
     np.testing.assert_allclose(result.ap, [[1.0, 1.0], [0.0, 0.0]])
     assert 'AP@0.5' in result.format_table()
+
+
+# ----------------------------------------------------------------------------- nuScenes AP, exactly
+def test_nuscenes_ap_of_the_three_gt_case_by_hand():
+    # The first hand case under the devkit's rule. Score order p1 TP, p2 FP, p3 TP, p4 TP, 3 GT:
+    #   recall 1/3, 1/3, 2/3, 1; precision 1, 1/2, 2/3, 3/4.  np.interp on linspace(0, 1, 101):
+    #   r < 1/3: 1 (held to the left);  1/3 < r < 2/3: 1/2 + (r - 1/3)/2;  2/3 < r <= 1: 2/3 + (r - 2/3)/4.
+    #   calc_ap keeps k = 11..100 (90 points), sum of max(p - 0.1, 0):
+    #     k = 11..33: 23 * 0.9 = 20.7
+    #     k = 34..66: 33 * 0.4 + (sum k/100 - 33/3) / 2 = 13.2 + (16.5 - 11) / 2 = 15.95
+    #     k = 67..100: 34 * 17/30 + (sum k/100 - 34 * 2/3) / 4 = 19.2667 + (28.39 - 22.6667) / 4 = 20.6975
+    #   AP = 57.3475 / (90 * 0.9) = 0.707994...
+    acc = DetectionAccumulator(CLASSES)
+    acc.update(boxes((10.2, 0), (20, 5.3)), classes(0, 0), [0.9, 0.7], boxes((10, 0), (20, 5)), classes(0, 0))
+    acc.update(boxes((10, 0), (30.3, -5)), classes(0, 0), [0.8, 0.6], boxes((30, -5)), classes(0))
+    result = acc.compute()
+    np.testing.assert_allclose(result.ap[0], [(20.7 + 15.95 + 34 * 17 / 30 + (28.39 - 68 / 3) / 4) / 81] * 4)
+    assert result.ap[0, 0] == pytest.approx(0.707994, abs=1e-6)
+    assert result.to_dict()['ap_rule'].startswith('nuScenes AP')
+
+
+def devkit_ap(frames, class_id: int, dist_th: float) -> float:
+    """nuscenes-devkit 1.x accumulate + calc_ap for one class, written out as the devkit does it
+    (loops, its sort and its arrays), frames = [(pred_xy, pred_cls, pred_score, gt_xy, gt_cls)]."""
+    gts = {i: [(tuple(xy), c) for xy, c in zip(f[3], f[4])] for i, f in enumerate(frames)}
+    npos = sum(c == class_id for g in gts.values() for _, c in g)
+    preds = [(i, tuple(xy), s) for i, f in enumerate(frames) for xy, c, s in zip(f[0], f[1], f[2]) if c == class_id]
+    if npos == 0:
+        return float('nan')
+    confs = [p[2] for p in preds]
+    sortind = [i for (v, i) in sorted((v, i) for (i, v) in enumerate(confs))][::-1]
+    tp, fp, taken = [], [], set()
+    for ind in sortind:
+        frame, xy, _ = preds[ind]
+        min_dist, match = np.inf, None
+        for gt_idx, (gt_xy, gt_cls) in enumerate(gts[frame]):
+            if gt_cls == class_id and (frame, gt_idx) not in taken:
+                distance = np.linalg.norm(np.array(gt_xy) - np.array(xy))
+                if distance < min_dist:
+                    min_dist, match = distance, gt_idx
+        if min_dist < dist_th:
+            taken.add((frame, match))
+            tp.append(1)
+            fp.append(0)
+        else:
+            tp.append(0)
+            fp.append(1)
+    if len(preds) == 0 or sum(tp) == 0:
+        precision = np.zeros(101)
+    else:
+        tp_sum, fp_sum = np.cumsum(tp).astype(float), np.cumsum(fp).astype(float)
+        prec, rec = tp_sum / (fp_sum + tp_sum), tp_sum / float(npos)
+        precision = np.interp(np.linspace(0, 1, 101), rec, prec, right=0)
+    prec = np.copy(precision)[round(100 * 0.1) + 1:]
+    prec -= 0.1
+    prec[prec < 0] = 0
+    return float(np.mean(prec)) / (1.0 - 0.1)
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_nuscenes_ap_equals_the_devkits_on_random_scenes(seed):
+    """Random frames with near and far predictions, duplicate detections and tied scores."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(rng.integers(1, 6)):
+        gt_xy = rng.uniform(-30, 30, (rng.integers(0, 6), 2))
+        gt_cls = rng.integers(0, 2, len(gt_xy))
+        near = gt_xy[rng.random(len(gt_xy)) < 0.7]
+        near = near + rng.normal(0, 1.2, near.shape)          # within and beyond the thresholds
+        pred_xy = np.vstack([near, near[:1] + 0.3, rng.uniform(-30, 30, (rng.integers(0, 4), 2))])
+        pred_cls = rng.integers(0, 2, len(pred_xy))
+        pred_score = rng.choice([0.9, 0.7, 0.5, 0.3], len(pred_xy)) if seed % 2 else rng.random(len(pred_xy))
+        frames.append((pred_xy, pred_cls, pred_score, gt_xy, gt_cls))
+    acc = DetectionAccumulator(CLASSES)
+    for pred_xy, pred_cls, pred_score, gt_xy, gt_cls in frames:
+        acc.update(boxes(*pred_xy), pred_cls, pred_score, boxes(*gt_xy), gt_cls)
+    result = acc.compute()
+    for c in range(len(CLASSES)):
+        expected = [devkit_ap(frames, c, t) for t in result.thresholds]
+        np.testing.assert_allclose(result.ap[c], expected, atol=1e-12, equal_nan=True)
+
+
+def test_equal_scores_follow_the_devkits_order_the_later_prediction_first():
+    # One GT at (10, 0); two predictions with the same score, the first 0.3 m off, the second 0.8 m
+    # off. The devkit takes the later one first: at 1 m it is the TP and the closer one the FP.
+    is_tp = match_detections_to_gt(boxes((10.3, 0), (10.8, 0)), classes(0, 0), [0.5, 0.5], boxes((10, 0)), classes(0))
+    assert is_tp[:, 1].tolist() == [False, True]
+    is_tp = match_detections_to_gt(boxes((10.3, 0), (10.8, 0)), classes(0, 0), [0.5, 0.5], boxes((10, 0)), classes(0),
+                                   ties='stable')
+    assert is_tp[:, 1].tolist() == [True, False]
+
+
+def test_range_bands_keep_ground_truth_and_predictions_by_distance():
+    acc_near = DetectionAccumulator(CLASSES, range_band=(0.0, 20.0))
+    acc_far = DetectionAccumulator(CLASSES, range_band=(20.0, 40.0))
+    for acc in (acc_near, acc_far):
+        # near: a perfect detection at 10 m; far: a GT at 30 m missed, an FP at 35 m
+        acc.update(boxes((10, 0), (35, 0)), classes(0, 0), [0.9, 0.8], boxes((10, 0), (30, 0)), classes(0, 0))
+    near, far = acc_near.compute(), acc_far.compute()
+    np.testing.assert_allclose(near.ap[0], 1.0)
+    np.testing.assert_allclose(far.ap[0], 0.0)
+    assert near.num_gt[0] == far.num_gt[0] == 1 and near.to_dict()['range_band_m'] == [0.0, 20.0]

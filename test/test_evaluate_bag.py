@@ -68,7 +68,7 @@ def test_bev_message_boxes_become_seven_column_boxes():
 
 def test_scoring_matches_by_stamp_and_counts_frames_without_output():
     """Two GT frames with one car each; a prediction only for the first, on its car: recall 1/2 at
-    precision 1 -> AP = 41/91 (recall grid 0.1..0.5 of 0.1..1.0 at precision 1, nuScenes' calc_ap).
+    precision 1 -> AP = 40/90 (nuScenes' calc_ap: grid points 0.11..0.5 of 0.11..1.0 at precision 1).
     Segmentation: a 2x2 map with one of three counted pixels wrong, one ignored."""
     detection_labels, semantic_labels = labels()
     car = np.array([[10.0, 0.0, 0.0, 4.0, 1.8, 1.5, 0.0]])
@@ -79,9 +79,9 @@ def test_scoring_matches_by_stamp_and_counts_frames_without_output():
                         np.array([[0, 0], [0, 3]], np.uint8)),
         FramePrediction(999, None, car, np.array([0]), np.array([0.8]), None)])     # no GT frame: not scored
     evaluation = score(predictions, truth, detection_labels, semantic_labels)
-    np.testing.assert_allclose(evaluation.detection.ap[0], 41 / 91)
+    np.testing.assert_allclose(evaluation.detection.ap[0], 40 / 90)
     assert np.isnan(evaluation.detection.ap[1]).all()                    # no truck in the GT
-    assert evaluation.detection.map == pytest.approx(41 / 91)
+    assert evaluation.detection.map == pytest.approx(40 / 90)
     assert evaluation.counts['gt_frames_without_prediction'] == 1
     assert evaluation.counts['predictions_without_gt'] == 1
     seg = evaluation.segmentation

@@ -59,8 +59,8 @@ def test_report_has_tables_pictures_and_json(tmp_path):
     report = write_report(tmp_path / 'report', evaluation, detection, semantic, BevGrid(), [sample],
                           tracking=tracking, track_plots=[plot])
     text = report.read_text()
-    assert '| car | 0.4505 | 0.4505 | 0.4505 | 0.4505 | 0.4505 | 2 | 1 |' in text      # AP = 41/91
-    assert '**mAP 0.4505**' in text and '**mIoU 1.0000**' in text
+    assert '| car | 0.4444 | 0.4444 | 0.4444 | 0.4444 | 0.4444 | 2 | 1 |' in text      # AP = 40/90 (nuScenes)
+    assert '**mAP 0.4444**' in text and '**mIoU 1.0000**' in text
     assert '| total | 12.0 | 28.2 |' in text
     assert '| overall | 0.5000 | 0.6000 | 2 | 6.2500 | 10 |' in text
     assert '| gt_frames_without_prediction | 1 |' in text
@@ -69,7 +69,7 @@ def test_report_has_tables_pictures_and_json(tmp_path):
         assert (folder / name).is_file(), name
     assert (folder / 'tracks.png').read_bytes() == plot.read_bytes()
     metrics = json.loads((folder / 'metrics.json').read_text())
-    assert abs(metrics['detection']['map'] - 41 / 91) < 1e-12
+    assert abs(metrics['detection']['map'] - 40 / 90) < 1e-12
     assert metrics['detection']['classes']['truck']['ap_mean'] is None       # no GT: NaN -> null
     assert metrics['latency_ms']['total'] == {'p50': 12.0, 'p95': 28.2}
     assert not list(folder.glob('.*.tmp'))                                  # atomic writes left nothing behind

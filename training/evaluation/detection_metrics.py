@@ -1,36 +1,35 @@
-"""BEV detection metrics: per-class average precision with nuScenes-style matching.
+"""BEV detection metrics: per-class average precision, nuScenes' AP by default.
 
-What is implemented, step by step (for one class and one threshold):
+The default (``interpolation='nuscenes'``) is nuScenes' detection AP exactly as nuscenes-devkit
+computes it (python-sdk/nuscenes/eval/detection/algo.py, ``accumulate`` and ``calc_ap``), for one
+class and one centre-distance threshold:
 
-1. Matching, per frame. Predictions of the class are taken in descending score order (stable
-   sort: equal scores keep their input order); each takes the closest still-unmatched
-   ground-truth box of the same class in the same frame and is a true positive when that
-   distance is below the threshold (strict ``<``, as nuScenes' ``accumulate``), else a false
-   positive. Distance = BEV centre distance ``hypot(dx, dy)`` in metres. With
-   ``criterion='bev_iou'`` the "closest" box is the one of highest rotated BEV IoU and the
-   test is ``iou >= threshold``.
-2. Accumulation over the dataset: all predictions of the class from all frames sorted by score
-   (descending, stable: ties keep frame order, then order within the frame — nuScenes breaks
-   ties the other way round, which only matters for exactly equal scores); cumulative TP / FP;
-   ``precision = tp / (tp + fp)``, ``recall = tp / num_gt``.
-3. 101-point interpolated precision on the recall grid ``k / 100, k = 0..100`` (the values of
-   ``np.linspace(0, 1, 101)``, written as ``k / 100`` so that a recall such as 7/20 compares
-   equal to its grid point; linspace is 1 ulp off at 10 of the 101 points). Default
-   (``interpolation='envelope'``, COCO's rule): precision is first made non-increasing from
-   the right (``p[i] = max(p[i:])``), then the precision at grid recall ``r`` is the envelope at
-   the first PR point with ``recall >= r``, i.e. the best precision reachable at recall ``>= r``;
-   0 beyond the highest recall reached. ``interpolation='nuscenes'`` instead reproduces
-   nuScenes' ``accumulate`` exactly: linear ``np.interp`` of the raw (non-monotone) curve with
-   ``right=0``, a point ``(0, p[0])`` prepended when the first recall is not 0, and
-   ``(0.01, 0)`` when there is no prediction.
-4. AP by nuScenes' ``calc_ap`` (nuscenes-devkit, python-sdk/nuscenes/eval/detection/algo.py)
-   with ``min_recall = min_precision = 0.1``: grid points with recall < 0.1 are dropped
-   (indices 10..100 kept, 91 points), ``ap = mean(max(p - 0.1, 0)) / (1 - 0.1)``. So a
-   detector whose precision never exceeds 0.1, or whose recall stays below 0.1, scores 0.
+1. All predictions of the class over the dataset in descending score order; equal scores in
+   the devkit's order, ``sorted((score, index))[::-1]``: the later prediction first (frames in
+   input order, predictions in frame order).
+2. In that order each takes the closest still-unmatched ground-truth box of the class in its
+   frame (ties: the first GT box); a true positive when that distance is below the threshold
+   (strict ``<``), else a false positive. Distance = BEV centre distance ``hypot(dx, dy)`` in
+   metres. (With ``criterion='bev_iou'`` the closest is the box of highest rotated BEV IoU and
+   the test is ``iou >= threshold``: not a nuScenes metric.)
+3. Cumulative TP / FP; ``precision = tp / (tp + fp)``, ``recall = tp / num_gt``; precision on
+   ``np.linspace(0, 1, 101)`` by ``np.interp(grid, recall, precision, right=0)`` (the raw,
+   non-monotone curve, linearly); no prediction: all zeros.
+4. ``calc_ap`` with ``min_recall = min_precision = 0.1``: the grid points from index
+   ``round(100 * min_recall) + 1`` = 11 on (90 points, recall > 0.1), ``max(p - 0.1, 0)``,
+   mean, divided by ``1 - 0.1``. A detector whose precision never exceeds 0.1, or whose recall
+   stays at or below 0.1, scores 0.
+
+``interpolation='coco_envelope'`` is another metric under its own name (the project's default
+before 2026-12-03, ~0.015 mAP higher): precision made non-increasing from the right
+(``p[i] = max(p[i:])``, COCO's rule) and read at the first PR point with ``recall >= r`` on the
+grid ``k / 100``, 91 points from k = 10, stable score order (ties keep input order).
 
 A class with no ground truth in the whole dataset has an undefined AP: it is NaN in the table
 and left out of every mean. mAP = mean over classes (with GT) of the mean over thresholds.
-Range filtering (nuScenes drops boxes beyond a class-specific distance) is the caller's job.
+Range filtering (nuScenes drops boxes beyond a class-specific distance) is the caller's job;
+``range_band`` (metres from the vehicle origin, BEV) keeps only ground truth and predictions
+whose centres lie in ``[low, high)`` (AP by range band).
 """
 from __future__ import annotations
 
@@ -43,11 +42,22 @@ from training.evaluation.formatting import format_number
 
 CENTER_DISTANCE_THRESHOLDS_M = (0.5, 1.0, 2.0, 4.0)
 BEV_IOU_THRESHOLDS = (0.5, 0.7)
-RECALL_GRID = np.arange(101) / 100.0
+RECALL_GRID = np.linspace(0.0, 1.0, 101)          # nuscenes-devkit's rec_interp
+ENVELOPE_RECALL_GRID = np.arange(101) / 100.0      # coco_envelope: exact k / 100
 MIN_RECALL = 0.1
 MIN_PRECISION = 0.1
 CRITERIA = ('center_distance', 'bev_iou')
-INTERPOLATIONS = ('envelope', 'nuscenes')
+INTERPOLATIONS = ('nuscenes', 'coco_envelope')
+RANGE_BANDS_M = ((0.0, 20.0), (20.0, 40.0), (40.0, float('inf')))
+
+
+def descending_score_order(scores: np.ndarray, ties: str = 'nuscenes') -> np.ndarray:
+    """Indices of `scores` from the highest; equal scores: the later index first ('nuscenes', the
+    devkit's sorted((score, index))[::-1]) or the earlier ('stable')."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if ties == 'stable':
+        return np.argsort(-scores, kind='stable')
+    return np.lexsort((np.arange(len(scores)), scores))[::-1]
 
 
 def center_distances(pred_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -152,8 +162,9 @@ def greedy_match(cost: np.ndarray, allowed: np.ndarray, order: np.ndarray) -> np
 
 def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
                            gt_boxes: np.ndarray, gt_classes: np.ndarray, thresholds=CENTER_DISTANCE_THRESHOLDS_M,
-                           criterion: str = 'center_distance') -> np.ndarray:
-    """Match one frame's predictions to its ground truth, class by class.
+                           criterion: str = 'center_distance', ties: str = 'nuscenes') -> np.ndarray:
+    """Match one frame's predictions to its ground truth, class by class (score order and ties:
+    descending_score_order).
 
     Shapes: pred_boxes (N, 7), pred_classes (N,), pred_scores (N,), gt_boxes (M, 7),
     gt_classes (M,). Returns (N, T) bool: prediction n is a true positive at threshold t
@@ -173,7 +184,7 @@ def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pre
         gt_idx = np.nonzero(gt_classes == cls)[0]
         if len(gt_idx) == 0:
             continue
-        order = np.argsort(-pred_scores[pred_idx], kind='stable')
+        order = descending_score_order(pred_scores[pred_idx], ties)
         if criterion == 'center_distance':
             cost = center_distances(pred_boxes[pred_idx], gt_boxes[gt_idx])   # metres, lower is closer
             allowed = cost[None] < thresholds[:, None, None]
@@ -186,48 +197,57 @@ def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pre
     return is_tp
 
 
-def precision_recall(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(scores: np.ndarray, is_tp: np.ndarray, num_gt: int,
+                     ties: str = 'nuscenes') -> tuple[np.ndarray, np.ndarray]:
     """(K,) scores and (K,) bool TP flags of one class over the dataset -> (precision, recall),
-    each (K,), in descending-score order (stable). num_gt > 0."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind='stable')
+    each (K,), in descending_score_order. num_gt > 0."""
+    order = descending_score_order(scores, ties)
     tp = np.cumsum(np.asarray(is_tp, dtype=bool)[order])
     fp = np.arange(1, len(tp) + 1) - tp
     return tp / np.maximum(tp + fp, 1), tp / float(num_gt)
 
 
 def interpolated_precision(precision: np.ndarray, recall: np.ndarray,
-                           interpolation: str = 'envelope') -> np.ndarray:
-    """(K,) precision, recall (recall non-decreasing) -> (101,) precision on RECALL_GRID.
+                           interpolation: str = 'nuscenes') -> np.ndarray:
+    """(K,) precision, recall (recall non-decreasing) -> (101,) precision on the recall grid.
 
-    'envelope': best precision at recall >= r (0 beyond the highest recall);
-    'nuscenes': nuScenes' accumulate (linear interpolation of the raw curve). See module doc.
+    'nuscenes': the devkit's accumulate (linear interpolation of the raw curve on RECALL_GRID);
+    'coco_envelope': best precision at recall >= r on ENVELOPE_RECALL_GRID (0 beyond the highest
+    recall). See module doc.
     """
     precision = np.asarray(precision, dtype=np.float64)
     recall = np.asarray(recall, dtype=np.float64)
-    if interpolation == 'envelope':
-        out = np.zeros(len(RECALL_GRID))
+    if interpolation == 'coco_envelope':
+        out = np.zeros(len(ENVELOPE_RECALL_GRID))
         if len(precision) == 0:
             return out
         envelope = np.maximum.accumulate(precision[::-1])[::-1]
-        first = np.searchsorted(recall, RECALL_GRID, side='left')
+        first = np.searchsorted(recall, ENVELOPE_RECALL_GRID, side='left')
         reached = first < len(recall)
         out[reached] = envelope[first[reached]]
         return out
     if interpolation == 'nuscenes':
         if len(precision) == 0:
-            recall, precision = np.array([0.01]), np.array([0.0])
-        if recall[0] != 0:
-            recall = np.concatenate([[0.0], recall])
-            precision = np.concatenate([precision[:1], precision])
+            return np.zeros(len(RECALL_GRID))
         return np.interp(RECALL_GRID, recall, precision, right=0)
     raise ValueError(f'interpolation {interpolation!r}: expected one of {INTERPOLATIONS}')
 
 
 def nuscenes_ap(precision_on_grid: np.ndarray, min_recall: float = MIN_RECALL,
                 min_precision: float = MIN_PRECISION) -> float:
-    """AP from the (101,) interpolated precision, as nuScenes' calc_ap: drop recall < min_recall,
-    subtract min_precision (clipped at 0), renormalise by 1 - min_precision."""
-    kept = np.asarray(precision_on_grid, dtype=np.float64)[int(round(100 * min_recall)):]
+    """AP from the (101,) interpolated precision, as the devkit's calc_ap: the grid from index
+    round(100 * min_recall) + 1 on, minus min_precision (clipped at 0), mean, / (1 - min_precision)."""
+    return _clipped_mean_ap(precision_on_grid, round(100 * min_recall) + 1, min_precision)
+
+
+def envelope_ap(precision_on_grid: np.ndarray, min_recall: float = MIN_RECALL,
+                min_precision: float = MIN_PRECISION) -> float:
+    """coco_envelope AP: like nuscenes_ap but from the grid point at min_recall on (91 points)."""
+    return _clipped_mean_ap(precision_on_grid, round(100 * min_recall), min_precision)
+
+
+def _clipped_mean_ap(precision_on_grid, first_index: int, min_precision: float) -> float:
+    kept = np.asarray(precision_on_grid, dtype=np.float64)[first_index:]
     ap = float(np.mean(np.clip(kept - min_precision, 0.0, None))) / (1.0 - min_precision)
     return min(ap, 1.0)   # a perfect curve gives 1 + 4e-16 by rounding
 
@@ -239,6 +259,7 @@ class DetectionMetrics:
     ap: (C, T) AP per class and threshold, NaN for classes without GT; ap_per_class: (C,) mean
     over thresholds; map: mean of ap_per_class over classes with GT (NaN if none);
     precision_curves: (C, T, 101) interpolated precision on recall_grid (zeros without GT);
+    interpolation: 'nuscenes' or 'coco_envelope'; range_band: (low, high) m or None;
     raw_curves[c][t]: (precision, recall) arrays before interpolation; num_gt, num_pred: (C,).
     """
 
@@ -253,6 +274,8 @@ class DetectionMetrics:
     raw_curves: list
     num_gt: np.ndarray
     num_pred: np.ndarray
+    interpolation: str = 'nuscenes'
+    range_band: tuple | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (NaN -> None); curves on the 101-point grid included."""
@@ -260,6 +283,9 @@ class DetectionMetrics:
             return [None if np.isnan(v) else float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
         return {
             'criterion': self.criterion,
+            'ap_rule': 'nuScenes AP (nuscenes-devkit calc_ap)' if self.interpolation == 'nuscenes'
+                       else 'COCO-envelope AP (not nuScenes)',
+            'range_band_m': None if self.range_band is None else [float(v) for v in self.range_band],
             'thresholds': [float(t) for t in self.thresholds],
             'map': None if np.isnan(self.map) else float(self.map),
             'classes': {
@@ -292,7 +318,7 @@ class DetectionAccumulator:
     """
 
     def __init__(self, class_names, thresholds=None, criterion: str = 'center_distance',
-                 interpolation: str = 'envelope'):
+                 interpolation: str = 'nuscenes', range_band: tuple | None = None):
         if criterion not in CRITERIA:
             raise ValueError(f'criterion {criterion!r}: expected one of {CRITERIA}')
         if interpolation not in INTERPOLATIONS:
@@ -303,6 +329,8 @@ class DetectionAccumulator:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.criterion = criterion
         self.interpolation = interpolation
+        self.range_band = None if range_band is None else (float(range_band[0]), float(range_band[1]))
+        self._ties = 'nuscenes' if interpolation == 'nuscenes' else 'stable'
         self.reset()
 
     def reset(self) -> None:
@@ -323,8 +351,14 @@ class DetectionAccumulator:
         if pred_scores.shape != (len(pred_boxes),) or not np.all(np.isfinite(pred_scores)):
             raise ValueError(f'pred_scores: expected {len(pred_boxes)} finite scores, '
                              f'got shape {pred_scores.shape}')
+        if self.range_band is not None:
+            low, high = self.range_band
+            keep_pred = _in_band(pred_boxes, low, high)
+            keep_gt = _in_band(gt_boxes, low, high)
+            pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
+            gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
         is_tp = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
-                                       self.thresholds, self.criterion)
+                                       self.thresholds, self.criterion, self._ties)
         self._scores.append(pred_scores)
         self._classes.append(pred_classes)
         self._is_tp.append(is_tp)
@@ -337,26 +371,29 @@ class DetectionAccumulator:
         classes = np.concatenate(self._classes) if self._classes else np.zeros(0, dtype=np.int64)
         is_tp = np.concatenate(self._is_tp) if self._is_tp else np.zeros((0, num_thresholds), dtype=bool)
         ap = np.full((num_classes, num_thresholds), np.nan)
-        curves = np.zeros((num_classes, num_thresholds, len(RECALL_GRID)))
+        grid = RECALL_GRID if self.interpolation == 'nuscenes' else ENVELOPE_RECALL_GRID
+        ap_of = nuscenes_ap if self.interpolation == 'nuscenes' else envelope_ap
+        curves = np.zeros((num_classes, num_thresholds, len(grid)))
         raw_curves: list = [[(np.zeros(0), np.zeros(0))] * num_thresholds for _ in range(num_classes)]
         for c in range(num_classes):
             if self._num_gt[c] == 0:
                 continue
             mine = classes == c
             for t in range(num_thresholds):
-                precision, recall = precision_recall(scores[mine], is_tp[mine, t], int(self._num_gt[c]))
+                precision, recall = precision_recall(scores[mine], is_tp[mine, t], int(self._num_gt[c]), self._ties)
                 curves[c, t] = interpolated_precision(precision, recall, self.interpolation)
                 raw_curves[c][t] = (precision, recall)
-                ap[c, t] = nuscenes_ap(curves[c, t])
+                ap[c, t] = ap_of(curves[c, t])
         has_gt = self._num_gt > 0
         ap_per_class = np.full(num_classes, np.nan)
         ap_per_class[has_gt] = ap[has_gt].mean(axis=1)
         map_value = float(ap_per_class[has_gt].mean()) if has_gt.any() else float('nan')
         return DetectionMetrics(
             class_names=self.class_names, thresholds=self.thresholds, criterion=self.criterion,
-            ap=ap, ap_per_class=ap_per_class, map=map_value, recall_grid=RECALL_GRID.copy(),
+            ap=ap, ap_per_class=ap_per_class, map=map_value, recall_grid=grid.copy(),
             precision_curves=curves, raw_curves=raw_curves, num_gt=self._num_gt.copy(),
-            num_pred=np.bincount(classes, minlength=num_classes)[:num_classes])
+            num_pred=np.bincount(classes, minlength=num_classes)[:num_classes],
+            interpolation=self.interpolation, range_band=self.range_band)
 
     def _as_classes(self, classes, count: int, field: str) -> np.ndarray:
         classes = np.asarray(classes).reshape(-1)
@@ -367,6 +404,11 @@ class DetectionAccumulator:
             raise ValueError(f'{field}: class ids must be in 0..{len(self.class_names) - 1} '
                              f'({", ".join(self.class_names)}), got {np.unique(classes).tolist()}')
         return classes
+
+
+def _in_band(boxes: np.ndarray, low: float, high: float) -> np.ndarray:
+    distance = np.hypot(boxes[:, 0], boxes[:, 1])
+    return (distance >= low) & (distance < high)
 
 
 def _as_boxes(boxes, field: str) -> np.ndarray:

@@ -12,8 +12,10 @@ trainer calls it every epoch.
 What is measured (training.evaluation.detection_metrics, training.evaluation.segmentation_metrics):
 - Detection: the model's heatmap peaks (mtl_perception_ros.core.decode.decode_detections, score >=
   eval.score_threshold, at most eval.max_detections per frame) against the frame's boxes whose
-  centre lies inside the BEV grid; nuScenes-style AP on BEV centre distance, per class and
-  threshold; mAP = mean over classes with ground truth of the mean over thresholds.
+  centre lies inside the BEV grid; nuScenes AP (as nuscenes-devkit computes it) on BEV centre
+  distance, per class and threshold; mAP = mean over classes with ground truth of the mean over
+  thresholds; the same by range band (0-20, 20-40, 40+ m from the vehicle origin: ground truth
+  and predictions in the band).
 - Semantics: sem_logits bilinearly upsampled to the class map at the model input size, argmax;
   one confusion matrix over all frames (label 255 ignored) -> IoU per class, mIoU (classes that
   are neither labelled nor predicted anywhere left out), pixel accuracy.
@@ -38,7 +40,7 @@ from mtl_perception_ros.core.atomic_file import atomic_write_json, json_ready
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
-from training.evaluation.detection_metrics import DetectionAccumulator, DetectionMetrics
+from training.evaluation.detection_metrics import RANGE_BANDS_M, DetectionAccumulator, DetectionMetrics
 from training.evaluation.formatting import format_number
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
 from training.engine.data_loading import (ShardSampler, make_dataset, make_eval_loader, prepare_for_loader_workers,
@@ -57,6 +59,8 @@ class EvaluationResult:
     # with evaluate(keep_predictions=True): [(dataset index, boxes (N, 7), classes (N,), scores (N,))]
     # per frame in dataset order (training.evaluation.evaluate_tracking runs the tracker over them)
     predictions: list = field(default_factory=list)
+    # (low, high) m -> DetectionMetrics of that range band (detection_metrics.RANGE_BANDS_M)
+    detection_by_range: dict = field(default_factory=dict)
 
     @property
     def map(self) -> float:
@@ -82,6 +86,8 @@ class EvaluationResult:
         miou, iou/<class>, pixel_accuracy, mean_class_accuracy, loss/<term>."""
         det, seg = self.detection, self.segmentation
         values = {'map': det.map}
+        for band, metrics in self.detection_by_range.items():
+            values[f'map_range/{_band_name(band)}'] = metrics.map
         for c, name in enumerate(det.class_names):
             values[f'ap/{name}'] = float(det.ap_per_class[c])
             for t, threshold in enumerate(det.thresholds):
@@ -100,6 +106,9 @@ class EvaluationResult:
         return json_ready({
             'num_frames': self.num_frames,
             'detection': self.detection.to_dict(),
+            'detection_by_range': {_band_name(band): {'map': metrics.map, 'ap_per_class': dict(zip(
+                metrics.class_names, metrics.ap_per_class)), 'num_gt': dict(zip(metrics.class_names, metrics.num_gt))}
+                for band, metrics in self.detection_by_range.items()},
             'segmentation': {'miou': seg['miou'], 'pixel_accuracy': seg['pixel_accuracy'],
                              'mean_class_accuracy': seg['mean_class_accuracy'],
                              'num_pixels': seg['num_pixels'],
@@ -112,8 +121,12 @@ class EvaluationResult:
     def format_report(self) -> str:
         """Detection AP table, then the segmentation table, then the losses."""
         seg = self.segmentation
-        lines = [f'{self.num_frames} frames', '', 'BEV detection (centre distance)', self.detection.format_table(),
-                 '', 'Semantic segmentation']
+        lines = [f'{self.num_frames} frames', '', 'BEV detection (centre distance, nuScenes AP)',
+                 self.detection.format_table()]
+        if self.detection_by_range:
+            lines.append('mAP by range: ' + ', '.join(f'{_band_name(band)} m {format_number(metrics.map)}'
+                                                      for band, metrics in self.detection_by_range.items()))
+        lines += ['', 'Semantic segmentation']
         width = max(len('pixel accuracy'), *(len(n) for n in seg['class_names']))
         lines.append(f'{"class".ljust(width)}     IoU  accuracy')
         for name, iou, accuracy in zip(seg['class_names'], seg['iou'], seg['class_accuracy']):
@@ -193,9 +206,11 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
     if gathered is None:
         return None
     det_acc = DetectionAccumulator(detection_labels.names)
+    band_accs = {band: DetectionAccumulator(detection_labels.names, range_band=band) for band in RANGE_BANDS_M}
     all_frames = sorted((f for part in gathered for f in part['frames']), key=lambda f: f[0])
     for _, boxes, classes, scores, gt_boxes, gt_classes in all_frames:
-        det_acc.update(boxes, classes, scores, gt_boxes, gt_classes)
+        for acc in (det_acc, *band_accs.values()):
+            acc.update(boxes, classes, scores, gt_boxes, gt_classes)
     seg.confusion = sum(part['confusion'] for part in gathered)
     total_batches = sum(part['batches'] for part in gathered)
     losses = {}
@@ -204,7 +219,13 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
             losses[name] = losses.get(name, 0.0) + value
     losses = {name: value / max(total_batches, 1) for name, value in losses.items()}
     predictions = [f[:4] for f in all_frames] if keep_predictions else []
-    return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions)
+    return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions,
+                            {band: acc.compute() for band, acc in band_accs.items()})
+
+
+def _band_name(band) -> str:
+    low, high = band
+    return f'{low:g}-{high:g}' if math.isfinite(high) else f'{low:g}+'
 
 
 # ----------------------------------------------------------------------------- CLI
