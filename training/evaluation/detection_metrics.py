@@ -49,6 +49,8 @@ MIN_PRECISION = 0.1
 CRITERIA = ('center_distance', 'bev_iou')
 INTERPOLATIONS = ('nuscenes', 'coco_envelope')
 RANGE_BANDS_M = ((0.0, 20.0), (20.0, 40.0), (40.0, float('inf')))
+TP_THRESHOLD_M = 2.0                       # nuScenes' dist_th_tp: the TP errors are measured at 2 m
+TP_ERROR_NAMES = ('trans_err_m', 'scale_err', 'orient_err_rad')
 
 
 def descending_score_order(scores: np.ndarray, ties: str = 'nuscenes') -> np.ndarray:
@@ -162,13 +164,15 @@ def greedy_match(cost: np.ndarray, allowed: np.ndarray, order: np.ndarray) -> np
 
 def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pred_scores: np.ndarray,
                            gt_boxes: np.ndarray, gt_classes: np.ndarray, thresholds=CENTER_DISTANCE_THRESHOLDS_M,
-                           criterion: str = 'center_distance', ties: str = 'nuscenes') -> np.ndarray:
+                           criterion: str = 'center_distance', ties: str = 'nuscenes',
+                           return_matches: bool = False):
     """Match one frame's predictions to its ground truth, class by class (score order and ties:
     descending_score_order).
 
     Shapes: pred_boxes (N, 7), pred_classes (N,), pred_scores (N,), gt_boxes (M, 7),
     gt_classes (M,). Returns (N, T) bool: prediction n is a true positive at threshold t
-    (metres for 'center_distance', IoU for 'bev_iou').
+    (metres for 'center_distance', IoU for 'bev_iou'). With return_matches: also (N, T) int64, the
+    index of the matched ground-truth box (-1 for none).
     """
     if criterion not in CRITERIA:
         raise ValueError(f'criterion {criterion!r}: expected one of {CRITERIA}')
@@ -178,7 +182,7 @@ def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pre
     gt_classes = np.asarray(gt_classes).reshape(-1)
     pred_scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    is_tp = np.zeros((len(pred_boxes), len(thresholds)), dtype=bool)
+    matches = np.full((len(pred_boxes), len(thresholds)), -1, dtype=np.int64)
     for cls in np.unique(pred_classes):
         pred_idx = np.nonzero(pred_classes == cls)[0]
         gt_idx = np.nonzero(gt_classes == cls)[0]
@@ -193,8 +197,53 @@ def match_detections_to_gt(pred_boxes: np.ndarray, pred_classes: np.ndarray, pre
             cost = -iou                                                       # highest IoU first
             allowed = iou[None] >= thresholds[:, None, None]
         for t in range(len(thresholds)):
-            is_tp[pred_idx, t] = greedy_match(cost, allowed[t], order) >= 0
-    return is_tp
+            matched = greedy_match(cost, allowed[t], order)
+            matches[pred_idx, t] = np.where(matched >= 0, gt_idx[np.maximum(matched, 0)], -1)
+    is_tp = matches >= 0
+    return (is_tp, matches) if return_matches else is_tp
+
+
+def true_positive_errors(pred_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """(K, 7) predictions and their matched (K, 7) ground truth -> (K, 3) nuScenes' TP errors:
+    translation (BEV centre distance, m), scale (1 - IoU of the two boxes aligned at one centre and
+    heading: 1 - prod(min(lwh)) / union), orientation (|yaw difference| wrapped to [0, pi], rad)."""
+    pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    translation = np.hypot(pred_boxes[:, 0] - gt_boxes[:, 0], pred_boxes[:, 1] - gt_boxes[:, 1])
+    pred_size, gt_size = pred_boxes[:, 3:6], gt_boxes[:, 3:6]
+    intersection = np.prod(np.minimum(pred_size, gt_size), axis=1)
+    union = np.prod(pred_size, axis=1) + np.prod(gt_size, axis=1) - intersection
+    scale = 1.0 - intersection / np.where(union > 0, union, 1.0)
+    difference = (gt_boxes[:, 6] - pred_boxes[:, 6] + np.pi) % (2 * np.pi) - np.pi
+    return np.column_stack([translation, scale, np.abs(difference)])
+
+
+def cumulative_mean(values: np.ndarray) -> np.ndarray:
+    """Running mean (the devkit's cummean; no values: ones)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return np.ones(0)
+    return np.cumsum(values) / np.arange(1, len(values) + 1)
+
+
+def nuscenes_tp_error(scores_sorted: np.ndarray, recall: np.ndarray, is_tp_sorted: np.ndarray,
+                      errors_sorted: np.ndarray, min_recall: float = MIN_RECALL) -> float:
+    """One TP error of one class as the devkit's accumulate + calc_tp: the running mean of the
+    error over the true positives in score order, carried onto the recall grid through the
+    confidence, averaged from the grid point above min_recall to the highest recall reached;
+    1 when there is no true positive or recall never passes min_recall."""
+    if not np.any(is_tp_sorted):
+        return 1.0
+    confidence = np.interp(RECALL_GRID, recall, scores_sorted, right=0)
+    tp_confidence = scores_sorted[is_tp_sorted]
+    running = cumulative_mean(errors_sorted[is_tp_sorted])
+    on_grid = np.interp(confidence[::-1], tp_confidence[::-1], running[::-1])[::-1]
+    first = round(100 * min_recall) + 1
+    nonzero = np.nonzero(confidence)[0]
+    last = nonzero[-1] if len(nonzero) else 0
+    if last < first:
+        return 1.0
+    return float(np.mean(on_grid[first:last + 1]))
 
 
 def precision_recall(scores: np.ndarray, is_tp: np.ndarray, num_gt: int,
@@ -276,6 +325,17 @@ class DetectionMetrics:
     num_pred: np.ndarray
     interpolation: str = 'nuscenes'
     range_band: tuple | None = None
+    # (C, 3) nuScenes' TP errors per class (TP_ERROR_NAMES; at TP_THRESHOLD_M, centre distance
+    # only; NaN without GT or without a 2 m threshold); mean over classes with GT: tp_error_means
+    tp_errors: np.ndarray | None = None
+
+    @property
+    def tp_error_means(self) -> dict:
+        if self.tp_errors is None:
+            return {}
+        has_gt = self.num_gt > 0
+        return {name: float(np.mean(self.tp_errors[has_gt, k])) if has_gt.any() else float('nan')
+                for k, name in enumerate(TP_ERROR_NAMES)}
 
     def to_dict(self) -> dict:
         """JSON-ready summary (NaN -> None); curves on the 101-point grid included."""
@@ -291,9 +351,12 @@ class DetectionMetrics:
             'classes': {
                 name: {'ap': clean(self.ap[c]), 'ap_mean': clean([self.ap_per_class[c]])[0],
                        'num_gt': int(self.num_gt[c]), 'num_pred': int(self.num_pred[c]),
+                       'tp_errors': None if self.tp_errors is None else dict(zip(TP_ERROR_NAMES,
+                                                                                 clean(self.tp_errors[c]))),
                        'precision_curves': [clean(curve) for curve in self.precision_curves[c]]}
                 for c, name in enumerate(self.class_names)},
             'recall_grid': clean(self.recall_grid),
+            'tp_error_means': {name: None if np.isnan(v) else v for name, v in self.tp_error_means.items()},
         }
 
     def format_table(self) -> str:
@@ -331,12 +394,15 @@ class DetectionAccumulator:
         self.interpolation = interpolation
         self.range_band = None if range_band is None else (float(range_band[0]), float(range_band[1]))
         self._ties = 'nuscenes' if interpolation == 'nuscenes' else 'stable'
+        self._tp_index = (self.thresholds.index(TP_THRESHOLD_M)
+                          if criterion == 'center_distance' and TP_THRESHOLD_M in self.thresholds else None)
         self.reset()
 
     def reset(self) -> None:
         self._scores: list[np.ndarray] = []
         self._classes: list[np.ndarray] = []
         self._is_tp: list[np.ndarray] = []
+        self._errors: list[np.ndarray] = []       # (N, 3) TP errors at TP_THRESHOLD_M, NaN for the others
         self._num_gt = np.zeros(len(self.class_names), dtype=np.int64)
         self.num_frames = 0
 
@@ -357,8 +423,13 @@ class DetectionAccumulator:
             keep_gt = _in_band(gt_boxes, low, high)
             pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
             gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
-        is_tp = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
-                                       self.thresholds, self.criterion, self._ties)
+        is_tp, matches = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
+                                                self.thresholds, self.criterion, self._ties, return_matches=True)
+        errors = np.full((len(pred_boxes), len(TP_ERROR_NAMES)), np.nan)
+        if self._tp_index is not None:
+            rows = np.nonzero(matches[:, self._tp_index] >= 0)[0]
+            errors[rows] = true_positive_errors(pred_boxes[rows], gt_boxes[matches[rows, self._tp_index]])
+        self._errors.append(errors)
         self._scores.append(pred_scores)
         self._classes.append(pred_classes)
         self._is_tp.append(is_tp)
@@ -370,6 +441,8 @@ class DetectionAccumulator:
         scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
         classes = np.concatenate(self._classes) if self._classes else np.zeros(0, dtype=np.int64)
         is_tp = np.concatenate(self._is_tp) if self._is_tp else np.zeros((0, num_thresholds), dtype=bool)
+        errors = np.concatenate(self._errors) if self._errors else np.zeros((0, len(TP_ERROR_NAMES)))
+        tp_errors = np.full((num_classes, len(TP_ERROR_NAMES)), np.nan)
         ap = np.full((num_classes, num_thresholds), np.nan)
         grid = RECALL_GRID if self.interpolation == 'nuscenes' else ENVELOPE_RECALL_GRID
         ap_of = nuscenes_ap if self.interpolation == 'nuscenes' else envelope_ap
@@ -384,6 +457,12 @@ class DetectionAccumulator:
                 curves[c, t] = interpolated_precision(precision, recall, self.interpolation)
                 raw_curves[c][t] = (precision, recall)
                 ap[c, t] = ap_of(curves[c, t])
+            if self._tp_index is not None:
+                order = descending_score_order(scores[mine], self._ties)
+                hits = is_tp[mine, self._tp_index][order]
+                recall = np.cumsum(hits) / float(self._num_gt[c])
+                for k in range(len(TP_ERROR_NAMES)):
+                    tp_errors[c, k] = nuscenes_tp_error(scores[mine][order], recall, hits, errors[mine, k][order])
         has_gt = self._num_gt > 0
         ap_per_class = np.full(num_classes, np.nan)
         ap_per_class[has_gt] = ap[has_gt].mean(axis=1)
@@ -393,7 +472,8 @@ class DetectionAccumulator:
             ap=ap, ap_per_class=ap_per_class, map=map_value, recall_grid=grid.copy(),
             precision_curves=curves, raw_curves=raw_curves, num_gt=self._num_gt.copy(),
             num_pred=np.bincount(classes, minlength=num_classes)[:num_classes],
-            interpolation=self.interpolation, range_band=self.range_band)
+            interpolation=self.interpolation, range_band=self.range_band,
+            tp_errors=tp_errors if self._tp_index is not None else None)
 
     def _as_classes(self, classes, count: int, field: str) -> np.ndarray:
         classes = np.asarray(classes).reshape(-1)

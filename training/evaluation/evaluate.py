@@ -85,7 +85,7 @@ class EvaluationResult:
         """Flat {name: float} for TensorBoard and the history: map, ap/<class>, ap/<class>@<t>m,
         miou, iou/<class>, pixel_accuracy, mean_class_accuracy, loss/<term>."""
         det, seg = self.detection, self.segmentation
-        values = {'map': det.map}
+        values = {'map': det.map, **{f'tp/{name}': value for name, value in det.tp_error_means.items()}}
         for band, metrics in self.detection_by_range.items():
             values[f'map_range/{_band_name(band)}'] = metrics.map
         for c, name in enumerate(det.class_names):
@@ -123,6 +123,9 @@ class EvaluationResult:
         seg = self.segmentation
         lines = [f'{self.num_frames} frames', '', 'BEV detection (centre distance, nuScenes AP)',
                  self.detection.format_table()]
+        if self.detection.tp_errors is not None:
+            lines.append('TP errors at 2 m (nuScenes; mean over classes): ' + ', '.join(
+                f'{name} {format_number(value)}' for name, value in self.detection.tp_error_means.items()))
         if self.detection_by_range:
             lines.append('mAP by range: ' + ', '.join(f'{_band_name(band)} m {format_number(metrics.map)}'
                                                       for band, metrics in self.detection_by_range.items()))

@@ -247,9 +247,12 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
               f"class maps scored\n")
 
     md.append('## Detection (BEV centre distance, nuScenes AP)\n')
-    header = ['class'] + [f'AP@{t:g} m' for t in det.thresholds] + ['mean AP', 'GT', 'pred']
+    errors = det.tp_errors is not None
+    header = ['class'] + [f'AP@{t:g} m' for t in det.thresholds] + ['mean AP', 'GT', 'pred'] + (
+        ['ATE m', 'ASE', 'AOE rad'] if errors else [])
     rows = [[name] + [float(v) for v in det.ap[c]] + [float(det.ap_per_class[c]), int(det.num_gt[c]),
                                                       int(det.num_pred[c])]
+            + ([float(v) for v in det.tp_errors[c]] if errors else [])
             for c, name in enumerate(det.class_names)]
     md += [_table(header, rows), '', f'**mAP {format_number(float(det.map))}**\n']
     pictures = []
