@@ -99,6 +99,27 @@ def test_the_deployable_checkpoint_loads_alone_and_holds_the_trained_weights(fin
     assert outputs['bbox_heatmap'].shape == (1, 4, 8, 8) and outputs['sem_logits'].shape == (1, 13, 16, 32)
 
 
+def test_checkpoints_record_their_provenance_and_evaluation_prints_it(finished_run, chunks, capsys, tmp_path):
+    import hashlib
+    import subprocess
+
+    from training.evaluation import evaluate as evaluate_cli
+    _, info = load_checkpoint(finished_run / 'model_best.pt')
+    found = info.extra['provenance']
+    assert found['data_manifest_sha256'] == hashlib.sha256((chunks / 'manifest.json').read_bytes()).hexdigest()
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    assert found['code_revision'] == (head or None) and isinstance(found['code_dirty'], (bool, type(None)))
+    assert info.extra['config']['data']['chunks'] == str(chunks) and 'map' in info.extra['metrics']
+    report = tmp_path / 'evaluation.json'
+    assert evaluate_cli.main(['--checkpoint', str(finished_run / 'model_best.pt'), '--chunks', str(chunks),
+                              '--num-workers', '0', '--no-progress', '--json', str(report)]) == 0
+    assert f"data manifest sha256 {found['data_manifest_sha256'][:16]}" in capsys.readouterr().out
+    written = json.loads(report.read_text())
+    assert written['checkpoint_provenance'] == found and written['checkpoint_val_metrics']['map'] == pytest.approx(
+        info.extra['metrics']['map'], nan_ok=True)
+    assert set(written['detection_by_range']) == {'0-20', '20-40', '40+'}
+
+
 def test_the_training_state_is_plain_tensors_and_numbers(finished_run):
     state = torch.load(finished_run / 'training_state.pt', map_location='cpu', weights_only=True)
     assert state['format'] == 'mtl_perception_ros.training_state' and state['epoch'] == 2

@@ -60,6 +60,7 @@ from mtl_perception_ros.core.atomic_file import atomic_write_json, atomic_write_
 from mtl_perception_ros.core.checkpoint import save_checkpoint
 from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary
 from training.data.chunks import ChunkError, ChunkReader
+from training.provenance import provenance
 from training.data.dataset import ChunkDataset, collate_samples
 from training.engine.config import ConfigError, load_config
 from training.engine.data_loading import (ChunkFolder, make_dataset, make_eval_loader, make_train_loader,
@@ -621,7 +622,7 @@ def record_epoch(run: Run, epoch: int, train_means: dict, result: EvaluationResu
     labels = (data.folder.semantic_labels, data.folder.detection_labels)
     extra = {'epoch': epoch + 1, 'global_step': progress.global_step, 'score': score,
              'best_metric': eval_cfg['best_metric'], 'metrics': summary, 'train_losses': train_means,
-             'config': json_ready(run.config)}
+             'config': json_ready(run.config), 'provenance': provenance(data.folder.path)}
     save_checkpoint(run_dir / 'model_last.pt', learner.model, *labels, extra)
     if is_best:
         save_checkpoint(run_dir / 'model_best.pt', learner.model, *labels, extra)

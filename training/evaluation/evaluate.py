@@ -41,6 +41,7 @@ from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
 from training.evaluation.detection_metrics import RANGE_BANDS_M, DetectionAccumulator, DetectionMetrics
+from training.provenance import describe
 from training.evaluation.formatting import format_number
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
 from training.engine.data_loading import (ShardSampler, make_dataset, make_eval_loader, prepare_for_loader_workers,
@@ -288,12 +289,14 @@ def main(argv=None) -> int:
     except (CheckpointError, ChunkError, FileNotFoundError, ValueError) as error:
         print(f'error: {error_line(error)}', file=sys.stderr)
         return 2
-    print(f'checkpoint: {args.checkpoint} (epoch {info.extra.get("epoch", "?")})')
+    print(f'checkpoint: {args.checkpoint} (epoch {info.extra.get("epoch", "?")}); {describe(info.extra)}')
     print(f'chunks: {args.chunks} split {args.split}')
     print(result.format_report())
     if args.json:
         atomic_write_json(args.json, {'checkpoint': str(args.checkpoint), 'chunks': str(args.chunks),
-                                      'split': args.split, **result.to_dict()})
+                                      'split': args.split, 'checkpoint_provenance': info.extra.get('provenance'),
+                                      'checkpoint_epoch': info.extra.get('epoch'),
+                                      'checkpoint_val_metrics': info.extra.get('metrics'), **result.to_dict()})
         print(f'metrics: {args.json}')
     return 0
 
