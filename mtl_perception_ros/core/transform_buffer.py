@@ -189,11 +189,6 @@ class TransformBuffer:
             self._links = {child: link for child, link in self._links.items() if link.static}
 
     # ----------------------------------------------------------------------------- lookups
-    @property
-    def frames(self) -> set:
-        with self._lock:
-            return set(self._links) | {link.parent for link in self._links.values()}
-
     def lookup(self, target: str, source: str, stamp_ns: int = 0) -> np.ndarray:
         """4x4 target_from_source at `stamp_ns` (0: the latest common time); TransformUnavailable
         when it cannot be answered (module doc)."""

@@ -23,11 +23,11 @@ import numpy as np
 from mtl_perception_ros.core.transform_buffer import (EXTRAPOLATION_FUTURE, EXTRAPOLATION_PAST, LOOKUP,
                                                       CONNECTIVITY, INVALID, TransformBuffer, TransformError,
                                                       TransformUnavailable)
+from mtl_perception_ros.bags.topics import TF_STATIC_TOPIC
 from mtl_perception_ros.messages.stamps import stamp_to_ns
 from mtl_perception_ros.messages.transforms import transform_to_matrix
 
 TF_TOPIC = '/tf'
-TF_STATIC_TOPIC = '/tf_static'
 POLL_S = 0.002
 
 try:
