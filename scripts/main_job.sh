@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job (README: `make run`): synthetic A2D2-layout data -> NPZ chunks -> the short
-# training -> evaluation table -> tracking -> a debug picture -> a bag of the validation scenes replayed
-# through the real node over DDS, its recorded outputs scored into a report. Re-running continues where it stopped
+# The main job (README: `make run`): synthetic A2D2-layout data -> NPZ chunks (train / val / test
+# by scene) -> the short training (best checkpoint chosen on val) -> evaluation table on test ->
+# tracking on test -> a debug picture -> a bag of the test scenes replayed through the real node
+# over DDS, its recorded outputs scored into a report. Re-running continues where it stopped
 # (each step skips or resumes finished work).
 #
 #   scripts/main_job.sh [VENV_DIR] [--ci]     (--ci: a reduced size that runs in ~1 minute)
@@ -20,11 +21,14 @@ done
 py="$(cd "$venv" && pwd)/bin/python"
 cd "$repo"
 
+# 42 scenes x 12 frames: val 0.1 (5 scenes, 60 frames), test 0.4 (17 scenes, 204 frames, >= 30
+# distinct objects of each class), train the rest (20 scenes, 240 frames); docs/training.md
 if $ci; then
-  out=${MTL_OUTPUT:-output/ci}; scenes=2; frames=3; config=training/configs/tiny_ci.yaml; rate=0.5
+  out=${MTL_OUTPUT:-output/ci}; scenes=3; frames=3; config=training/configs/tiny_ci.yaml; rate=0.5
 else
-  out=${MTL_OUTPUT:-output}; scenes=10; frames=16; config=training/configs/short.yaml; rate=0.1
+  out=${MTL_OUTPUT:-output}; scenes=42; frames=12; config=training/configs/short.yaml; rate=0.25
 fi
+workers=$(nproc 2>/dev/null || echo 2); workers=$(( workers > 8 ? 8 : workers ))   # data generation processes
 rate=${MTL_REPLAY_RATE:-$rate}   # bag replay speed: slow enough for the CPU node to process every pair
 mkdir -p "$out"
 start=$(date +%s)
@@ -32,42 +36,44 @@ step() { echo; echo "[run] ($(( $(date +%s) - start )) s) $*"; }
 
 step "1/8 synthetic A2D2-layout data: $scenes scenes x $frames frames -> $out/a2d2"
 stamp="$out/a2d2/.complete"
-want="scenes=$scenes frames=$frames seed=0"
+want="scenes=$scenes frames=$frames seed=0 world=2"   # world: bump when the generator's output changes
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "already there ($want)"
 else
   rm -rf "$out/a2d2"
-  "$py" -m training.synthetic.synthesize --out "$out/a2d2" --scenes "$scenes" --frames "$frames" --seed 0
+  "$py" -m training.synthetic.synthesize --out "$out/a2d2" --scenes "$scenes" --frames "$frames" --seed 0 \
+    --workers "$workers"
   echo "$want" > "$stamp"
 fi
 
-step "2/8 A2D2 layout -> NPZ chunks (train/val split by scene) -> $out/chunks"
-"$py" -m training.data.convert --root "$out/a2d2" --out "$out/chunks"
+step "2/8 A2D2 layout -> NPZ chunks (train / val / test split by scene) -> $out/chunks"
+"$py" -m training.data.convert --root "$out/a2d2" --out "$out/chunks" --val-fraction 0.1 --test-fraction 0.4 \
+  --workers "$workers"
 
 run_dir="$out/runs/$(basename "$config" .yaml)"
-step "3/8 training ($config) -> $run_dir"
+step "3/8 training ($config; model_best.pt chosen on val) -> $run_dir"
 if [ -f "$run_dir/training_state.pt" ]; then
   "$py" -m training.engine.train --out "$run_dir" --resume
 else
   "$py" -m training.engine.train --config "$config" "data.chunks=$out/chunks" --out "$run_dir"
 fi
 
-step "4/8 evaluation of $run_dir/model_best.pt on the validation scenes"
-"$py" -m training.evaluation.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
+step "4/8 evaluation of $run_dir/model_best.pt on the test scenes (never used for a choice)"
+"$py" -m training.evaluation.evaluate --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split test \
   --json "$out/evaluation.json"
 
-step "5/8 tracking (MOTA, IDF1, ID switches) on the validation scenes -> $out/tracking.json, $out/tracks/"
-"$py" -m training.evaluation.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split val \
+step "5/8 tracking (MOTA, IDF1, ID switches) on the test scenes -> $out/tracking.json, $out/tracks/"
+"$py" -m training.evaluation.evaluate_tracking --checkpoint "$run_dir/model_best.pt" --chunks "$out/chunks" --split test \
   --json "$out/tracking.json" --plots "$out/tracks" --no-progress
 
-step "6/8 debug picture of a validation frame -> $out/sample_frame.png"
-"$py" -m training.pictures.show --chunks "$out/chunks/$(cd "$out/chunks" && ls val_*.npz | head -1)" --out "$out/sample_frame.png"
+step "6/8 debug picture of a test frame -> $out/sample_frame.png"
+"$py" -m training.pictures.show --chunks "$out/chunks/$(cd "$out/chunks" && ls test_*.npz | head -1)" --out "$out/sample_frame.png"
 
-step "7/8 bag of the validation scenes -> $out/bags/val"
-if [ -f "$out/bags/val/metadata.yaml" ]; then
+step "7/8 bag of the test scenes -> $out/bags/test"
+if [ -f "$out/bags/test/metadata.yaml" ]; then
   echo "already there"
 else
-  "$py" -m training.export.to_bag --chunks "$out/chunks" --split val --out "$out/bags/val"
+  "$py" -m training.export.to_bag --chunks "$out/chunks" --split test --out "$out/bags/test"
 fi
 
 step "8/8 replay through mtl_perception_node over DDS (rate $rate), record its outputs, report -> $out/report"
@@ -78,7 +84,7 @@ else
   # DDS stays on this host, in a domain of its own unless ROS_DOMAIN_ID is set.
   export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} ROS_LOCALHOST_ONLY=${ROS_LOCALHOST_ONLY:-1}
   export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( RANDOM % 100 + 1 ))}
-  logs="$out/logs"; recorded="$out/bags/val_node_outputs"
+  logs="$out/logs"; recorded="$out/bags/test_node_outputs"
   mkdir -p "$logs"; rm -rf "$recorded"
   pids=()
   stop() {  # Ctrl-C (SIGINT) to each process group we started, then wait for it
@@ -106,14 +112,14 @@ else
   wait_for "$logs/recorder.log" "recording /mtl_perception/camera/semantic/labels" 60 "$recorder_pid"
   wait_for "$logs/recorder.log" "recording /mtl_perception/detections" 60 "$recorder_pid"
   sleep 1
-  "$bin/mtl_bag_play" "$out/bags/val" --rate "$rate" --qos reliable --wait-for-subscribers 60 \
+  "$bin/mtl_bag_play" "$out/bags/test" --rate "$rate" --qos reliable --wait-for-subscribers 60 \
     --topics /points /camera/image_raw 2>&1 | tee "$logs/player.log"
   sleep 3   # the last frame's outputs and one more /diagnostics reach the recorder
   stop "$recorder_pid" "$node_pid"
   pids=(); trap - EXIT; set +m
   tracking_args=()
   [ -f "$out/tracking.json" ] && tracking_args=(--tracking-json "$out/tracking.json" --track-plots "$out/tracks")
-  "$py" -m training.evaluation.evaluate_bag --bag "$out/bags/val" --recorded "$recorded" \
+  "$py" -m training.evaluation.evaluate_bag --bag "$out/bags/test" --recorded "$recorded" \
     --checkpoint "$run_dir/model_best.pt" --out "$out/report" \
     ${tracking_args[@]+"${tracking_args[@]}"}
 fi
@@ -125,11 +131,12 @@ cat <<DONE
   $out/chunks/             NPZ chunks + manifest.json (splits, class histograms, skip report)
   $run_dir/   model_best.pt / model_last.pt (node checkpoints), metrics_history.json,
                            pictures/ (GT vs predicted heatmaps and semantics), tensorboard/
-  $out/evaluation.json     per-class AP at 0.5/1/2/4 m, mAP, per-class IoU, mIoU, pixel accuracy
+  $out/evaluation.json     on the test scenes: per-class AP at 0.5/1/2/4 m, mAP, AP by range, TP errors,
+                           per-class IoU, mIoU, pixel accuracy, the checkpoint's provenance
   $out/tracking.json       MOTA, IDF1, ID switches (per 100 frames), fragmentations per class
-  $out/tracks/             BEV plots of tracks over time (GT dashed) per validation scene
-  $out/sample_frame.png    BEV targets, semantic overlay and LiDAR on a validation frame
-  $out/bags/val/           rosbag2 of the validation scenes (sensors + ground truth); val_node_outputs/: what
+  $out/tracks/             BEV plots of tracks over time (GT dashed) per test scene
+  $out/sample_frame.png    BEV targets, semantic overlay and LiDAR on a test frame
+  $out/bags/test/          rosbag2 of the test scenes (sensors + ground truth); test_node_outputs/: what
                            the node published while it played; logs/: node, recorder and player output
   $out/report/report.md    the node's replayed outputs scored: AP, mIoU, sync/drops, latency, tracking, pictures
 Run the node on the trained model:

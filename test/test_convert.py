@@ -28,20 +28,43 @@ def a2d2_root(tmp_path_factory):
 
 def test_split_scenes_is_by_scene_and_deterministic():
     counts = {'a': 10, 'b': 10, 'c': 10, 'd': 10, 'e': 10}
-    train, val = split_scenes(counts, val_fraction=0.2, seed=3)
-    assert len(val) == 1 and sorted(train + val) == sorted(counts) and not set(train) & set(val)
-    assert split_scenes(counts, 0.2, seed=3) == (train, val)
+    train, val, test = split_scenes(counts, val_fraction=0.2, seed=3)
+    assert len(val) == 1 and test == [] and sorted(train + val) == sorted(counts) and not set(train) & set(val)
+    assert split_scenes(counts, 0.2, seed=3) == (train, val, test)
     assert len(split_scenes(counts, 0.5, seed=0)[1]) == 3          # 10, 20, then 30 >= 25 frames
-    assert split_scenes(counts, 0.0) == (sorted(counts), [])
-    assert split_scenes({'only': 5}, 0.5) == (['only'], [])        # training keeps one scene
-    assert split_scenes(counts, val_scenes=['d', 'b']) == (['a', 'c', 'e'], ['b', 'd'])
+    assert split_scenes(counts, 0.0) == (sorted(counts), [], [])
+    assert split_scenes({'only': 5}, 0.5, test_fraction=0.5) == (['only'], [], [])   # training keeps one scene
+    assert split_scenes(counts, val_scenes=['d', 'b']) == (['a', 'c', 'e'], ['b', 'd'], [])
     with pytest.raises(ValueError, match='nope'):
         split_scenes(counts, val_scenes=['nope'])
+    with pytest.raises(ValueError, match='nope'):
+        split_scenes(counts, test_scenes=['nope'])
+
+
+def test_split_scenes_test_split_continues_the_validation_shuffle():
+    counts = {name: 10 for name in 'abcdefghij'}
+    train, val, test = split_scenes(counts, val_fraction=0.2, seed=7, test_fraction=0.3)
+    assert (len(train), len(val), len(test)) == (5, 2, 3)
+    assert sorted(train + val + test) == sorted(counts) and not (set(train) | set(val)) & set(test)
+    # validation is the same with or without a test split: adding one never moves a val scene
+    assert split_scenes(counts, val_fraction=0.2, seed=7)[1] == val
+    # named scenes win, the fraction fills the other split from what is left
+    train, val, test = split_scenes(counts, val_fraction=0.2, seed=7, test_scenes=['a', 'b'])
+    assert test == ['a', 'b'] and len(val) == 2 and not set(val) & {'a', 'b'}
+    train, val, test = split_scenes(counts, val_scenes=['c'], seed=7, test_fraction=0.45)
+    assert val == ['c'] and len(test) == 5 and 'c' not in test and len(train) == 4
+    # too few scenes: training keeps one, test gets what is left after validation
+    assert split_scenes({'x': 5, 'y': 5}, 0.4, seed=0, test_fraction=0.4)[2] == []
+    with pytest.raises(ValueError, match='both validation and test'):
+        split_scenes(counts, val_scenes=['a'], test_scenes=['a', 'b'])
+    with pytest.raises(ValueError, match='--test-fraction'):
+        split_scenes(counts, test_fraction=1.0)
 
 
 def test_convert_writes_chunks_split_by_scene_with_a_manifest(a2d2_root, tmp_path):
     out = tmp_path / 'chunks'
-    manifest = convert(a2d2_root, out, frames_per_chunk=3, val_scenes=[SCENES[2]], progress=False)
+    manifest = convert(a2d2_root, out, frames_per_chunk=3, val_scenes=[SCENES[2]], test_fraction=0.0,
+                       progress=False)
     assert manifest == load_manifest(out) and manifest['complete']
     # 7 usable frames: train = scenes 0, 1 (1 frame: no LiDAR), 3 -> 5 frames; val = scene 2.
     files = sorted(p.name for p in out.iterdir())
@@ -55,7 +78,12 @@ def test_convert_writes_chunks_split_by_scene_with_a_manifest(a2d2_root, tmp_pat
     assert [e['frames'] for e in manifest['chunks']] == [3, 2, 2]
     assert manifest['chunks'][0]['scenes'] == [SCENES[0], SCENES[1]]
     assert manifest['splits']['train']['frames'] == 5 and manifest['splits']['val']['frames'] == 2
+    assert manifest['splits']['test'] == {**manifest['splits']['test'], 'frames': 0, 'chunks': 0, 'scenes': []}
     assert manifest['scenes'][SCENES[1]] == {'split': 'train', 'frames': 1}
+    # distinct objects: the car (track ID 7) of each of the 3 train scenes, one object per scene
+    # however many frames; the pedestrian has no track ID (as in real A2D2): a box, not an object
+    assert manifest['splits']['train']['object_counts'] == [3, 0, 0, 0]
+    assert manifest['splits']['train']['untracked_boxes'] == 5
     # Class statistics of the train split: equal to the class maps in its chunks.
     counts = np.zeros(13, dtype=np.int64)
     for name in ('train_0000.npz', 'train_0001.npz'):
@@ -73,25 +101,35 @@ def test_convert_writes_chunks_split_by_scene_with_a_manifest(a2d2_root, tmp_pat
 
 def test_convert_resumes_and_rewrites_missing_or_damaged_chunks(a2d2_root, tmp_path):
     out = tmp_path / 'chunks'
-    first = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, progress=False)
+    first = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, test_fraction=0.0,
+                    progress=False)
     names = [e['file'] for e in first['chunks']]
     inodes = {name: os.stat(out / name).st_ino for name in names}
-    second = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, progress=False)
+    second = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, test_fraction=0.0,
+                     progress=False)
     assert {name: os.stat(out / name).st_ino for name in names} == inodes   # nothing rewritten
     assert second['chunks'] == first['chunks']
     (out / names[0]).unlink()
     damaged = out / names[-1]
     damaged.write_bytes(damaged.read_bytes()[:100])
-    third = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, progress=False)
+    third = convert(a2d2_root, out, frames_per_chunk=2, val_fraction=0.25, seed=1, test_fraction=0.0,
+                    progress=False)
     assert third['chunks'] == first['chunks']
     assert len(ChunkReader(out / names[0])) == first['chunks'][0]['frames']
     assert len(ChunkReader(damaged)) == first['chunks'][-1]['frames']
     for name in names[1:-1]:
         assert os.stat(out / name).st_ino == inodes[name]
     # Other chunk sizes: every chunk is rewritten and the old ones that no longer exist go away.
-    fourth = convert(a2d2_root, out, frames_per_chunk=10, val_fraction=0.25, seed=1, progress=False)
+    fourth = convert(a2d2_root, out, frames_per_chunk=10, val_fraction=0.25, seed=1, test_fraction=0.0,
+                     progress=False)
     assert sorted(p.name for p in out.glob('*.npz')) == sorted(e['file'] for e in fourth['chunks'])
     assert [e['frames'] for e in fourth['chunks']] == [5, 2]
+    # a test split taken out of training: its scenes' chunks appear, train's are rewritten
+    fifth = convert(a2d2_root, out, frames_per_chunk=10, val_fraction=0.25, seed=1, test_fraction=0.25,
+                    progress=False)
+    assert sorted(p.name for p in out.glob('*.npz')) == ['test_0000.npz', 'train_0000.npz', 'val_0000.npz']
+    assert fifth['splits']['val']['scenes'] == fourth['splits']['val']['scenes']
+    assert sum(fifth['splits'][split]['frames'] for split in ('train', 'val', 'test')) == 7
 
 
 def test_parallel_workers_write_the_same_chunks(a2d2_root, tmp_path):
@@ -110,8 +148,16 @@ def test_command_line(a2d2_root, tmp_path, capsys):
                  '--val-fraction', '0.3', '--seed', '5', '--no-progress']) == 0
     manifest = json.loads((out / 'manifest.json').read_text())
     assert manifest['settings']['frames_per_chunk'] == 4 and manifest['settings']['seed'] == 5
-    train = set(manifest['splits']['train']['scenes'])
-    val = set(manifest['splits']['val']['scenes'])
-    assert train and val and not train & val and train | val == set(SCENES)
-    assert 'missing_lidar' in capsys.readouterr().out
+    assert manifest['settings']['test_fraction'] == 0.2     # a test split by default
+    train, val, test = (set(manifest['splits'][split]['scenes']) for split in ('train', 'val', 'test'))
+    assert train and val and test and not train & val and not (train | val) & test
+    assert train | val | test == set(SCENES)
+    printed = capsys.readouterr().out
+    assert 'missing_lidar' in printed and 'test: ' in printed and 'boxes without a track ID' in printed
+    assert main(['--root', str(a2d2_root), '--out', str(out), '--test-scenes', SCENES[0], '--no-progress']) == 0
+    assert json.loads((out / 'manifest.json').read_text())['splits']['test']['scenes'] == [SCENES[0]]
     assert main(['--root', str(tmp_path / 'nowhere'), '--out', str(out)]) == 2
+    capsys.readouterr()
+    assert main(['--root', str(a2d2_root), '--out', str(out), '--val-scenes', SCENES[0],
+                 '--test-scenes', SCENES[0]]) == 2
+    assert 'both validation and test' in capsys.readouterr().err

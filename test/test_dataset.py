@@ -99,6 +99,45 @@ def test_loader_with_two_workers_yields_every_frame_once(chunk_dir, make_loader)
     assert sorted(names) == ['s1/000000001', 's1/000000002', 's2/000000007']
 
 
+def test_the_frame_cache_gives_the_same_samples_and_is_filled_by_the_workers(chunk_dir, monkeypatch):
+    """Frames are decoded once, by the loader's worker processes, into files every later epoch's
+    workers read; samples are identical to decoding each time; the files go with the dataset."""
+    import dataclasses
+    from pathlib import Path
+
+    from training.data.chunks import ChunkReader
+    plain = ChunkDataset(chunk_dir, CONFIG)
+    cached = ChunkDataset(chunk_dir, dataclasses.replace(CONFIG, frame_cache_mb=1.0))
+    cache = cached.frame_cache
+    assert cache.slots == 3 and all(cache.get(i) is None for i in range(3))
+    loader = make_eval_loader(cached, batch_size=2, num_workers=2)
+    first = [batch for batch in loader]                              # forked workers decode and fill
+    assert all(cache.get(i) is not None for i in range(3))           # ... visible to this process
+    decodes = []
+    original = ChunkReader.image
+    monkeypatch.setattr(ChunkReader, 'image', lambda self, i: decodes.append(i) or original(self, i))
+    for index in range(3):
+        a, b = plain[index], cached[index]                            # b from the cache: no decoding
+        for key in a:
+            if isinstance(a[key], torch.Tensor):
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert len(decodes) == 3                                          # only the plain dataset's
+    second = [batch for batch in make_eval_loader(cached, batch_size=2, num_workers=2)]
+    for x, y in zip(first, second):
+        torch.testing.assert_close(x['image'], y['image'], rtol=0, atol=0)
+    folder = Path(cache.folder)
+    assert folder.is_dir()
+    del cached, cache, loader
+    import gc
+    gc.collect()
+    assert not folder.exists()
+    # a budget for one frame caches the first frame only; the others are decoded each time
+    small = ChunkDataset(chunk_dir, dataclasses.replace(CONFIG, frame_cache_mb=INPUT_HW[0] * INPUT_HW[1] * 4.5e-6))
+    assert small.frame_cache.slots == 1
+    small[0], small[2]
+    assert small.frame_cache.get(0) is not None and small.frame_cache.get(2) is None
+
+
 def test_chunks_open_lazily_in_a_small_lru_cache(chunk_dir):
     dataset = ChunkDataset(chunk_dir, DatasetConfig(input_hw=INPUT_HW, chunk_cache_size=1))
     assert len(dataset._readers) == 0

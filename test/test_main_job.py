@@ -26,12 +26,16 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
 
     manifest = json.loads((tmp_path / 'chunks/manifest.json').read_text())
     assert manifest['complete']
+    # one scene per split; the figures are on the test split, which nothing chose on
+    scenes = {split: manifest['splits'][split]['scenes'] for split in ('train', 'val', 'test')}
+    assert all(len(names) == 1 for names in scenes.values()) and len(set(sum(scenes.values(), []))) == 3
     run_dir = tmp_path / 'runs/tiny_ci'
     model, info = load_checkpoint(run_dir / 'model_best.pt')
     assert info.detection_labels.names == ('car', 'truck', 'pedestrian', 'cyclist')
     history = json.loads((run_dir / 'metrics_history.json').read_text())
     assert len(history) == 2
     evaluation = json.loads((tmp_path / 'evaluation.json').read_text())
+    assert evaluation['split'] == 'test' and evaluation['num_frames'] == 3
     assert 'map' in json.dumps(evaluation).lower() and 'miou' in json.dumps(evaluation).lower()
     tracking = json.loads((tmp_path / 'tracking.json').read_text())
     assert 'overall' in json.dumps(tracking)
@@ -39,7 +43,7 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
     picture = cv2.imread(str(tmp_path / 'sample_frame.png'))
     assert picture is not None and picture.shape[0] > 100
 
-    # the validation bag replayed through the real node over DDS, its recorded outputs scored
+    # the test bag replayed through the real node over DDS, its recorded outputs scored
     report = tmp_path / 'report'
     assert f'report: {report}/report.md' in result.stdout
     metrics = json.loads((report / 'metrics.json').read_text())

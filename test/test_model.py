@@ -61,6 +61,54 @@ def test_output_shapes_on_a_tiny_batch():
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
+def test_semantic_stride_2_gives_logits_at_half_the_input():
+    model = MultiTaskNet(small_config(semantic_stride=2)).eval()
+    with torch.inference_mode():
+        out = model(**make_batch())
+        lidar_only = model(make_batch()['points'], make_batch()['points_batch'], batch_size=2)
+    assert out['sem_logits'].shape == (2, 13, 32, 64)   # input / 2
+    assert lidar_only['sem_logits'].shape == (2, 13, 32, 64)
+    assert out['bbox_heatmap'].shape == (2, 4, 16, 16)   # the painted features stay at 1/4
+    with pytest.raises(ValueError, match='semantic_stride'):
+        small_config(semantic_stride=8)
+
+
+def test_camera_context_lets_every_pixel_see_the_whole_image():
+    """Pyramid pooling: a change at the left edge of a 320 x 512 image moves the semantic logits at
+    the right edge; without it the right edge lies outside the receptive field."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 320, 512) * 255
+    changed = image.clone()
+    changed[..., :64] = 0
+    reach = {}
+    for context in (False, True):
+        model = MultiTaskNet(ModelConfig(camera_context=context)).eval()
+        with torch.inference_mode():
+            _, before = model.camera_branch(image)
+            _, after = model.camera_branch(changed)
+        reach[context] = float((after - before)[..., -8:].abs().max())
+    assert reach[False] == 0.0 and reach[True] > 1e-7
+
+
+def test_pillar_max_over_occupied_cells_equals_the_dense_scatter_max():
+    """PillarEncoder reduces onto the occupied pillars only; values and gradients must be those of
+    a scatter-max onto every cell of the canvas."""
+    from mtl_perception_ros.core.model import PillarEncoder
+    torch.manual_seed(0)
+    encoder = PillarEncoder(5, 8).train()
+    features = torch.randn(300, 5, requires_grad=True)
+    cell = torch.randint(0, 40, (300,)) * 7           # 40 of the 400 cells occupied, unsorted
+    canvas = encoder(features, cell, 400)
+    x = torch.relu(encoder.norm(encoder.linear(features)))
+    dense = x.new_zeros(400, 8).scatter_reduce(0, cell.unsqueeze(-1).expand(-1, 8), x, 'amax', include_self=False)
+    torch.testing.assert_close(canvas, dense, rtol=0, atol=0)
+    weights = torch.randn(400, 8)
+    grad_compact, = torch.autograd.grad((canvas * weights).sum(), features, retain_graph=True)
+    grad_dense, = torch.autograd.grad((dense * weights).sum(), features)
+    torch.testing.assert_close(grad_compact, grad_dense)
+    assert canvas[torch.arange(400) % 7 != 0].abs().sum() == 0   # empty cells stay 0
+
+
 def test_default_config_matches_the_project_contract():
     cfg = ModelConfig()
     assert cfg.bev_grid.shape == (256, 256) and cfg.bev_grid.output_shape == (64, 64)

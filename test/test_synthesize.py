@@ -285,6 +285,17 @@ def test_same_seed_writes_byte_identical_files(dataset, tmp_path, capsys):
         assert (dataset / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
 
 
+def test_worker_processes_write_the_same_files_as_one(tmp_path):
+    serial, parallel = tmp_path / 'serial', tmp_path / 'parallel'
+    one = synthesize(serial, scenes=2, frames=1, seed=3, show_progress=False)
+    two = synthesize(parallel, scenes=2, frames=1, seed=3, show_progress=False, workers=2)
+    assert two.scenes == one.scenes and two.frames == one.frames == 2 and two.box_classes == one.box_classes
+    files = sorted(p.relative_to(serial) for p in serial.rglob('*') if p.is_file())
+    assert files == sorted(p.relative_to(parallel) for p in parallel.rglob('*') if p.is_file())
+    for relative in files:
+        assert (serial / relative).read_bytes() == (parallel / relative).read_bytes(), relative
+
+
 def test_npz_bytes_load_like_numpy_savez_compressed_and_never_change():
     arrays = {'points': np.arange(12, dtype=np.float64).reshape(4, 3), 'reflectance': np.array([1, 2, 3, 255])}
     data = npz_bytes(arrays)

@@ -204,7 +204,7 @@ def test_overrides_are_parsed_as_yaml_and_unknown_keys_are_named():
     config = load_config(TINY, ['optim.lr=1e-3', 'train.epochs=7', 'model.bev_grid.cell_m=0.25',
                                 'data.chunks=/data/x'])
     assert config['optim']['lr'] == 0.001 and config['train']['epochs'] == 7
-    assert config['model']['bev_grid']['cell_m'] == 0.25 and config['model']['bev_grid']['x_max_m'] == 16.0
+    assert config['model']['bev_grid']['cell_m'] == 0.25 and config['model']['bev_grid']['x_max_m'] == 32.0
     assert config['data']['chunks'] == '/data/x'
     with pytest.raises(ConfigError, match="unknown key 'optim.learning_rate'"):
         load_config(TINY, ['optim.learning_rate=1'])

@@ -3,7 +3,8 @@
 ```
 image (B,3,Hi,Wi) 0..255 ─► normalise ─► CameraEncoder (1/2..1/16) ─► CameraDecoder (FPN, 1/4)
                                                                         │ features (B,Dc,Hi/4,Wi/4)
-                                       sem_logits (B,K,Hi/4,Wi/4) ◄─────┤ SemanticHead
+                         sem_logits (B,K,Hi/s,Wi/s) ◄── SemanticHead ◄──┤ (s = semantic_stride: 4, or 2
+                                                                        │  with one more FPN level)
 points (P,4) x y z refl ─► in-grid mask ─► pillar geometry              │
                               │   (offsets to pillar centre and mean)   │
                               └─► project (camera_matrix,               │
@@ -48,7 +49,8 @@ from mtl_perception_ros.core.box_coding import REG_DIM
 from mtl_perception_ros.core.camera import MIN_DEPTH_M
 
 POINT_GEOMETRY_CHANNELS = 9  # x, y, z, reflectance, dx/dy to pillar centre, dx/dy/dz to pillar mean
-CAMERA_STRIDE = 4  # camera features and sem_logits are at 1/4 of the input image
+CAMERA_STRIDE = 4  # camera features (painted onto the points) are at 1/4 of the input image
+SEMANTIC_STRIDES = (2, 4)  # sem_logits at 1/semantic_stride of the input image
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ModelConfig:
     camera_channels: tuple[int, int, int, int] = (16, 32, 64, 96)  # encoder at 1/2, 1/4, 1/8, 1/16
     camera_blocks: tuple[int, int, int, int] = (1, 1, 2, 2)         # 3x3 convs per encoder stage
     camera_feature_channels: int = 32          # Dc: decoder width; sampled per point
+    semantic_stride: int = 4                   # sem_logits at 1/4, or 1/2 (one more decoder level, for thin classes)
+    camera_context: bool = False               # pyramid pooling (PSPNet) on the 1/16 features: whole-image context
     pillar_channels: int = 32                  # Cp: PointNet width = BEV canvas channels
     bev_channels: tuple[int, int, int] = (32, 64, 128)  # backbone at grid strides 2, 4, 8
     bev_blocks: tuple[int, int, int] = (1, 2, 3)
@@ -91,6 +95,9 @@ class ModelConfig:
             raise ValueError('ModelConfig: bev_channels and bev_blocks need 3 entries (strides 2, 4, 8)')
         if min(self.camera_blocks + self.bev_blocks) < 1:
             raise ValueError('ModelConfig: every stage needs at least one block')
+        if self.semantic_stride not in SEMANTIC_STRIDES:
+            raise ValueError(f'ModelConfig: semantic_stride must be one of {SEMANTIC_STRIDES}, '
+                             f'got {self.semantic_stride}')
 
     @classmethod
     def gpu_large(cls, **overrides) -> 'ModelConfig':
@@ -145,7 +152,7 @@ def conv_stage(in_channels: int, out_channels: int, blocks: int) -> nn.Sequentia
 # ----------------------------------------------------------------------------- camera branch
 
 class CameraEncoder(nn.Module):
-    """Four stride-2 stages: image (B,3,Hi,Wi) -> feature maps at 1/4, 1/8, 1/16."""
+    """Four stride-2 stages: image (B,3,Hi,Wi) -> feature maps at 1/2, 1/4, 1/8, 1/16."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -159,34 +166,69 @@ class CameraEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        return features[1:]  # [(B,c1,Hi/4,Wi/4), (B,c2,Hi/8,Wi/8), (B,c3,Hi/16,Wi/16)]
+        return features  # [(B,c0,Hi/2,Wi/2), (B,c1,Hi/4,Wi/4), (B,c2,Hi/8,Wi/8), (B,c3,Hi/16,Wi/16)]
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: the map averaged over 1x1, 2x2 and 4x4 bins, each reduced by a 1x1
+    conv, upsampled and concatenated to the input, fused by a 3x3 conv. Every pixel then sees the
+    whole image: a large flat surface (a truck's side) is told from the sky by what surrounds it."""
+
+    BINS = (1, 2, 4)
+
+    def __init__(self, channels: int):
+        super().__init__()
+        reduced = max(channels // 4, 8)
+        self.branches = nn.ModuleList(ConvBNReLU(channels, reduced, kernel_size=1) for _ in self.BINS)
+        self.fuse = ConvBNReLU(channels + reduced * len(self.BINS), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [F.interpolate(branch(F.adaptive_avg_pool2d(x, bins)), size=size, mode='bilinear',
+                                align_corners=False) for branch, bins in zip(self.branches, self.BINS)]
+        return self.fuse(torch.cat([x] + pooled, dim=1))
 
 
 class CameraDecoder(nn.Module):
-    """FPN-lite top-down path: 1/16 -> 1/8 -> 1/4, then one 3x3 smoothing conv."""
+    """FPN-lite top-down path: 1/16 -> 1/8 -> 1/4, then one 3x3 smoothing conv (the painted
+    features); with camera_context, pyramid pooling on the 1/16 map first."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         width = cfg.camera_feature_channels
+        self.context = PyramidPooling(cfg.camera_channels[-1]) if cfg.camera_context else None
         self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in cfg.camera_channels[1:])
         self.smooth = ConvBNReLU(width, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = self.laterals[-1](features[-1])
+        features = features[1:]   # 1/4 .. 1/16
+        deepest = features[-1] if self.context is None else self.context(features[-1])
+        x = self.laterals[-1](deepest)
         for lateral, skip in zip(self.laterals[-2::-1], features[-2::-1]):
             x = lateral(skip) + F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
         return self.smooth(x)  # (B, Dc, Hi/4, Wi/4)
 
 
 class SemanticHead(nn.Module):
-    """Per-pixel class logits from the 1/4 camera features."""
+    """Per-pixel class logits: from the 1/4 camera features, or (semantic_stride 2) from those
+    upsampled to 1/2 plus a lateral of the encoder's 1/2 stage and a 3x3 conv: the full-detail
+    level that poles, signs and distant people need."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.classifier = nn.Conv2d(cfg.camera_feature_channels, cfg.num_sem_classes, 1)
+        width = cfg.camera_feature_channels
+        self.stride = cfg.semantic_stride
+        if self.stride == 2:
+            self.lateral = nn.Conv2d(cfg.camera_channels[0], width, 1)
+            self.smooth = ConvBNReLU(width, width)
+        self.classifier = nn.Conv2d(width, cfg.num_sem_classes, 1)
 
-    def forward(self, camera_features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(camera_features)  # (B, K, Hi/4, Wi/4)
+    def forward(self, camera_features: torch.Tensor, half_features: torch.Tensor | None = None) -> torch.Tensor:
+        x = camera_features
+        if self.stride == 2:
+            x = self.smooth(self.lateral(half_features) + F.interpolate(
+                x, size=half_features.shape[-2:], mode='bilinear', align_corners=False))
+        return self.classifier(x)  # (B, K, Hi/s, Wi/s)
 
 
 def project_to_grid_sample_coords(xyz: torch.Tensor, points_batch: torch.Tensor,
@@ -329,9 +371,13 @@ class PillarEncoder(nn.Module):
         if point_features.shape[0] == 0:  # nothing in range; BatchNorm cannot run on 0 rows
             return point_features.new_zeros(num_cells, channels)
         x = F.relu(self.norm(self.linear(point_features)))  # (P, Cp), >= 0
-        canvas = x.new_zeros(num_cells, channels)
-        return canvas.scatter_reduce_(0, cell.unsqueeze(-1).expand(-1, channels), x, 'amax',
-                                      include_self=False)
+        # Max over the occupied pillars only, then placed on the canvas: the backward of a
+        # scatter-max is dense in its output, so reducing onto all num_cells cells (mostly
+        # empty) cost a third of a CPU training step.
+        occupied, pillar = torch.unique(cell, return_inverse=True)
+        pillars = x.new_zeros(occupied.shape[0], channels).scatter_reduce_(
+            0, pillar.unsqueeze(-1).expand(-1, channels), x, 'amax', include_self=False)
+        return x.new_zeros(num_cells, channels).index_copy(0, occupied, pillars)
 
 
 class BevBackbone(nn.Module):
@@ -422,7 +468,7 @@ class MultiTaskNet(nn.Module):
         (B,3,3) for that image size; vehicle_to_camera (B,4,4) into the optical frame.
         camera_valid (B,) bool: False = no camera for that sample -> LiDAR-only detection (its
         sem_logits are still computed from the image). image=None: LiDAR-only for all samples and
-        sem_logits are zeros of size ceil(cfg.image_hw / 4); `batch_size` (or camera_valid) gives B.
+        sem_logits are zeros of size ceil(cfg.image_hw / cfg.semantic_stride); `batch_size` (or camera_valid) gives B.
         In training mode each sample's camera is also hidden with probability cfg.camera_dropout_p.
 
         Several cameras per sample: view_sample (V,) int64 = the sample of each image, which are then
@@ -431,7 +477,7 @@ class MultiTaskNet(nn.Module):
         index of points_batch and view_sample + 1). Each point is painted by one view (module
         docstring). view_sample=None: one view per sample (V = B, view b of sample b).
 
-        Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B or V,K,Hi/4,Wi/4)
+        Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B or V,K,Hi/s,Wi/s)
         logits, with (H, W) = cfg.bev_grid.output_shape.
         """
         cfg = self.cfg
@@ -471,7 +517,7 @@ class MultiTaskNet(nn.Module):
             image_hw = tuple(image.shape[-2:])
         else:
             camera_features, image_hw = None, None
-            h, w = (-(-s // CAMERA_STRIDE) for s in cfg.image_hw)  # ceil, as the strided convs
+            h, w = (-(-s // cfg.semantic_stride) for s in cfg.image_hw)  # ceil, as the strided convs
             sem_logits = points.new_zeros(batch_size, cfg.num_sem_classes, h, w)
 
         # which views may be used
@@ -490,10 +536,11 @@ class MultiTaskNet(nn.Module):
     # and are what training.export.to_onnx exports; lidar_canvas has data-dependent shapes (points
     # in range, pillars) and stays in torch, as in PointPillars deployments.
     def camera_branch(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (B,3,Hi,Wi) 0..255 -> camera features (B,Dc,Hi/4,Wi/4), sem_logits (B,K,Hi/4,Wi/4)."""
+        """image (B,3,Hi,Wi) 0..255 -> camera features (B,Dc,Hi/4,Wi/4), sem_logits (B,K,Hi/s,Wi/s)."""
         normalised = (image.float() - self.image_mean) / self.image_std
-        camera_features = self.camera_decoder(self.camera_encoder(normalised))
-        return camera_features, self.semantic_head(camera_features)
+        encoded = self.camera_encoder(normalised)
+        camera_features = self.camera_decoder(encoded)
+        return camera_features, self.semantic_head(camera_features, encoded[0])
 
     def lidar_canvas(self, points: torch.Tensor, points_batch: torch.Tensor, batch_size: int,
                      camera_features: torch.Tensor | None, camera_on: torch.Tensor,

@@ -349,14 +349,16 @@ class ChunkReader:
         """(H, W) uint8 class ids of frame `index`, or None when it has none."""
         return self._decode('class_map_png', index, cv2.IMREAD_UNCHANGED)
 
-    def frame(self, index: int) -> Frame:
-        """Frame `index` with its image and class map decoded."""
+    def frame(self, index: int, decode_images: bool = True) -> Frame:
+        """Frame `index` with its image and class map decoded (decode_images=False: both None, for a
+        caller that has them already, e.g. training.data.frame_cache)."""
         arrays = self._arrays
         self._span('point_offsets', index)   # range check
         index %= len(self)
         boxes, box_classes, track_ids = self.boxes(index)
+        image, class_map = (self.image(index), self.class_map(index)) if decode_images else (None, None)
         return Frame(name=str(arrays['frame_names'][index]), scene=str(arrays['scene_names'][index]),
-                     points=self.points(index), image=self.image(index), class_map=self.class_map(index),
+                     points=self.points(index), image=image, class_map=class_map,
                      boxes=boxes, box_classes=box_classes, track_ids=track_ids,
                      camera_matrix=arrays['camera_matrix'][index].copy(),
                      vehicle_to_camera=arrays['vehicle_to_camera'][index].copy(),

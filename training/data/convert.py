@@ -1,13 +1,16 @@
 """Convert an A2D2 labelled set into NPZ chunks (training.data.chunks) with a manifest.
 
     python -m training.data.convert --root A2D2_ROOT --out CHUNK_DIR [--frames-per-chunk 32]
-        [--val-fraction 0.2 | --val-scenes SCENE ...] [--seed 0] [--workers 1]
+        [--val-fraction 0.2 | --val-scenes SCENE ...] [--test-fraction 0.2 | --test-scenes SCENE ...]
+        [--seed 0] [--workers 1]
 
-- Train / validation split BY SCENE (no scene on both sides), deterministic: with
-  --val-fraction the scenes are shuffled with --seed and taken into validation until they hold
-  that fraction of the frames; --val-scenes names them instead.
+- Train / validation / test split BY SCENE (no scene in two splits), deterministic: the scenes
+  are shuffled with --seed and taken into validation until it holds --val-fraction of the
+  frames, then (the same shuffle, on) into test until it holds --test-fraction; --val-scenes /
+  --test-scenes name them instead. At least one scene always stays for training. Validation is
+  for choices (best checkpoint, tuning); test only for the figures you report.
 - Scenes are processed in name order, frames in ID order; each split is cut into chunks of
-  --frames-per-chunk listed frames: CHUNK_DIR/train_0000.npz, ..., val_0000.npz, ... A chunk
+  --frames-per-chunk listed frames: CHUNK_DIR/train_0000.npz, ..., val_0000.npz, test_0000.npz ... A chunk
   holds fewer frames when some fail to read (bad files are skipped and counted, never fatal).
 - Resumable: a chunk already on disk is kept when the manifest has an entry for it with the
   same fingerprint (root, frame list, label sets, calibration, chunk version), the same size
@@ -15,13 +18,15 @@
   just written is read back from disk and checked against its members' CRC-32 before it counts.
 - CHUNK_DIR/manifest.json (written atomically after every chunk; `complete` at the end):
     manifest_version, chunk_version, root, settings {frames_per_chunk, val_fraction,
-    val_scenes, seed, keep_frames_without_boxes},
+    val_scenes, test_fraction, test_scenes, seed, keep_frames_without_boxes},
     semantic_classes / box_classes (label sets with their A2D2 source names),
     scenes {scene: {split, frames (listed)}},
     chunks [{file, split, index, listed, frames, scenes, fingerprint, bytes, stats,
-             class_pixel_counts (K), ignored_pixels, box_class_counts (C)}],
-    splits {train|val: {chunks, frames, scenes, class_pixel_counts, ignored_pixels,
-            box_class_counts}}  (train's counts are the ones for class weights),
+             class_pixel_counts (K), ignored_pixels, box_class_counts (C), objects}],
+    splits {train|val|test: {chunks, frames, scenes, class_pixel_counts, ignored_pixels,
+            box_class_counts, object_counts (C), untracked_boxes}}  (train's counts are the
+            ones for class weights; object_counts = distinct objects (scene, track ID) per class,
+            untracked_boxes = boxes without a track ID, which no object count includes),
     report (ReadStats: frames read, skipped / degraded by reason, dropped boxes, examples;
             files missing at listing time included), notes, complete.
 """
@@ -47,8 +52,8 @@ from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CL
 from training.data.manifest import MANIFEST_NAME, load_manifest
 
 MANIFEST_VERSION = 1
-SPLITS = ('train', 'val')
-CHUNK_FILE = re.compile(r'^(train|val)_\d{4,}\.npz$')
+SPLITS = ('train', 'val', 'test')
+CHUNK_FILE = re.compile(r'^(train|val|test)_\d{4,}\.npz$')
 
 
 @dataclass
@@ -66,32 +71,42 @@ class ChunkJob:
 
 
 def split_scenes(frame_counts: dict[str, int], val_fraction: float = 0.2,
-                 val_scenes: list[str] | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
-    """(train scenes, val scenes), each sorted; deterministic in (scenes, fraction, seed).
+                 val_scenes: list[str] | None = None, seed: int = 0, test_fraction: float = 0.0,
+                 test_scenes: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(train scenes, val scenes, test scenes), each sorted; deterministic in its arguments.
 
-    With `val_scenes` those go to validation. Otherwise the scenes, shuffled with `seed`, are
-    taken into validation until they hold `val_fraction` of all frames, keeping at least one
-    scene for training.
+    Named scenes (`val_scenes`, `test_scenes`) go to their split. A split not named is filled from
+    the scenes left, shuffled with `seed`: validation first, until it holds `val_fraction` of all
+    frames, then test until it holds `test_fraction`, always keeping at least one scene for training.
     """
     scenes = sorted(frame_counts)
-    if val_scenes is not None:
-        unknown = sorted(set(val_scenes) - set(scenes))
+    for name, named in (('--val-scenes', val_scenes), ('--test-scenes', test_scenes)):
+        unknown = sorted(set(named or ()) - set(scenes))
         if unknown:
-            raise ValueError(f'--val-scenes {unknown} are not scenes with frames; scenes: {scenes}')
-        val = sorted(set(val_scenes))
-    else:
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f'--val-fraction must be in [0, 1), got {val_fraction}')
-        target = val_fraction * sum(frame_counts.values())
-        val, val_frames = [], 0
-        for position in np.random.default_rng(seed).permutation(len(scenes)):
-            if val_frames >= target or len(val) + 1 >= len(scenes) or target == 0:
-                break
-            val.append(scenes[position])
-            val_frames += frame_counts[scenes[position]]
-        val.sort()
-    train = [scene for scene in scenes if scene not in set(val)]
-    return train, val
+            raise ValueError(f'{name} {unknown} are not scenes with frames; scenes: {scenes}')
+    both = sorted(set(val_scenes or ()) & set(test_scenes or ()))
+    if both:
+        raise ValueError(f'scenes {both} are named for both validation and test')
+    for name, fraction in (('--val-fraction', val_fraction), ('--test-fraction', test_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f'{name} must be in [0, 1), got {fraction}')
+    total = sum(frame_counts.values())
+    taken = set(val_scenes or ()) | set(test_scenes or ())
+    order = [scenes[i] for i in np.random.default_rng(seed).permutation(len(scenes)) if scenes[i] not in taken]
+    chosen = {}
+    for split, named, fraction in (('val', val_scenes, val_fraction), ('test', test_scenes, test_fraction)):
+        if named is not None:
+            chosen[split] = sorted(set(named))
+            continue
+        picked, frames, target = [], 0, fraction * total
+        while order and frames < target and len(taken) + 1 < len(scenes):
+            scene = order.pop(0)
+            picked.append(scene)
+            taken.add(scene)
+            frames += frame_counts[scene]
+        chosen[split] = sorted(picked)
+    train = [scene for scene in scenes if scene not in taken]
+    return train, chosen['val'], chosen['test']
 
 
 def _file_sha1(path: Path) -> str:
@@ -112,7 +127,8 @@ def _settings_key(reader: A2D2Reader) -> str:
 
 
 def plan_chunks(reader: A2D2Reader, frames_per_chunk: int, val_fraction: float,
-                val_scenes: list[str] | None, seed: int):
+                val_scenes: list[str] | None, seed: int, test_fraction: float = 0.0,
+                test_scenes: list[str] | None = None):
     """Listing only (no file is read): (jobs, {scene: split}, {scene: usable frames}, listing stats)."""
     if frames_per_chunk < 1:
         raise ValueError(f'--frames-per-chunk must be >= 1, got {frames_per_chunk}')
@@ -127,17 +143,17 @@ def plan_chunks(reader: A2D2Reader, frames_per_chunk: int, val_fraction: float,
             else:
                 listing.skip(reason, files.name)
     counts = {scene: len(files) for scene, files in usable.items() if files}
-    train, val = split_scenes(counts, val_fraction, val_scenes, seed)
+    scenes_of = dict(zip(SPLITS, split_scenes(counts, val_fraction, val_scenes, seed, test_fraction, test_scenes)))
     settings = _settings_key(reader)
     jobs = []
-    for split, scenes in zip(SPLITS, (train, val)):
+    for split, scenes in scenes_of.items():
         files = [f for scene in scenes for f in usable[scene]]
         for index, start in enumerate(range(0, len(files), frames_per_chunk)):
             part = files[start:start + frames_per_chunk]
             digest = hashlib.sha1(settings.encode())
             digest.update('\n'.join(f.name for f in part).encode())
             jobs.append(ChunkJob(split, index, part, digest.hexdigest()))
-    scene_split = {**{s: 'train' for s in train}, **{s: 'val' for s in val}}
+    scene_split = {scene: split for split, scenes in scenes_of.items() for scene in scenes}
     return jobs, scene_split, counts, listing
 
 
@@ -154,6 +170,12 @@ def _convert_chunk(reader: A2D2Reader, job: ChunkJob, out_dir: Path) -> dict:
                          f'fault?): {error}') from None
     num_classes, num_box_classes = len(reader.semantic.label_set), len(reader.box_mapping.label_set)
     pixel_counts = chunk.class_pixel_counts.sum(axis=0)
+    offsets = chunk.array('box_offsets')
+    box_scenes = np.repeat(np.asarray(chunk.scene_names), np.diff(offsets))
+    classes, track_ids = chunk.array('box_classes'), chunk.array('track_ids')
+    tracked = track_ids >= 0
+    objects = sorted({(str(scene), int(track), int(cls)) for scene, track, cls
+                      in zip(box_scenes[tracked], track_ids[tracked], classes[tracked])})
     return {'file': job.file_name, 'split': job.split, 'index': job.index,
             'listed': len(job.files), 'frames': len(chunk),
             'scenes': sorted({f.scene for f in job.files}),
@@ -161,7 +183,9 @@ def _convert_chunk(reader: A2D2Reader, job: ChunkJob, out_dir: Path) -> dict:
             'stats': stats.to_dict(),
             'class_pixel_counts': pixel_counts[:num_classes].tolist(),
             'ignored_pixels': int(pixel_counts[num_classes:].sum()),
-            'box_class_counts': chunk.box_class_counts(num_box_classes).tolist()}
+            'box_class_counts': chunk.box_class_counts(num_box_classes).tolist(),
+            # distinct (scene, track ID, class) of the chunk; a scene's objects span its chunks
+            'objects': [list(obj) for obj in objects], 'untracked_boxes': int((~tracked).sum())}
 
 
 def chunk_is_complete(out_dir: Path, job: ChunkJob, entry: dict | None) -> bool:
@@ -182,13 +206,20 @@ def _split_summary(entries: list[dict], split: str, scenes: list[str], num_class
     entries = [e for e in entries if e['split'] == split]
     pixels = np.zeros(num_classes, dtype=np.int64)
     boxes = np.zeros(num_box_classes, dtype=np.int64)
+    objects = set()
     for entry in entries:
         pixels += np.asarray(entry['class_pixel_counts'], dtype=np.int64)
         boxes += np.asarray(entry['box_class_counts'], dtype=np.int64)
+        objects.update((scene, track) + (cls,) for scene, track, cls in entry.get('objects', []))
+    object_counts = np.zeros(num_box_classes, dtype=np.int64)
+    for _, _, cls in objects:
+        if 0 <= cls < num_box_classes:
+            object_counts[cls] += 1
     return {'chunks': len(entries), 'frames': sum(e['frames'] for e in entries), 'scenes': scenes,
             'class_pixel_counts': pixels.tolist(),
             'ignored_pixels': sum(e['ignored_pixels'] for e in entries),
-            'box_class_counts': boxes.tolist()}
+            'box_class_counts': boxes.tolist(), 'object_counts': object_counts.tolist(),
+            'untracked_boxes': sum(e.get('untracked_boxes', 0) for e in entries)}
 
 
 _WORKER_READER: A2D2Reader | None = None
@@ -208,7 +239,8 @@ def _worker_convert(job: ChunkJob, out_dir: Path) -> dict:
 def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2,
             val_scenes: list[str] | None = None, seed: int = 0, workers: int = 1,
             semantic_classes=DEFAULT_SEMANTIC_CLASSES, box_classes=DEFAULT_BOX_CLASSES,
-            keep_frames_without_boxes: bool | None = None, progress: bool = True) -> dict:
+            keep_frames_without_boxes: bool | None = None, progress: bool = True,
+            test_fraction: float = 0.2, test_scenes: list[str] | None = None) -> dict:
     """Convert (or finish converting) `root` into chunks in `out_dir`; returns the manifest."""
     from tqdm import tqdm
 
@@ -218,7 +250,7 @@ def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2
                        box_classes=str(box_classes), keep_frames_without_boxes=keep_frames_without_boxes)
     reader = A2D2Reader(**reader_args)
     jobs, scene_split, scene_frames, listing = plan_chunks(reader, frames_per_chunk, val_fraction,
-                                                           val_scenes, seed)
+                                                           val_scenes, seed, test_fraction, test_scenes)
     num_classes, num_box_classes = len(reader.semantic.label_set), len(reader.box_mapping.label_set)
     previous = load_manifest(out_dir) or {}
     old_entries = {e.get('file'): e for e in previous.get('chunks', []) if isinstance(e, dict)}
@@ -232,7 +264,9 @@ def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2
         'root': str(Path(root).resolve()),
         'settings': {'frames_per_chunk': frames_per_chunk,
                      'val_fraction': None if val_scenes is not None else val_fraction,
-                     'val_scenes': val_scenes, 'seed': seed,
+                     'val_scenes': val_scenes,
+                     'test_fraction': None if test_scenes is not None else test_fraction,
+                     'test_scenes': test_scenes, 'seed': seed,
                      'keep_frames_without_boxes': reader.keep_frames_without_boxes},
         'semantic_classes': reader.semantic.to_dict(),
         'box_classes': reader.box_mapping.to_dict(),
@@ -294,7 +328,11 @@ def main(argv=None) -> int:
     split.add_argument('--val-fraction', type=float, default=0.2,
                        help='fraction of frames, taken by whole scenes, for validation')
     split.add_argument('--val-scenes', nargs='+', default=None, help='scene folders for validation')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the scene shuffle for --val-fraction')
+    test = parser.add_mutually_exclusive_group()
+    test.add_argument('--test-fraction', type=float, default=0.2,
+                      help='fraction of frames, taken by whole scenes, for test (0: no test split)')
+    test.add_argument('--test-scenes', nargs='+', default=None, help='scene folders for test')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the scene shuffle for the fractions')
     parser.add_argument('--workers', type=int, default=1, help='processes converting chunks in parallel')
     parser.add_argument('--semantic-classes', default=str(DEFAULT_SEMANTIC_CLASSES))
     parser.add_argument('--box-classes', default=str(DEFAULT_BOX_CLASSES))
@@ -310,7 +348,8 @@ def main(argv=None) -> int:
     try:
         manifest = convert(args.root, args.out, args.frames_per_chunk, args.val_fraction, args.val_scenes,
                            args.seed, args.workers, args.semantic_classes, args.box_classes,
-                           args.keep_frames_without_boxes, progress=not args.no_progress)
+                           args.keep_frames_without_boxes, progress=not args.no_progress,
+                           test_fraction=args.test_fraction, test_scenes=args.test_scenes)
     except ValueError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -318,8 +357,11 @@ def main(argv=None) -> int:
     print(report.summary())
     for split in SPLITS:
         summary = manifest['splits'][split]
+        objects = ', '.join(f'{name} {count}' for name, count
+                            in zip(manifest['box_classes']['names'], summary['object_counts']))
+        untracked = f', {summary["untracked_boxes"]} boxes without a track ID' if summary['untracked_boxes'] else ''
         print(f'{split}: {summary["frames"]} frames in {summary["chunks"]} chunks from '
-              f'{len(summary["scenes"])} scenes')
+              f'{len(summary["scenes"])} scenes; distinct objects: {objects}{untracked}')
     for note in manifest['notes']:
         print(f'note: {note}')
     print(f'manifest: {Path(args.out) / MANIFEST_NAME}')

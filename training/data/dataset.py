@@ -45,6 +45,7 @@ class DatasetConfig:
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     chunk_cache_size: int = 4
+    frame_cache_mb: float = 0.0      # > 0: resized images shared by the workers (training.data.frame_cache)
 
     @classmethod
     def from_dict(cls, values: dict) -> 'DatasetConfig':
@@ -161,6 +162,10 @@ class ChunkDataset(Dataset):
             self.frame_names.extend(reader.frame_names)
             self._starts.append(self._starts[-1] + len(reader))
         self._readers: OrderedDict[int, ChunkReader] = OrderedDict()
+        self.frame_cache = None
+        if config.frame_cache_mb > 0 and len(self):
+            from training.data.frame_cache import FrameCache
+            self.frame_cache = FrameCache(len(self), config.input_hw, config.frame_cache_mb)
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -199,11 +204,25 @@ class ChunkDataset(Dataset):
         chunk, local = self.locate(index)
         return self.reader(chunk).frame(local)
 
+    def resized_frame(self, index: int) -> Frame:
+        """`resize_frame` of frame `index`, from the frame cache when it holds it."""
+        chunk, local = self.locate(index)
+        reader = self.reader(chunk)
+        cached = self.frame_cache.get(index) if self.frame_cache is not None else None
+        if cached is not None:
+            image, class_map, camera_matrix = cached
+            return dataclasses.replace(reader.frame(local, decode_images=False), image=image,
+                                       class_map=class_map, camera_matrix=camera_matrix)
+        frame = resize_frame(reader.frame(local), self.config.input_hw)
+        if self.frame_cache is not None:
+            self.frame_cache.put(index, frame.image, frame.class_map, frame.camera_matrix)
+        return frame
+
     def __getitem__(self, index: int) -> dict:
         rng = None
         if self.config.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, ()).item()))
-        return prepare_sample(self.frame(index), self.config, rng)
+        return prepare_sample(self.resized_frame(index), self.config, rng)
 
 
 def collate_samples(samples: Sequence[dict]) -> dict:

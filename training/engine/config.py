@@ -27,6 +27,7 @@ DEFAULT_CONFIG: dict = {
         'max_objects': 128,            # object slots per frame in the regression targets
         'num_workers': 2,
         'chunk_cache_size': 4,
+        'frame_cache_mb': 2048,        # per process and split: resized images decoded once (0 = off)
     },
     'model': {'preset': 'default'},    # 'default' (CPU-sized) or 'gpu_large', then field overrides
     'loss': {

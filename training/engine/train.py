@@ -485,7 +485,8 @@ def build_data(config: dict, ctx: DistContext) -> RunData:
                     folder.path)
     model_cfg = build_model_config(config['model'], folder.semantic_labels, folder.detection_labels)
     dataset_args = dict(model_config=model_cfg, detection_labels=folder.detection_labels,
-                        max_objects=data_cfg['max_objects'], chunk_cache_size=data_cfg['chunk_cache_size'])
+                        max_objects=data_cfg['max_objects'], chunk_cache_size=data_cfg['chunk_cache_size'],
+                        frame_cache_mb=data_cfg['frame_cache_mb'])
     train_set = make_dataset(folder.files[data_cfg['train_split']], augment=data_cfg['augment'],
                              augment_config=data_cfg['augment_config'], **dataset_args)
     val_files = folder.files[data_cfg['val_split']]
@@ -498,6 +499,10 @@ def build_data(config: dict, ctx: DistContext) -> RunData:
         ctx.world_size, pin)
     if val_set is None:
         LOG.warning('no %r chunks in %s: no validation, no best checkpoint', data_cfg['val_split'], folder.path)
+    for name, dataset in (('train', train_set), ('val', val_set)):
+        if dataset is not None and dataset.frame_cache is not None:
+            LOG.info('frame cache (%s): %d of %d frames resized once, %.0f MB in %s', name,
+                     dataset.frame_cache.slots, len(dataset), dataset.frame_cache.megabytes, dataset.frame_cache.folder)
     return RunData(folder, model_cfg, train_set, val_set, train_loader, val_loader)
 
 

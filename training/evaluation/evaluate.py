@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m training.evaluation.evaluate', description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', required=True, help='deployable checkpoint (RUN_DIR/model_best.pt)')
     parser.add_argument('--chunks', required=True, help='chunk folder (training.data.convert output)')
-    parser.add_argument('--split', default='val', help='which chunks: val (default) or train')
+    parser.add_argument('--split', default='val', help='which chunks: val (default; for choices), test (for the figures you report) or train')
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--num-workers', type=int, default=2)
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, ...')

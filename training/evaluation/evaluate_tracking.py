@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument('--checkpoint', help='deployable checkpoint (RUN_DIR/model_best.pt); '
                                              'not needed with --gt-detections')
     parser.add_argument('--chunks', required=True, help='chunk folder (training.data.convert output)')
-    parser.add_argument('--split', default='val', help='which chunks: val (default) or train')
+    parser.add_argument('--split', default='val', help='which chunks: val (default; for choices), test (for the figures you report) or train')
     parser.add_argument('--score-threshold', type=float, default=0.3, help='detections given to the tracker')
     parser.add_argument('--association', default='hungarian', choices=ASSOCIATIONS)
     parser.add_argument('--birth-hits', type=int, default=TrackerConfig.birth_hits)

@@ -87,7 +87,7 @@ class ScenePlan:
 
 
 def chunk_files(chunks, split: str = 'val') -> tuple[list[Path], LabelSet, LabelSet]:
-    """(chunk files, detection labels, semantic labels) of a chunk folder's split ('all' = train + val)
+    """(chunk files, detection labels, semantic labels) of a chunk folder's split ('all' = every split)
     or of one .npz file (labels from its folder's manifest, else config/a2d2/)."""
     from training.engine.data_loading import read_chunk_folder
 
@@ -99,7 +99,7 @@ def chunk_files(chunks, split: str = 'val') -> tuple[list[Path], LabelSet, Label
         except (FileNotFoundError, ValueError):
             detection, semantic = LabelSet.from_yaml(DEFAULT_BOX_CLASSES), LabelSet.from_yaml(DEFAULT_SEMANTIC_CLASSES)
         return [path], detection, semantic
-    splits = ('train', 'val') if split == 'all' else (split,)
+    splits = ('train', 'val', 'test') if split == 'all' else (split,)
     folder = read_chunk_folder(path, splits=splits)
     files = [f for s in splits for f in folder.files[s]]
     if not files:
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
     parser.add_argument('--chunks', required=True, help='chunk folder, or one chunk .npz file')
-    parser.add_argument('--split', default='val', choices=('train', 'val', 'all'),
+    parser.add_argument('--split', default='val', choices=('train', 'val', 'test', 'all'),
                         help='which chunk files of a folder (default val)')
     parser.add_argument('--out', required=True, help='rosbag2 folder to create')
     parser.add_argument('--storage', default='sqlite3', choices=sorted(STORAGE_PLUGINS))

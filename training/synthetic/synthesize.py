@@ -1,17 +1,20 @@
 """Write a synthetic data set in A2D2's on-disk layout (camera_lidar_semantic_bboxes, front center).
 
-    python -m training.synthetic.synthesize --out ROOT --scenes S --frames F --seed N
+    python -m training.synthetic.synthesize --out ROOT --scenes S --frames F --seed N [--workers W]
 
 Each scene is a street (synthetic_world) seen by the real front-center camera and three
 real-pose LiDARs of A2D2 (config/a2d2/cams_lidars.json); frames are 0.1 s apart. The output
 is read by the same reader as the real data set; boxes carry an extra `track_id`. Same seed ->
-byte-identical files.
+byte-identical files, whatever the number of worker processes (each scene has its own random
+stream, so scenes can be written in parallel).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +50,16 @@ class Summary:
     bytes_written: int = 0
     seconds: float = 0.0
     stage_seconds: Counter = field(default_factory=Counter)   # scene_setup, render, lidar, encode, write
+
+    def merge(self, other: 'Summary') -> None:
+        """Add another Summary (one scene written by a worker process) to this one."""
+        self.scenes += other.scenes
+        self.frames += other.frames
+        self.points += other.points
+        self.boxes += other.boxes
+        self.box_classes.update(other.box_classes)
+        self.bytes_written += other.bytes_written
+        self.stage_seconds.update(other.stage_seconds)
 
     def report(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else float('nan')
@@ -162,21 +175,49 @@ class Synthesizer:
                             np.array(occlusion))
 
 
-def synthesize(out_root, scenes: int, frames: int, seed: int, show_progress: bool = True) -> Summary:
-    """Generate `scenes` scenes of `frames` frames under `out_root`; returns what was written."""
+def synthesize(out_root, scenes: int, frames: int, seed: int, show_progress: bool = True,
+               workers: int = 1) -> Summary:
+    """Generate `scenes` scenes of `frames` frames under `out_root`; returns what was written.
+
+    workers > 1: scenes are written by that many processes (same files as with one).
+    """
     if scenes < 1 or frames < 1:
         raise ValueError(f'need at least one scene and one frame, got scenes={scenes}, frames={frames}')
+    if workers < 1:
+        raise ValueError(f'--workers must be >= 1, got {workers}')
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    synthesizer = Synthesizer()
     summary = Summary()
-    summary.bytes_written += synthesizer.write_root_files(root)
+    summary.bytes_written += Synthesizer().write_root_files(root)
     with tqdm(total=scenes * frames, unit='frame', disable=not show_progress, desc='synthesize') as progress:
-        for scene_index in range(scenes):
-            synthesizer.write_scene(root, seed, scene_index, frames, summary, progress)
+        if workers == 1:
+            synthesizer = Synthesizer()
+            for scene_index in range(scenes):
+                synthesizer.write_scene(root, seed, scene_index, frames, summary, progress)
+        else:
+            # spawn, not fork: a child forked after OpenCV started its thread pool can deadlock
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+                parts = [pool.submit(_write_scene_in_worker, root, seed, index, frames) for index in range(scenes)]
+                for part in parts:   # in scene order, so the summary lists scenes as one process would
+                    summary.merge(part.result())
+                    progress.update(frames)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+_WORKER_SYNTHESIZER: 'Synthesizer | None' = None
+
+
+def _write_scene_in_worker(root: Path, seed: int, scene_index: int, frames: int) -> Summary:
+    global _WORKER_SYNTHESIZER
+    if _WORKER_SYNTHESIZER is None:
+        import cv2
+        cv2.setNumThreads(1)   # the parallelism comes from the processes
+        _WORKER_SYNTHESIZER = Synthesizer()
+    part = Summary()
+    _WORKER_SYNTHESIZER.write_scene(root, seed, scene_index, frames, part)
+    return part
 
 
 def main(argv=None) -> None:
@@ -185,9 +226,11 @@ def main(argv=None) -> None:
     parser.add_argument('--scenes', type=int, default=2, help='number of scenes')
     parser.add_argument('--frames', type=int, default=20, help='frames per scene (0.1 s apart)')
     parser.add_argument('--seed', type=int, default=0, help='random seed; same seed -> identical files')
+    parser.add_argument('--workers', type=int, default=1, help='processes writing scenes in parallel')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    summary = synthesize(args.out, args.scenes, args.frames, args.seed, show_progress=not args.no_progress)
+    summary = synthesize(args.out, args.scenes, args.frames, args.seed, show_progress=not args.no_progress,
+                         workers=args.workers)
     print(summary.report())
 
 
