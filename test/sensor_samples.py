@@ -9,9 +9,10 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGE_HW = (151, 240)          # 1920x1208 scaled by 1/8: the shipped calibration's aspect ratio
 
 
-def make_small_checkpoint(path: Path, bev_grid=None) -> Path:
+def make_small_checkpoint(path: Path, bev_grid=None, **model_overrides) -> Path:
     """A tiny randomly initialised network with the A2D2 label sets; some peaks pass 0.3.
-    Its BEV grid: 0..32 m x -16..16 m at 0.5 m, or `bev_grid` (a BevGrid)."""
+    Its BEV grid: 0..32 m x -16..16 m at 0.5 m, or `bev_grid` (a BevGrid); other ModelConfig
+    fields in `model_overrides`."""
     import torch
 
     from mtl_perception_ros.core.bev_grid import BevGrid
@@ -26,7 +27,7 @@ def make_small_checkpoint(path: Path, bev_grid=None) -> Path:
                       bev_grid=bev_grid or BevGrid(x_min_m=0, x_max_m=32, y_min_m=-16, y_max_m=16, cell_m=0.5),
                       image_hw=(64, 96), camera_channels=(8, 8, 16, 16), camera_feature_channels=8,
                       pillar_channels=8, bev_channels=(8, 16, 16), bev_blocks=(1, 1, 1),
-                      neck_channels=16, head_channels=8)
+                      neck_channels=16, head_channels=8, **model_overrides)
     model = MultiTaskNet(cfg)
     with torch.no_grad():   # an untrained net that is sure of itself: some peaks pass the 0.3 threshold
         model.detection_head.heatmap[-1].bias.fill_(0.5)

@@ -12,7 +12,7 @@ import yaml
 
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import LabelSet
-from ros_test_utils import console_script
+from ros_test_utils import console_script, start_node_and_recorder
 from sensor_samples import make_small_checkpoint, write_params_yaml
 from training.data.chunks import ChunkReader
 from training.evaluation.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
@@ -157,23 +157,13 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
     from vision_msgs.msg import Detection2DArray
 
     bag, checkpoint, params_path, _ = toy_bag
-    node = ros_process(console_script('mtl_perception_node', 'mtl_perception_ros.ros.node') + [
-        '--ros-args', '--params-file', str(params_path)], name='node')
-    assert rclpy_context.spin_until(lambda: (node.assert_running() or True) and 'ready' in node.output(), 60,
-                                    'the node to be ready'), node.output()
-    recorded = tmp_path / 'recorded'
-    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
-        '--topics', '/mtl_perception/detections', '/mtl_perception/camera/semantic/labels', '/diagnostics',
-        '--out', str(recorded)], name='recorder')
     watcher = rclpy_context.create_node('evaluate_bag_watcher')
     detections = []
     watcher.create_subscription(Detection2DArray, '/mtl_perception/detections', detections.append, 50)
     watcher.create_subscription(Image, '/mtl_perception/camera/semantic/labels', lambda m: None, 50)
     # the recorder (and this watcher) subscribe to the outputs before anything plays
-    rclpy_context.spin_until(lambda: (recorder.assert_running() or True)
-                             and watcher.count_subscribers('/mtl_perception/detections') >= 2
-                             and watcher.count_subscribers('/mtl_perception/camera/semantic/labels') >= 2,
-                             30, 'the recorder to subscribe')
+    recorded = tmp_path / 'recorded'
+    node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, recorded, subscribers=2)
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag), '--rate', '0.25', '--qos', 'reliable', '--wait-for-subscribers', '20',
         '--topics', '/points', '/camera/image_raw'], name='player')

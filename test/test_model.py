@@ -90,6 +90,15 @@ def test_camera_context_lets_every_pixel_see_the_whole_image():
     assert reach[False] == 0.0 and reach[True] > 1e-7
 
 
+def test_adaptive_average_is_adaptive_average_pooling_for_any_size():
+    from mtl_perception_ros.core.model import adaptive_average
+    torch.manual_seed(0)
+    for height, width in ((20, 32), (30, 48), (7, 11), (1, 3)):
+        x = torch.randn(2, 5, height, width)
+        for bins in (1, 2, 4):
+            torch.testing.assert_close(adaptive_average(x, bins), torch.nn.functional.adaptive_avg_pool2d(x, bins))
+
+
 def test_pillar_max_over_occupied_cells_equals_the_dense_scatter_max():
     """PillarEncoder reduces onto the occupied pillars only; values and gradients must be those of
     a scatter-max onto every cell of the canvas."""

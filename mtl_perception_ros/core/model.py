@@ -106,7 +106,7 @@ class ModelConfig:
                       camera_channels=(32, 64, 96, 128), camera_blocks=(1, 2, 3, 3),
                       camera_feature_channels=64, pillar_channels=64,
                       bev_channels=(64, 128, 256), bev_blocks=(2, 3, 3),
-                      neck_channels=128, head_channels=64)
+                      neck_channels=128, head_channels=64, camera_context=True)
         values.update(overrides)
         return cls(**values)
 
@@ -179,14 +179,32 @@ class PyramidPooling(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         reduced = max(channels // 4, 8)
-        self.branches = nn.ModuleList(ConvBNReLU(channels, reduced, kernel_size=1) for _ in self.BINS)
+        # no BatchNorm on the pooled maps: a 1 x 1 map of a batch of one has one value per channel
+        self.branches = nn.ModuleList(nn.Sequential(nn.Conv2d(channels, reduced, 1), nn.ReLU(inplace=True))
+                                      for _ in self.BINS)
         self.fuse = ConvBNReLU(channels + reduced * len(self.BINS), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(branch(F.adaptive_avg_pool2d(x, bins)), size=size, mode='bilinear',
+        pooled = [F.interpolate(branch(adaptive_average(x, bins)), size=size, mode='bilinear',
                                 align_corners=False) for branch, bins in zip(self.branches, self.BINS)]
         return self.fuse(torch.cat([x] + pooled, dim=1))
+
+
+def _bin_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins, size): row i averages input positions floor(i size / bins) .. ceil((i + 1) size / bins) - 1."""
+    matrix = like.new_zeros(bins, size)
+    for i in range(bins):
+        start, end = (i * size) // bins, -(-(i + 1) * size // bins)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_average(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """F.adaptive_avg_pool2d(x, bins) as two matrix products, which ONNX exports for any input size
+    (its AveragePool needs the size to be a multiple of the bins: 30 x 48 at 1/16 of 480 x 768 is not)."""
+    height, width = x.shape[-2:]
+    return _bin_matrix(int(height), bins, x) @ x @ _bin_matrix(int(width), bins, x).t()
 
 
 class CameraDecoder(nn.Module):

@@ -25,7 +25,7 @@ from mtl_perception_ros.core.labels import IGNORE_INDEX
 from training.data.augment import AugmentConfig, augment_frame
 from training.data.chunks import ChunkReader
 from training.data.frame import Frame
-from training.data.targets import MAX_OBJECTS, build_targets
+from training.data.targets import MAX_OBJECTS, MIN_RADIUS, build_targets
 
 # The process that imported this module: a forked DataLoader worker has another pid.
 _IMPORTED_IN_PID = os.getpid()
@@ -46,6 +46,7 @@ class DatasetConfig:
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     chunk_cache_size: int = 4
     frame_cache_mb: float = 0.0      # > 0: resized images shared by the workers (training.data.frame_cache)
+    heatmap_min_radius: int = MIN_RADIUS   # smallest Gaussian radius of a heatmap target, output cells
 
     @classmethod
     def from_dict(cls, values: dict) -> 'DatasetConfig':
@@ -123,7 +124,8 @@ def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator
     points = points[grid.in_range(points)]
     boxes = np.asarray(frame.boxes, dtype=np.float32).reshape(-1, 7)
     box_classes = np.asarray(frame.box_classes, dtype=np.int64).reshape(-1)
-    targets = build_targets(boxes, box_classes, grid, config.num_box_classes, config.max_objects)
+    targets = build_targets(boxes, box_classes, grid, config.num_box_classes, config.max_objects,
+                            min_radius=config.heatmap_min_radius)
     in_grid = ((boxes[:, 0] >= grid.x_min_m) & (boxes[:, 0] < grid.x_max_m)
                & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
     return {

@@ -28,6 +28,7 @@ DEFAULT_CONFIG: dict = {
         'num_workers': 2,
         'chunk_cache_size': 4,
         'frame_cache_mb': 2048,        # per process and split: resized images decoded once (0 = off)
+        'heatmap_min_radius': 2,       # smallest Gaussian radius of the heatmap targets (output cells)
     },
     'model': {'preset': 'default'},    # 'default' (CPU-sized) or 'gpu_large', then field overrides
     'loss': {

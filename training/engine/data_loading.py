@@ -82,7 +82,8 @@ def read_chunk_folder(chunk_dir, splits=('train', 'val')) -> ChunkFolder:
 
 def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: int = 128,
                  augment: bool = False, augment_config: dict | None = None,
-                 chunk_cache_size: int = 4, frame_cache_mb: float = 0.0) -> ChunkDataset:
+                 chunk_cache_size: int = 4, frame_cache_mb: float = 0.0,
+                 heatmap_min_radius: int | None = None) -> ChunkDataset:
     """A ChunkDataset whose samples fit the model: its BEV grid, input size and class count."""
     from training.data.augment import AugmentConfig
     if not paths:
@@ -98,7 +99,8 @@ def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: i
     config = DatasetConfig(grid=model_config.bev_grid, input_hw=tuple(model_config.image_hw),
                            num_box_classes=len(detection_labels), max_objects=int(max_objects),
                            augment=bool(augment), augment_config=augment_values,
-                           chunk_cache_size=int(chunk_cache_size), frame_cache_mb=float(frame_cache_mb or 0))
+                           chunk_cache_size=int(chunk_cache_size), frame_cache_mb=float(frame_cache_mb or 0),
+                           **({} if heatmap_min_radius is None else {'heatmap_min_radius': int(heatmap_min_radius)}))
     return ChunkDataset([Path(p) for p in paths], config)
 
 
