@@ -137,17 +137,6 @@ class CameraCalibration:
         return cls(transform, _camera_matrix(camera_matrix), d, _image_size(image_size_wh, 'calibration_image_size'),
                    'rational_polynomial' if d.size == 8 else 'plumb_bob')
 
-    def with_extrinsics(self, lidar_to_camera) -> 'CameraCalibration':
-        """This calibration with another point cloud -> camera transform (None: unknown); the remap
-        tables are shared (they depend on the intrinsics only)."""
-        transform = None if lidar_to_camera is None else rigid_transform(lidar_to_camera)
-        if transform is None and self.lidar_to_camera is None or (
-                transform is not None and self.lidar_to_camera is not None
-                and np.array_equal(transform, self.lidar_to_camera)):
-            return self
-        return CameraCalibration(transform, self.camera_matrix, self.distortion, self.image_size_wh,
-                                 self.distortion_model, self._maps)
-
     def with_intrinsics(self, camera_matrix, distortion, distortion_model: str,
                         image_size_wh) -> 'CameraCalibration':
         """This calibration with another K, D (of `distortion_model`, CameraInfo's names) and image
