@@ -49,11 +49,10 @@ from training.data.a2d2_reader import A2D2Reader, FrameFiles, ReadStats
 from mtl_perception_ros.core.atomic_file import atomic_write_json
 from training.data.chunks import CHUNK_VERSION, ChunkError, ChunkReader, write_chunk
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
-from training.data.manifest import MANIFEST_NAME, load_manifest
+from training.data.manifest import MANIFEST_NAME, SPLITS, load_manifest
 
 MANIFEST_VERSION = 1
-SPLITS = ('train', 'val', 'test')
-CHUNK_FILE = re.compile(r'^(train|val|test)_\d{4,}\.npz$')
+CHUNK_FILE = re.compile(r'^(train|val|test)_\d{4,}\.npz$')   # SPLITS' chunk files
 
 
 @dataclass
@@ -210,7 +209,7 @@ def _split_summary(entries: list[dict], split: str, scenes: list[str], num_class
     for entry in entries:
         pixels += np.asarray(entry['class_pixel_counts'], dtype=np.int64)
         boxes += np.asarray(entry['box_class_counts'], dtype=np.int64)
-        objects.update((scene, track) + (cls,) for scene, track, cls in entry.get('objects', []))
+        objects.update(map(tuple, entry.get('objects', [])))
     object_counts = np.zeros(num_box_classes, dtype=np.int64)
     for _, _, cls in objects:
         if 0 <= cls < num_box_classes:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 LOG = logging.getLogger(__name__)
-EMPTY, FILLED = 0, 1
+FILLED = 1   # state of a slot; the files start as zeros: nothing cached
 
 
 def _remove(folder: str, owner_pid: int) -> None:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 MANIFEST_NAME = 'manifest.json'
+SPLITS = ('train', 'val', 'test')   # the chunk splits, by scene: CHUNK_DIR/<split>_0000.npz, ...
 
 
 def load_manifest(chunk_dir) -> dict | None:

@@ -20,6 +20,7 @@ from mtl_perception_ros.core.labels import LabelSet
 from training.data.dataset import ChunkDataset, DatasetConfig, collate_samples, init_worker
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 from training.data.manifest import MANIFEST_NAME, load_manifest
+from training.data.targets import MIN_RADIUS
 from training.engine.config import ConfigError
 
 
@@ -83,7 +84,7 @@ def read_chunk_folder(chunk_dir, splits=('train', 'val')) -> ChunkFolder:
 def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: int = 128,
                  augment: bool = False, augment_config: dict | None = None,
                  chunk_cache_size: int = 4, frame_cache_mb: float = 0.0,
-                 heatmap_min_radius: int | None = None) -> ChunkDataset:
+                 heatmap_min_radius: int = MIN_RADIUS) -> ChunkDataset:
     """A ChunkDataset whose samples fit the model: its BEV grid, input size and class count."""
     from training.data.augment import AugmentConfig
     if not paths:
@@ -100,7 +101,7 @@ def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: i
                            num_box_classes=len(detection_labels), max_objects=int(max_objects),
                            augment=bool(augment), augment_config=augment_values,
                            chunk_cache_size=int(chunk_cache_size), frame_cache_mb=float(frame_cache_mb or 0),
-                           **({} if heatmap_min_radius is None else {'heatmap_min_radius': int(heatmap_min_radius)}))
+                           heatmap_min_radius=int(heatmap_min_radius))
     return ChunkDataset([Path(p) for p in paths], config)
 
 

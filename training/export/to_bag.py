@@ -55,6 +55,7 @@ from mtl_perception_ros.messages.stamps import header_msg
 from mtl_perception_ros.messages.transforms import transform_stamped
 from training.data.chunks import ChunkReader
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
+from training.data.manifest import SPLITS
 
 LIDAR_PERIOD_NS = 100_000_000                   # 10 Hz when stamps are unknown
 SCENE_GAP_S = 0.2                               # < the node's camera_timeout_s (0.5 s)
@@ -99,7 +100,7 @@ def chunk_files(chunks, split: str = 'val') -> tuple[list[Path], LabelSet, Label
         except (FileNotFoundError, ValueError):
             detection, semantic = LabelSet.from_yaml(DEFAULT_BOX_CLASSES), LabelSet.from_yaml(DEFAULT_SEMANTIC_CLASSES)
         return [path], detection, semantic
-    splits = ('train', 'val', 'test') if split == 'all' else (split,)
+    splits = SPLITS if split == 'all' else (split,)
     folder = read_chunk_folder(path, splits=splits)
     files = [f for s in splits for f in folder.files[s]]
     if not files:
@@ -287,7 +288,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
     parser.add_argument('--chunks', required=True, help='chunk folder, or one chunk .npz file')
-    parser.add_argument('--split', default='val', choices=('train', 'val', 'test', 'all'),
+    parser.add_argument('--split', default='val', choices=(*SPLITS, 'all'),
                         help='which chunk files of a folder (default val)')
     parser.add_argument('--out', required=True, help='rosbag2 folder to create')
     parser.add_argument('--storage', default='sqlite3', choices=sorted(STORAGE_PLUGINS))

@@ -189,10 +189,10 @@ def synthesize(out_root, scenes: int, frames: int, seed: int, show_progress: boo
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     summary = Summary()
-    summary.bytes_written += Synthesizer().write_root_files(root)
+    synthesizer = Synthesizer()
+    summary.bytes_written += synthesizer.write_root_files(root)
     with tqdm(total=scenes * frames, unit='frame', disable=not show_progress, desc='synthesize') as progress:
         if workers == 1:
-            synthesizer = Synthesizer()
             for scene_index in range(scenes):
                 synthesizer.write_scene(root, seed, scene_index, frames, summary, progress)
         else:
