@@ -31,6 +31,7 @@ setup(
             'mtl_perception_node = mtl_perception_ros.ros.node:main',
             'mtl_bag_play = mtl_perception_ros.ros.bag_play:main',
             'mtl_bag_record = mtl_perception_ros.ros.bag_record:main',
+            'mtl_perception_build_engines = mtl_perception_ros.core.tensorrt_engines:main',
         ],
     },
 )

@@ -3,13 +3,16 @@
 Starts mtl_perception_node as a real process, publishes a LiDAR cloud + camera image pair at
 --rate_hz for --seconds, subscribes to the detections and semantic outputs (so they are all
 computed), and prints the node's own measurements from /diagnostics: end-to-end = receipt of
-the later message of a pair -> its outputs published. With --cameras 1 3 6 the node runs once per
-camera count (A2D2's camera names, each with the shipped calibration, one image per camera and
-cloud) and a table compares them at the end.
+the later message of a pair -> its outputs published. The node runs once per combination of
+--cameras (A2D2's camera names, each with the shipped calibration, one image per camera and
+cloud), --backends and --threads (its inference_threads; 0 = all cores but one), and a table
+compares them side by side at the end, with the node's memory (RSS at the end, and its peak).
 
-  .venv/bin/python benchmarks/bench_node_latency.py [--checkpoint model.pt] [--image_hw 1208 1920] [--cameras 1 3 6]
+  .venv/bin/python benchmarks/bench_node_latency.py [--checkpoint model.pt] [--image_hw 1208 1920]
+      [--cameras 1 3 6] [--backends torch onnxruntime] [--threads 2 0] [--detections_only]
 Without --checkpoint a randomly initialised network of the default (deploy) ModelConfig is used:
-same cost as a trained one.
+same cost as a trained one. Backend onnxruntime needs the checkpoint's ONNX export: made here
+(training.export.to_onnx) when it is missing.
 """
 from __future__ import annotations
 
@@ -62,6 +65,10 @@ def main():
                              'large images in Fast DDS: docs/node.md, Known limits)')
     parser.add_argument('--cameras', type=int, nargs='+', default=[1], choices=range(1, 7),
                         help='camera counts to run, one node run each (default 1: the shipped camera `camera`)')
+    parser.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime'],
+                        choices=('torch', 'onnxruntime', 'tensorrt'))
+    parser.add_argument('--threads', type=int, nargs='+', default=[0],
+                        help="the node's inference_threads, one run each (0 = all cores but one)")
     args = parser.parse_args()
     profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
     if profile is not None:   # for this process's participant and the node's (inherited)
@@ -75,23 +82,48 @@ def main():
     checkpoint = args.checkpoint or default_checkpoint(workdir / 'default.pt')
     summary = []
     try:
+        if any(backend != 'torch' for backend in args.backends):
+            ensure_onnx_export(checkpoint)
         for count in args.cameras:
-            values, sent = run_node(args, count, checkpoint, workdir, profile)
-            summary.append((count, sent, values))
+            for backend in args.backends:
+                for threads in args.threads:
+                    values, sent, rss = run_node(args, count, checkpoint, workdir, profile, backend, threads)
+                    summary.append((count, backend, threads, sent, values, rss))
     finally:
         rclpy.shutdown()
-    if len(summary) > 1:
-        print(f'\n{"cameras":>8s} {"pairs":>6s} {"processed":>9s} {"busy":>5s} {"e2e p50":>8s} {"e2e p95":>8s} '
-              f'{"model p50":>9s} {"publish p50":>11s}')
-        for count, sent, values in summary:
-            get = values.get
-            print(f'{count:8d} {sent:6d} {get("processed", "0"):>9s} {get("dropped_busy", "0"):>5s} '
-                  f'{get("latency_ms.end_to_end.p50", "-"):>8s} {get("latency_ms.end_to_end.p95", "-"):>8s} '
-                  f'{get("latency_ms.model.model.p50", "-"):>9s} {get("latency_ms.publish.p50", "-"):>11s}')
+    print(f'\n{"cameras":>7s} {"backend":>11s} {"threads":>7s} {"pairs":>5s} {"processed":>9s} {"busy":>4s} '
+          f'{"e2e p50":>7s} {"e2e p95":>7s} {"model p50":>9s} {"publish p50":>11s} {"RSS MB":>6s} {"peak MB":>7s}')
+    for count, backend, threads, sent, values, (rss, peak) in summary:
+        get = values.get
+        print(f'{count:7d} {backend:>11s} {get("inference_threads", "?"):>7s} {sent:5d} {get("processed", "0"):>9s} '
+              f'{get("dropped_busy", "0"):>4s} {get("latency_ms.end_to_end.p50", "-"):>7s} '
+              f'{get("latency_ms.end_to_end.p95", "-"):>7s} {get("latency_ms.model.model.p50", "-"):>9s} '
+              f'{get("latency_ms.publish.p50", "-"):>11s} {rss:6.0f} {peak:7.0f}')
 
 
-def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tuple[dict, int]:
-    """One node run with `count` cameras: prints its stages, returns (its last diagnostics, pairs sent)."""
+def ensure_onnx_export(checkpoint: Path) -> None:
+    import subprocess
+
+    from mtl_perception_ros.core.inference_backends import default_onnx_dir
+    if (default_onnx_dir(checkpoint) / 'onnx_export.json').is_file():
+        return
+    print(f'exporting {checkpoint} to ONNX ...', flush=True)
+    subprocess.run([sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(checkpoint), '--frames', '1'],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MB of a process, from /proc (0, 0 where there is no /proc)."""
+    try:
+        fields = dict(line.split(':', 1) for line in Path(f'/proc/{pid}/status').read_text().splitlines())
+    except OSError:
+        return 0.0, 0.0
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ('VmRSS', 'VmHWM'))
+
+
+def run_node(args, count: int, checkpoint: Path, workdir: Path, profile, backend: str, threads: int):
+    """One node run with `count` cameras: prints its stages, returns (its last diagnostics, pairs
+    sent, (RSS, peak RSS) MB of the node at the end)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
@@ -107,8 +139,10 @@ def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tupl
     executable = shutil.which('mtl_perception_node', path=str(Path(sys.executable).parent)) or 'mtl_perception_node'
     node_process = RosProcess([executable, '--ros-args', '--params-file', str(params),
                                '-p', f'model_path:={checkpoint}', '-p', f'device:={args.device}',
-                               '-p', f'input_qos:={args.qos}',
-                               '-r', '__ns:=/bench'], workdir / f'node_{count}.log', env=subprocess_env())
+                               '-p', f'input_qos:={args.qos}', '-p', f'backend:={backend}',
+                               '-p', f'inference_threads:={threads}',
+                               '-r', '__ns:=/bench'], workdir / f'node_{count}_{backend}_{threads}.log',
+                              env=subprocess_env())
     node = rclpy.create_node(f'latency_bench_{count}')
     outputs = {'detections': 0, 'labels': 0, 'overlay': 0}
     statuses = []
@@ -136,7 +170,8 @@ def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tupl
             pub.publish(rgb_to_image(images[index % 4], header(stamp + 0.004, f'{camera}_optical')))
 
     try:
-        print(f'\n== {count} camera(s): waiting for the node (log: {workdir / f"node_{count}.log"}) ...', flush=True)
+        print(f'\n== {count} camera(s), backend {backend}, inference_threads {threads}: waiting for the node '
+              f'(log: {node_process.log_path}) ...', flush=True)
         stamp, deadline = 0.0, time.monotonic() + 120
         while outputs['detections'] == 0 and time.monotonic() < deadline:
             node_process.assert_running()
@@ -158,8 +193,10 @@ def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tupl
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.1)
         values = {kv.key: kv.value for kv in statuses[-1].values}
+        memory = memory_mb(node_process.pid)
         print(f'Fast DDS profile: {profile or "default transports"}')
-        print(f'node on {values["device"]} ({values["precision"]}), input QoS {args.qos}, {args.points} points, '
+        print(f'node on {values["device"]}, backend {values["backend"]} ({values["precision"]}, '
+              f'{values["inference_threads"]} threads, {values["execution_providers"] or "torch"}), input QoS {args.qos}, {args.points} points, '
               f'{count} camera(s) of {args.image_hw[1]}x{args.image_hw[0]} rgb8, {args.rate_hz:g} Hz for '
               f'{args.seconds:g} s')
         print(f'sent {sent} clouds; received {outputs["detections"]} detections, {outputs["labels"]} label images, '
@@ -170,7 +207,8 @@ def run_node(args, count: int, checkpoint: Path, workdir: Path, profile) -> tupl
         for key in sorted(k for k in values if k.startswith('latency_ms.') and k.endswith('.p50')):
             stage = key[len('latency_ms.'):-len('.p50')]
             print(f'{stage:28s} {float(values[key]):8.1f} {float(values[key[:-4] + ".p95"]):8.1f}')
-        return values, sent
+        print(f'node memory: RSS {memory[0]:.0f} MB, peak {memory[1]:.0f} MB')
+        return values, sent, memory
     finally:
         node.destroy_node()
         code = node_process.interrupt()

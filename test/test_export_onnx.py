@@ -1,6 +1,7 @@
 """ONNX export of a checkpoint: the two graphs run in ONNX Runtime and agree with torch."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,8 +16,8 @@ require_modules('onnxruntime', 'onnxscript')   # `make setup` installs them; a b
 
 from mtl_perception_ros.core.checkpoint import load_checkpoint  # noqa: E402
 from sensor_samples import REPO, make_small_checkpoint  # noqa: E402
-from training.export.to_onnx import (BEV_FILE, CAMERA_FILE, OnnxRuntimeNet, check_onnx, export_onnx,  # noqa: E402
-                                     synthetic_frames)
+from mtl_perception_ros.core.inference_backends import CPU_PROVIDER, OnnxRuntimeBranches  # noqa: E402
+from training.export.to_onnx import BEV_FILE, CAMERA_FILE, check_onnx, export_onnx, synthetic_frames  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -32,14 +33,15 @@ def exported(tmp_path_factory):
 
 def test_onnx_runtime_pipeline_gives_the_models_outputs(exported):
     _, model, info, out = exported
-    runner = OnnxRuntimeNet(model, out)
+    branches = OnnxRuntimeBranches(out, torch.device('cpu'), [CPU_PROVIDER])
     points, image, camera_matrix, vehicle_to_camera = next(synthetic_frames(model, info, 1, seed=5))
     points = points[:1234]                       # another point count than any export example
+    inputs = (torch.from_numpy(points), torch.zeros(len(points), dtype=torch.long), torch.from_numpy(image),
+              torch.from_numpy(camera_matrix), torch.from_numpy(vehicle_to_camera))
     with torch.inference_mode():
-        expected = model(torch.from_numpy(points), torch.zeros(len(points), dtype=torch.long),
-                         torch.from_numpy(image), torch.from_numpy(camera_matrix), torch.from_numpy(vehicle_to_camera))
-    got = runner(points, image, camera_matrix, vehicle_to_camera)
-    assert set(got) == set(expected)
+        expected = model(*inputs)
+        got = {name: value.numpy() for name, value in model(*inputs, branches=branches).items()}
+    assert set(got) == set(expected) and branches.providers == (CPU_PROVIDER,)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
     # the camera really reaches the detection heads: LiDAR-only gives another heatmap
@@ -90,6 +92,7 @@ def test_command_line_writes_both_graphs_and_a_report(exported, tmp_path):
     assert [g['file'] for g in report['graphs']] == [CAMERA_FILE, BEV_FILE]
     assert report['graphs'][0]['inputs']['image'] == ['batch', 3, *report['image_hw']]
     assert report['detection_classes'] == ['car', 'truck', 'pedestrian', 'cyclist']
+    assert report['checkpoint_sha256'] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert not list(out.glob('.*.tmp'))            # written atomically, nothing left behind
 
     missing = subprocess.run([sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(tmp_path / 'no.pt'),

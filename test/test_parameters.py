@@ -22,8 +22,8 @@ NODE_DOC = REPO / 'docs/node.md'
 
 RUNTIME = {'score_threshold', 'max_detections', 'nms_radius_m', 'publish_detections_3d', 'publish_markers',
            'publish_semantic', 'overlay_alpha', 'slop_s', 'tracking_gates_m', 'tracking_default_gate_m', 'tf_timeout_s'}
-READ_ONLY_AT_LEAST = {'model_path', 'device', 'precision', 'points_topic', 'cameras', 'input_qos', 'queue_size',
-                      'warmup_iterations', 'tracking_enabled', 'tracking_gate_classes', 'max_points',
+READ_ONLY_AT_LEAST = {'model_path', 'device', 'precision', 'backend', 'onnx_dir', 'inference_threads',
+                      'points_topic', 'cameras', 'input_qos', 'queue_size', 'warmup_iterations', 'tracking_enabled', 'tracking_gate_classes', 'max_points',
                       'diagnostics_period_s'}
 CAMERA_RUNTIME = {'time_offset_s'}
 IDENTITY_AXES = [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]

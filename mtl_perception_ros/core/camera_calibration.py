@@ -25,14 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from mtl_perception_ros.core.camera import scale_camera_matrix
+from mtl_perception_ros.core.model_input import FISHEYE, ModelInputMap
 
 # CameraInfo distortion model -> number of coefficients in D
-DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
-FISHEYE = 'equidistant'
+DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8, FISHEYE: 4}
 _PARAMETER_LENGTHS = '0, 5 (plumb_bob: k1 k2 p1 p2 k3) or 8 (rational_polynomial: k1 k2 p1 p2 k3 k4 k5 k6)'
 
 
@@ -154,9 +153,34 @@ class CameraCalibration:
         return CameraCalibration(self.lidar_to_camera, k, d, size, model)
 
     def prepare_image(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(undistorted image, camera matrix of that image) for an incoming RGB image.
+        """(undistorted image, camera matrix of that image) for an incoming RGB image, at its size.
 
         Raises CalibrationError for an empty image, one of another aspect ratio, or no intrinsics yet."""
+        k = self._camera_matrix_for(image)
+        if not np.any(self.distortion):
+            return image, k
+        return self._map(image, image.shape[:2])(image), k
+
+    def model_input(self, image: np.ndarray, target_hw) -> tuple[np.ndarray, np.ndarray]:
+        """(model input, its camera matrix): the incoming RGB image undistorted and resized to
+        `target_hw` in one remap (core.model_input), its tables made once per image size.
+
+        Raises CalibrationError as prepare_image."""
+        self._camera_matrix_for(image)
+        resize = self._map(image, tuple(int(v) for v in target_hw))
+        return resize(image), resize.camera_matrix
+
+    def _map(self, image: np.ndarray, target_hw: tuple[int, int]) -> ModelInputMap:
+        key = (image.shape[:2], target_hw)
+        if key not in self._maps:
+            # D holds for every resolution (it acts on normalised coordinates); only K is scaled
+            self._maps[key] = ModelInputMap(image.shape[:2], self._camera_matrix_for(image), target_hw,
+                                            self.distortion, self.distortion_model)
+        return self._maps[key]
+
+    def _camera_matrix_for(self, image: np.ndarray) -> np.ndarray:
+        """K of an image of this size (the calibration's, scaled for another resolution of the same
+        aspect ratio); CalibrationError as prepare_image."""
         if not self.has_intrinsics:
             raise CalibrationError('no intrinsics yet: waiting for a valid camera_info (or set the camera\'s '
                                    'camera_matrix and calibration_image_size)')
@@ -165,22 +189,8 @@ class CameraCalibration:
             raise CalibrationError(f'image is {width}x{height}: width and height must be > 0')
         cal_w, cal_h = self.image_size_wh
         if (width, height) == (cal_w, cal_h):
-            k = self.camera_matrix
-        elif abs(width / height - cal_w / cal_h) < 0.01:
-            k = scale_camera_matrix(self.camera_matrix, (cal_h, cal_w), (height, width))
-        else:
-            raise CalibrationError(f'image is {width}x{height} but the calibration is for {cal_w}x{cal_h} '
-                                   '(another aspect ratio): set calibration_image_size / camera_matrix')
-        if not np.any(self.distortion):
-            return image, k
-        key = (width, height)
-        if key not in self._maps:
-            # D holds for every resolution (it acts on normalised coordinates); only K is scaled
-            if self.distortion_model == FISHEYE:
-                maps = cv2.fisheye.initUndistortRectifyMap(k, self.distortion, np.eye(3), k, (width, height),
-                                                           cv2.CV_16SC2)
-            else:
-                maps = cv2.initUndistortRectifyMap(k, self.distortion, None, k, (width, height), cv2.CV_16SC2)
-            self._maps[key] = maps
-        map1, map2 = self._maps[key]
-        return cv2.remap(image, map1, map2, cv2.INTER_LINEAR), k
+            return self.camera_matrix
+        if abs(width / height - cal_w / cal_h) < 0.01:
+            return scale_camera_matrix(self.camera_matrix, (cal_h, cal_w), (height, width))
+        raise CalibrationError(f'image is {width}x{height} but the calibration is for {cal_w}x{cal_h} '
+                               '(another aspect ratio): set calibration_image_size / camera_matrix')

@@ -160,25 +160,37 @@ class PairedFrame:
 @dataclass
 class FrameResult:
     """One processed frame. boxes (N, 7), classes (N,), scores (N,) as PerceptionInference gives them;
-    class_maps: camera -> (H, W) uint8 (cameras fused, when class maps were asked for); images:
-    camera -> the prepared (undistorted) RGB image its class map belongs to; image_stamps_ns: the
-    cameras whose image was used -> its stamp; lidar_only: no camera was used; tracks
-    (core.tracking.TrackedObjects), track_ids / velocities per detection (None without a tracker);
-    timings_ms: per stage; counts: the pipeline's counters after this frame."""
+    semantic_maps: camera -> core.semantic_map.SemanticMap at the received image's size (cameras
+    fused, when class maps were asked for), class_maps: those as (H, W) uint8; images: camera -> the
+    RGB image as received, `undistorted_image(camera)` the one its class map belongs to;
+    calibrations: camera -> the CameraCalibration used; image_stamps_ns: the cameras whose image was
+    used -> its stamp; lidar_only: no camera was used; tracks (core.tracking.TrackedObjects),
+    track_ids / velocities per detection (None without a tracker); timings_ms: per stage; counts:
+    the pipeline's counters after this frame."""
 
     points_stamp_ns: int
     image_stamps_ns: dict
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
-    class_maps: dict
+    semantic_maps: dict
     images: dict
+    calibrations: dict
     lidar_only: bool
     tracks: Any = None
     track_ids: np.ndarray | None = None
     velocities: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+
+    @property
+    def class_maps(self) -> dict:
+        return {camera: semantic.labels() for camera, semantic in self.semantic_maps.items()}
+
+    def undistorted_image(self, camera: str) -> np.ndarray:
+        """The camera's received image undistorted at its size (itself when it has no distortion):
+        what its class map is aligned with, e.g. for an overlay. Made only when asked for."""
+        return self.calibrations[camera].prepare_image(self.images[camera])[0]
 
 
 @dataclass(frozen=True)
@@ -581,7 +593,8 @@ class FramePipeline:
                               f'({received} received)', events)
             return None
 
-        views, used = [], []                     # the cameras' (image, K, lidar_to_camera), in camera order
+        views, used = [], []                     # the cameras' (model input, its K, lidar_to_camera), in camera order
+        received = {}                            # camera -> its image as received
         for camera in self.config.cameras:
             rgb = images.get(camera) if camera in frame.images else None
             if rgb is None:
@@ -596,14 +609,16 @@ class FramePipeline:
             if lidar_to_camera is None:
                 continue
             try:
-                image, camera_matrix = calibration.prepare_image(rgb)
+                image, camera_matrix = calibration.model_input(rgb, self.inference.info.image_hw)
             except CalibrationError as error:
                 self._skip_locked('bad_image', f'{camera}: {error}; frame runs without this camera', events)
                 continue
             views.append((image, camera_matrix, np.asarray(lidar_to_camera, dtype=np.float64)))
             used.append(camera)
+            received[camera] = rgb
         prepared = time.perf_counter()
-        result = self.inference.run_views(points, views, want_class_map=want_class_map)
+        result = self.inference.run_views(points, views, want_class_map=want_class_map,
+                                          class_map_hw=[received[camera].shape[:2] for camera in used])
         inferred = time.perf_counter()
         for camera, (image, camera_matrix, lidar_to_camera) in zip(used, views):
             if not _projects_into_image(points, camera_matrix, lidar_to_camera, image.shape):
@@ -626,11 +641,11 @@ class FramePipeline:
             self.count('processed_lidar_only')
         for camera in used:
             self.count(f'fused.{camera}')
-        class_maps = {camera: class_map for camera, class_map in zip(used, result.class_maps) if class_map is not None}
+        semantic_maps = {camera: m for camera, m in zip(used, result.semantic_maps) if m is not None}
         return FrameResult(
             frame.points_stamp_ns, {camera: frame.image_stamps_ns[camera] for camera in used},
-            result.boxes, result.classes, result.scores, class_maps,
-            {camera: view[0] for camera, view in zip(used, views)}, result.lidar_only,
+            result.boxes, result.classes, result.scores, semantic_maps,
+            received, {camera: self.calibration(camera) for camera in used}, result.lidar_only,
             tracks, track_ids, velocities, timings, self.counts())
 
     def _extrinsics(self, camera: str, calibration: CameraCalibration, cloud_frame: str, image_frame: str,

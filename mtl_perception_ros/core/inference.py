@@ -3,7 +3,9 @@
 ROS-free and shared by the node and offline replay/evaluation, so both compute exactly the same
 thing. Inputs are in the project's conventions (mtl_perception_ros.core.camera): points (N, 4) in the
 vehicle (LiDAR) frame with reflectance in [0, 1]; an undistorted RGB image with its
-`camera_matrix`; `vehicle_to_camera` into the camera optical frame.
+`camera_matrix` (any size: brought to the model input by core.model_input, a no-op for an image
+already at that size, as the frame pipeline gives them); `vehicle_to_camera` into the camera
+optical frame. The dense networks run on the backend asked for (core.inference_backends).
 """
 from __future__ import annotations
 
@@ -17,26 +19,33 @@ import torch.nn.functional as F
 
 from mtl_perception_ros.core.checkpoint import load_checkpoint
 from mtl_perception_ros.core.decode import decode_detections
-from mtl_perception_ros.core.image_resize import resize_camera_image
+from mtl_perception_ros.core.inference_backends import make_branches, resolve_threads
+from mtl_perception_ros.core.model_input import model_input
+from mtl_perception_ros.core.semantic_map import SemanticMap
 
 
 @dataclass
 class InferenceResult:
     """One frame's output. boxes (N, 7) vehicle frame, classes (N,) int64, scores (N,) float32;
-    class_maps: one (H, W) uint8 per camera view at its input image's size (None each when not asked
-    for); class_map: the first view's (None without views); lidar_only: no camera was used (no view
-    given); timings_ms: per stage."""
+    semantic_maps: one core.semantic_map.SemanticMap per camera view (None each when not asked
+    for), shown at the view's `class_map_hw` (default: its image's size); class_maps: those as
+    (H, W) uint8; class_map: the first view's (None without views); lidar_only: no camera was used
+    (no view given); timings_ms: per stage."""
 
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
-    class_maps: list
+    semantic_maps: list
     lidar_only: bool
     timings_ms: dict = field(default_factory=dict)
 
     @property
+    def class_maps(self) -> list:
+        return [None if m is None else m.labels() for m in self.semantic_maps]
+
+    @property
     def class_map(self) -> np.ndarray | None:
-        return self.class_maps[0] if self.class_maps else None
+        return self.semantic_maps[0].labels() if self.semantic_maps and self.semantic_maps[0] is not None else None
 
 
 def pick_device(device: str = 'auto') -> torch.device:
@@ -56,18 +65,29 @@ class PerceptionInference:
     """Loads a checkpoint once and runs single frames.
 
     precision: 'fp32', 'fp16' or 'bf16' (half precisions only on CUDA; on CPU they fall back to
-    fp32 and `precision` says so).
+    fp32 and `precision` says so). backend: 'torch', 'onnxruntime' or 'tensorrt'
+    (core.inference_backends; `onnx_dir` = the export, default next to the checkpoint; `max_views`
+    = most cameras per frame, for TensorRT's profile). threads: CPU threads of torch, OpenCV and
+    ONNX Runtime in this process (0 = all cores but one; None = leave the libraries' defaults).
+    Raises core.inference_backends.BackendError when the backend cannot run here.
     """
 
     def __init__(self, checkpoint_path, device: str = 'auto', precision: str = 'fp32',
                  score_threshold: float = 0.3, max_detections: int = 100,
-                 nms_radius_m: float | None = None):
+                 nms_radius_m: float | None = None, backend: str = 'torch', onnx_dir=None,
+                 threads: int | None = None, max_views: int = 1):
         self.device = pick_device(device)
         self.model, self.info = load_checkpoint(checkpoint_path, map_location='cpu')
         self.model.to(self.device).eval()
         if precision not in ('fp32', 'fp16', 'bf16'):
             raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
-        self.precision = precision if self.device.type == 'cuda' else 'fp32'
+        self.threads = None if threads is None else resolve_threads(threads)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+            cv2.setNumThreads(self.threads)
+        self.branches, self.precision = make_branches(backend, self.model, checkpoint_path, self.device, precision,
+                                                      self.threads or torch.get_num_threads(), onnx_dir, max_views)
+        self.backend = backend
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
         self.nms_radius_m = nms_radius_m
@@ -75,8 +95,13 @@ class PerceptionInference:
         self.semantic_labels = self.info.semantic_labels
         self.detection_labels = self.info.detection_labels
 
+    @property
+    def execution_providers(self) -> tuple:
+        """ONNX Runtime's providers in use, best first (() for backend torch)."""
+        return self.branches.providers
+
     def _autocast(self):
-        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision)
+        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision) if self.backend == 'torch' else None
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def warm_up(self, iterations: int = 2, num_points: int = 8000) -> None:
@@ -102,13 +127,15 @@ class PerceptionInference:
         return self.run_views(points, [(image_rgb, camera_matrix, vehicle_to_camera)], want_class_map)
 
     @torch.inference_mode()
-    def run_views(self, points: np.ndarray, views, want_class_map: bool = True) -> InferenceResult:
+    def run_views(self, points: np.ndarray, views, want_class_map: bool = True,
+                  class_map_hw=None) -> InferenceResult:
         """Detect boxes from `points` fused with the camera `views` and segment each view's image.
 
         points (N, >=4) float: x, y, z (m, vehicle frame), reflectance [0, 1]. views: a sequence of
         (image_rgb (H, W, 3) uint8 undistorted, camera_matrix (3, 3) for that image, vehicle_to_camera
         (4, 4)), one per camera, any sizes; the camera branch runs on all of them in one batch and
         each point is painted by one view that sees it (core.model). No views: LiDAR-only.
+        class_map_hw: per view the (rows, cols) its class map is shown at (default: its image's).
         """
         timings = {}
         start = time.perf_counter()
@@ -128,37 +155,35 @@ class PerceptionInference:
 
         start = time.perf_counter()
         with self._autocast():
-            outputs = self.model(points_t, points_batch, **kwargs)
+            outputs = self.model(points_t, points_batch, branches=self.branches, **kwargs)
         timings['model'] = _elapsed_ms(start, self.device)
 
         start = time.perf_counter()
         detections = decode_detections(outputs['bbox_heatmap'].float(), outputs['bbox_reg'].float(), self.grid,
                                        score_threshold=self.score_threshold,
                                        max_detections=self.max_detections, nms_radius_m=self.nms_radius_m)[0]
-        class_maps = [self._class_map(outputs['sem_logits'][v:v + 1], image.shape[:2]) if want_class_map else None
-                      for v, (image, _, _) in enumerate(views)]
+        sizes = [image.shape[:2] for image, _, _ in views] if class_map_hw is None else list(class_map_hw)
+        semantic_maps = [SemanticMap(self._class_map(outputs['sem_logits'][v:v + 1]), sizes[v]) if want_class_map
+                         else None for v in range(len(views))]
         timings['postprocess'] = _elapsed_ms(start, self.device)
-        return InferenceResult(detections.boxes, detections.classes, detections.scores, class_maps,
+        return InferenceResult(detections.boxes, detections.classes, detections.scores, semantic_maps,
                                not views, timings)
 
     def model_image(self, image_rgb: np.ndarray, camera_matrix: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """RGB uint8 (H, W, 3) and its K -> float (1, 3, in_h, in_w) on the device and K at that size.
 
         Resized on the CPU by the same function as the training samples
-        (mtl_perception_ros.core.image_resize) on every device, so the model sees the pixels it was
+        (mtl_perception_ros.core.model_input) on every device, so the model sees the pixels it was
         trained on; uploading the small image is also cheaper than the camera-size one.
         """
-        image, k_model = resize_camera_image(image_rgb, camera_matrix, self.info.image_hw)
+        image, k_model = model_input(image_rgb, camera_matrix, self.info.image_hw)
         image_t = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         return image_t.permute(2, 0, 1).unsqueeze(0).float(), k_model
 
-    def _class_map(self, sem_logits: torch.Tensor, image_hw: tuple[int, int]) -> np.ndarray:
-        """Bilinear logits -> arg-max at the model input size, then nearest resize to the image.
-
-        Upsampling K logit planes to full camera resolution (e.g. 13 x 1208 x 1920) costs far more
-        than resizing the final label image, for a difference only at class borders. On CPU the
-        logits are resized by OpenCV (same values as F.interpolate, ~4x faster).
-        """
+    def _class_map(self, sem_logits: torch.Tensor) -> np.ndarray:
+        """Bilinear logits -> arg-max at the model input size (core.semantic_map: shown at the
+        camera's size by a nearest resize). On CPU the logits are resized by OpenCV (same values
+        as F.interpolate, ~4x faster)."""
         in_h, in_w = self.info.image_hw
         if self.device.type == 'cpu':
             logits = np.ascontiguousarray(sem_logits[0].float().permute(1, 2, 0).numpy())   # (h, w, K)
@@ -167,8 +192,6 @@ class PerceptionInference:
         else:
             logits = F.interpolate(sem_logits.float(), size=(in_h, in_w), mode='bilinear', align_corners=False)
             labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-        if labels.shape != tuple(image_hw):
-            labels = cv2.resize(labels, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_NEAREST)
         return labels
 
 

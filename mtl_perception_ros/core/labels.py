@@ -75,17 +75,20 @@ class LabelSet:
 
 
 def blend(image_rgb: np.ndarray, overlay_rgb: np.ndarray, alpha: float = 0.5,
-          mask: np.ndarray | None = None) -> np.ndarray:
-    """Alpha-blend `overlay_rgb` on `image_rgb` (both H x W x 3 uint8); only where `mask` if given."""
+          mask: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Alpha-blend `overlay_rgb` on `image_rgb` (both H x W x 3 uint8); only where `mask` if given;
+    into `out` (H x W x 3 uint8, e.g. a message buffer) when given."""
     if mask is None:
         import cv2
-        return cv2.addWeighted(np.ascontiguousarray(image_rgb), 1.0 - alpha, np.ascontiguousarray(overlay_rgb),
-                               alpha, 0.0)
+        arguments = (np.ascontiguousarray(image_rgb), 1.0 - alpha, np.ascontiguousarray(overlay_rgb), alpha, 0.0)
+        return cv2.addWeighted(*arguments) if out is None else cv2.addWeighted(*arguments, dst=out)
     image = image_rgb.astype(np.float32)
     mixed = (1.0 - alpha) * image + alpha * overlay_rgb.astype(np.float32)
-    if mask is not None:
-        mixed = np.where(mask[..., None], mixed, image)
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    mixed = np.clip(np.where(mask[..., None], mixed, image) + 0.5, 0, 255).astype(np.uint8)
+    if out is None:
+        return mixed
+    np.copyto(out, mixed)
+    return out
 
 
 def depth_colormap(depth_m: np.ndarray, max_depth_m: float = 60.0) -> np.ndarray:

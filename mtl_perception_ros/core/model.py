@@ -477,7 +477,7 @@ class MultiTaskNet(nn.Module):
     def forward(self, points: torch.Tensor, points_batch: torch.Tensor, image: torch.Tensor | None = None,
                 camera_matrix: torch.Tensor | None = None, vehicle_to_camera: torch.Tensor | None = None,
                 camera_valid: torch.Tensor | None = None, batch_size: int | None = None,
-                view_sample: torch.Tensor | None = None) -> dict:
+                view_sample: torch.Tensor | None = None, branches=None) -> dict:
         """Run both tasks on a batch.
 
         points (P,4) float x, y, z (m, vehicle frame), reflectance [0, 1], all samples concatenated;
@@ -494,6 +494,9 @@ class MultiTaskNet(nn.Module):
         (V,) per view, sem_logits (V,...) per view; `batch_size` gives B (default: the largest sample
         index of points_batch and view_sample + 1). Each point is painted by one view (module
         docstring). view_sample=None: one view per sample (V = B, view b of sample b).
+
+        branches: what runs camera_branch and bev_branch (mtl_perception_ros.core.inference_backends:
+        ONNX Runtime, TensorRT); None = this module's own.
 
         Returns dict: bbox_heatmap (B,C,H,W) logits, bbox_reg (B,8,H,W), sem_logits (B or V,K,Hi/s,Wi/s)
         logits, with (H, W) = cfg.bev_grid.output_shape.
@@ -531,7 +534,7 @@ class MultiTaskNet(nn.Module):
                 raise ValueError(f'MultiTaskNet: expected camera_matrix ({num_views}, 3, 3) and '
                                  f'vehicle_to_camera ({num_views}, 4, 4), got {tuple(camera_matrix.shape)} '
                                  f'and {tuple(vehicle_to_camera.shape)}')
-            camera_features, sem_logits = self.camera_branch(image)
+            camera_features, sem_logits = (branches or self).camera_branch(image)
             image_hw = tuple(image.shape[-2:])
         else:
             camera_features, image_hw = None, None
@@ -547,7 +550,7 @@ class MultiTaskNet(nn.Module):
 
         canvas = self.lidar_canvas(points, points_batch, batch_size, camera_features, camera_on,
                                    camera_matrix, vehicle_to_camera, image_hw, view_sample)
-        bbox_heatmap, bbox_reg = self.bev_branch(canvas)
+        bbox_heatmap, bbox_reg = (branches or self).bev_branch(canvas)
         return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
 
     # The three stages of forward(). The dense ones (camera_branch, bev_branch) have fixed shapes

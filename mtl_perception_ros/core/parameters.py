@@ -148,6 +148,13 @@ SCHEMA: tuple[ParameterSpec, ...] = (
        choices=('auto', 'cpu', 'cuda', 'cuda:N'), pattern=r'auto|cpu|cuda(:[0-9]+)?'),
     _p('precision', STR, 'fp32', 'Inference precision; `fp16` / `bf16` on CUDA only (on CPU: fp32).',
        choices=('fp32', 'fp16', 'bf16')),
+    _p('backend', STR, 'torch', 'Who runs the dense networks: `torch`, `onnxruntime` (the ONNX export; CPU, or '
+       'CUDA with onnxruntime-gpu) or `tensorrt` (engines built ahead by mtl_perception_build_engines).',
+       choices=('torch', 'onnxruntime', 'tensorrt')),
+    _p('onnx_dir', STR, '', 'Folder of the ONNX export (training.export.to_onnx) for backends onnxruntime and '
+       'tensorrt; empty = `<model_path stem>_onnx` next to the checkpoint.'),
+    _p('inference_threads', INT, 0, 'CPU threads of torch, OpenCV and ONNX Runtime in the node; 0 = every core '
+       'but one (left to the executor thread).', unit='threads', range=Range(0, 1024)),
     _p('warmup_iterations', INT, 2, 'Dummy inferences before the node reports ready.', range=Range(0, 100)),
     # ------------------------------------------------------------------ inputs
     _p('points_topic', STR, 'points', 'Input sensor_msgs/PointCloud2; a relative name, so namespaces and '

@@ -11,15 +11,18 @@ flat uint8 array (rclpy: one array.array('B') copy, never per byte).
 """
 from __future__ import annotations
 
+import array
+import math
+
 import cv2
 import numpy as np
 
 from mtl_perception_ros.messages.conversion_errors import ConversionError
-from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message
+from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message, ros_message_class, set_sequence
 from mtl_perception_ros.messages.pointcloud2 import buffer_as_uint8
 
 __all__ = ['ConversionError', 'RGB_SOURCE_ENCODINGS', 'image_to_rgb', 'image_to_mono8', 'rgb_to_image',
-           'mono8_to_image']
+           'mono8_to_image', 'ImageBuffer']
 
 # Bayer mosaics (ROS names the 2x2 pattern from the top-left pixel; OpenCV's codes name it from the
 # second row's second and third pixels, so ROS rggb is OpenCV's BG, as in cv_bridge), demosaiced by
@@ -129,3 +132,39 @@ def mono8_to_image(mono: np.ndarray, header=None, *, new: MessageFactory = ros_m
     if mono.ndim != 2 or mono.dtype != np.uint8:
         raise ConversionError(f'mono8_to_image: got shape {mono.shape} {mono.dtype}, expected (H, W) uint8')
     return _image_message(mono, 'mono8', header, new)
+
+
+class ImageBuffer:
+    """Pixels of an outgoing rclpy sensor_msgs/Image, kept across frames: publishing without a copy.
+
+    The producer writes the pixels straight into `pixels(shape)` (a numpy view of the array.array
+    the message's `data` is; e.g. cv2.resize(..., dst=view)), and `message(encoding, header)` wraps
+    that array without copying it. rclpy copies `data` during publish(), so the buffer may be
+    written again once publish() has returned: one buffer per publisher, used by one thread, the
+    message published before the next `pixels` call. Saves a copy of the image and an allocation
+    per frame (benchmarks/bench_image_publish.py)."""
+
+    def __init__(self):
+        self._data = array.array('B')
+        self._shape: tuple = (0, 0)
+
+    def pixels(self, shape) -> np.ndarray:
+        """A writable uint8 view of `shape` ((H, W) mono or (H, W, C)) over the message buffer."""
+        shape = tuple(int(v) for v in shape)
+        size = math.prod(shape)
+        if len(self._data) != size:        # a new array: the old one may still be viewed by numpy
+            self._data = array.array('B', bytes(size))
+        self._shape = shape
+        return np.frombuffer(self._data, dtype=np.uint8).reshape(shape)
+
+    def message(self, encoding: str, header=None):
+        """The rclpy Image of the buffer's pixels (`encoding` must match the shape's channels)."""
+        height, width = self._shape[:2]
+        channels = self._shape[2] if len(self._shape) == 3 else 1
+        msg = ros_message_class('sensor_msgs/msg/Image')()
+        if header is not None:
+            msg.header = header
+        msg.height, msg.width, msg.encoding, msg.is_bigendian = height, width, encoding, 0
+        msg.step = width * channels
+        set_sequence(msg, 'data', self._data)
+        return msg

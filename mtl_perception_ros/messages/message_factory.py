@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['MessageFactory', 'RosMessageFactory', 'ros_message', 'ros_message_class', 'message_maker']
+__all__ = ['MessageFactory', 'RosMessageFactory', 'ros_message', 'ros_message_class', 'message_maker',
+           'set_sequence']
 
 MessageFactory = Callable[..., Any]
 
@@ -90,8 +91,9 @@ class RosMessageFactory:
         for field, value in fields.items():
             if isinstance(value, np.ndarray):
                 if field in sequences:
-                    value = sequences[field](value)
-                elif field in arrays:
+                    set_sequence(msg, field, sequences[field](value))
+                    continue
+                if field in arrays:
                     value = np.asarray(value, dtype=arrays[field]).reshape(-1)
             setattr(msg, field, value)
         return msg
@@ -104,6 +106,19 @@ class RosMessageFactory:
 
 
 ros_message = RosMessageFactory()
+
+
+def set_sequence(msg, field: str, values: array.array) -> None:
+    """Store an array.array in a sequence field of a rosidl-generated message as it is.
+
+    The generated setter copies it when field checks are off (rosidl's default since Kilted:
+    `array.array('B', value)`, 7 MB for a camera image); the message's slot `_<field>` is what
+    its getter and rclpy's conversion to C read, so it is set directly where the class has one."""
+    slot = '_' + field
+    if slot in getattr(type(msg), '__slots__', ()):
+        object.__setattr__(msg, slot, values)
+    else:
+        setattr(msg, field, values)
 
 
 def message_maker(new: MessageFactory, msgtype: str) -> Callable[..., Any]:

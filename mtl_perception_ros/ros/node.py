@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter, deque
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
@@ -36,8 +35,9 @@ from mtl_perception_ros.core.parameters import (CAMERA_SCHEMA, SCHEMA, Parameter
 from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.camera_image import camera_image_to_rgb
-from mtl_perception_ros.messages.image import mono8_to_image, rgb_to_image
+from mtl_perception_ros.messages.image import ImageBuffer
 from mtl_perception_ros.core.inference import PerceptionInference
+from mtl_perception_ros.core.inference_backends import BackendError
 from mtl_perception_ros.core.labels import blend
 from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
@@ -103,6 +103,8 @@ class _CameraOutputs:
         self.color = node.create_publisher(Image, f'~/{camera}/semantic/color', 10)
         self.overlay = node.create_publisher(Image, f'~/{camera}/semantic/overlay', 10)
         self.label_info = node.create_publisher(LabelInfo, f'~/{camera}/semantic/label_info', latched)
+        # the pixels of the outgoing images, reused every frame (messages.image.ImageBuffer)
+        self.labels_buffer, self.color_buffer, self.overlay_buffer = ImageBuffer(), ImageBuffer(), ImageBuffer()
 
     def wanted(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in (self.labels, self.color, self.overlay))
@@ -123,8 +125,13 @@ class MtlPerceptionNode(Node):
         self._started = time.monotonic()
 
         try:
-            self.inference = PerceptionInference(p['model_path'], device=p['device'], precision=p['precision'],
-                                                 **pipeline_parameters.decoding(p))
+            self.inference = PerceptionInference(
+                p['model_path'], device=p['device'], precision=p['precision'], **pipeline_parameters.decoding(p),
+                backend=p['backend'], onnx_dir=p['onnx_dir'] or None, threads=p['inference_threads'],
+                max_views=len(p['cameras']))
+        except BackendError as error:
+            raise StartupError(f"cannot run backend {p['backend']} (parameters backend, onnx_dir, device, "
+                               f"precision): {error}") from None
         except (CheckpointError, FileNotFoundError, IsADirectoryError, ValueError) as error:
             raise StartupError(f"cannot load the model (parameter model_path='{p['model_path']}'): {error}") from None
         except RuntimeError as error:       # e.g. a CUDA device that fails to initialise
@@ -178,9 +185,18 @@ class MtlPerceptionNode(Node):
         self._worker.start()
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self.get_logger().info(
-            f"ready: model {p['model_path']} on {self.inference.device} ({self.inference.precision}); "
+            f"ready: model {p['model_path']} on {self.inference.device}, {self.inference_description()}; "
             f"inputs '{self.resolve_topic_name(p['points_topic'])}' + "
             + ', '.join(f"'{self.resolve_topic_name(topic)}'" for topic in self._image_topics.values()))
+
+    def inference_description(self) -> str:
+        """'backend torch, fp32, 1 CPU thread' (+ ONNX Runtime's execution providers in use)."""
+        inference = self.inference
+        providers = inference.execution_providers
+        threads = inference.threads
+        return (f'backend {inference.backend}, {inference.precision}'
+                + (f" ({', '.join(providers)})" if providers else '')
+                + (f", {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ''))
 
     # ----------------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> dict:
@@ -309,9 +325,8 @@ class MtlPerceptionNode(Node):
             return
         t2 = time.monotonic()
         self._publish_detections(cloud_msg.header, result)
-        for camera, class_map in result.class_maps.items():
-            self._publish_semantics(self.camera_outputs[camera], frame.images[camera].header, class_map,
-                                    result.images[camera])
+        for camera in result.semantic_maps:
+            self._publish_semantics(camera, frame.images[camera].header, result)
         t3 = time.monotonic()
 
         with self._lock:
@@ -341,18 +356,26 @@ class MtlPerceptionNode(Node):
                                                 track_ids=tracks.track_ids, velocities=tracks.velocities,
                                                 namespace='tracks'))
 
-    def _publish_semantics(self, outputs: _CameraOutputs, header, class_map: np.ndarray, image: np.ndarray):
-        labels = self.inference.semantic_labels
+    def _publish_semantics(self, camera: str, header, result):
+        """The camera's class map (labels), its colours and the overlay on its undistorted image, each
+        only when subscribed, written straight into the outgoing messages' buffers (_CameraOutputs)."""
+        outputs = self.camera_outputs[camera]
+        semantic = result.semantic_maps[camera]
+        height, width = semantic.output_hw
         if outputs.labels.get_subscription_count() > 0:
-            outputs.labels.publish(mono8_to_image(class_map, header))
+            semantic.labels(out=outputs.labels_buffer.pixels((height, width)))
+            outputs.labels.publish(outputs.labels_buffer.message('mono8', header))
         want_color = outputs.color.get_subscription_count() > 0
         want_overlay = outputs.overlay.get_subscription_count() > 0
         if want_color or want_overlay:
-            color = labels.colorize(class_map)
+            palette = self.inference.semantic_labels.palette()
+            color = semantic.colors(palette, out=outputs.color_buffer.pixels((height, width, 3)) if want_color else None)
             if want_color:
-                outputs.color.publish(rgb_to_image(color, header))
+                outputs.color.publish(outputs.color_buffer.message('rgb8', header))
             if want_overlay:
-                outputs.overlay.publish(rgb_to_image(blend(image, color, self.params['overlay_alpha']), header))
+                blend(result.undistorted_image(camera), color, self.params['overlay_alpha'],
+                      out=outputs.overlay_buffer.pixels((height, width, 3)))
+                outputs.overlay.publish(outputs.overlay_buffer.message('rgb8', header))
 
     def _publish_label_info(self):
         header = Detection2DArray().header
@@ -391,6 +414,9 @@ class MtlPerceptionNode(Node):
         values = {
             'device': str(self.inference.device),
             'precision': self.inference.precision,
+            'backend': self.inference.backend,
+            'execution_providers': ' '.join(self.inference.execution_providers),
+            'inference_threads': str(self.inference.threads),
             'lidar_only_mode': str(lidar_only),
             'cameras': ' '.join(self.cameras),
             'silent_cameras': ' '.join(silent),

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mtl_perception_ros.core.bev_grid import BevGrid
-from mtl_perception_ros.core.image_resize import resize_camera_image
+from mtl_perception_ros.core.model_input import model_input
 from mtl_perception_ros.core.labels import IGNORE_INDEX
 from training.data.augment import AugmentConfig, augment_frame
 from training.data.chunks import ChunkReader
@@ -90,7 +90,7 @@ def find_chunks(sources: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def resize_frame(frame: Frame, input_hw: tuple[int, int]) -> Frame:
-    """Image (as the node's inference: mtl_perception_ros.core.image_resize) and class map
+    """Image (as the node's inference: mtl_perception_ros.core.model_input) and class map
     (nearest) resized to `input_hw`, K scaled to match.
 
     A missing class map becomes all IGNORE_INDEX, so every sample has one.
@@ -101,7 +101,7 @@ def resize_frame(frame: Frame, input_hw: tuple[int, int]) -> Frame:
         class_map = np.full(input_hw, IGNORE_INDEX, dtype=np.uint8)
     elif class_map.shape[:2] != tuple(input_hw):
         class_map = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
-    image, camera_matrix = resize_camera_image(frame.image, frame.camera_matrix, input_hw)
+    image, camera_matrix = model_input(frame.image, frame.camera_matrix, input_hw)
     return dataclasses.replace(frame, image=image, class_map=class_map, camera_matrix=camera_matrix)
 
 

@@ -1,6 +1,6 @@
 """Export a checkpoint's dense networks to ONNX and check ONNX Runtime against torch.
 
-    python -m training.export.to_onnx --checkpoint RUN_DIR/model_best.pt --out RUN_DIR/onnx
+    python -m training.export.to_onnx --checkpoint RUN_DIR/model_best.pt [--out RUN_DIR/model_best_onnx]
         [--frames 3] [--rtol 1e-3] [--atol 1e-4] [--seed 0]
 
 Writes (each file atomically):
@@ -8,13 +8,16 @@ Writes (each file atomically):
   `camera_features` (B,Dc,Hi/4,Wi/4), `sem_logits` (B,K,Hi/4,Wi/4)  (MultiTaskNet.camera_branch)
 - `bev.onnx`: `canvas` (B,Cp,Hg,Wg) float32 -> `bbox_heatmap` (B,C,H,W) logits, `bbox_reg`
   (B,8,H,W)  (MultiTaskNet.bev_branch)
-- `onnx_export.json`: input/output names and shapes, opset, versions, the checkpoint's label
-  sets, model config (BEV grid, input size) and the result of the check.
+- `onnx_export.json`: input/output names and shapes, opset, versions, the checkpoint's sha256,
+  label sets, model config (BEV grid, input size) and the result of the check.
 
+The default folder, `<checkpoint stem>_onnx` next to the checkpoint, is where the node's backends
+onnxruntime and tensorrt look (parameter onnx_dir; mtl_perception_ros.core.inference_backends).
 Between the two graphs, the point -> pillar step (range mask, projection into the image,
 grid_sample of the camera features, PointNet and scatter-max; MultiTaskNet.lidar_canvas) has
 data-dependent shapes, so it stays in torch, as PointPillars deployments keep their scatter
-outside the exported networks. `OnnxRuntimeNet` runs the whole model that way.
+outside the exported networks: MultiTaskNet.forward with `branches=OnnxRuntimeBranches(...)`
+runs the whole model that way, as the node does.
 
 The check: on `--frames` synthetic frames (points over the BEV grid, a random image, a
 forward-looking camera; seeded), ONNX Runtime's pipeline and MultiTaskNet.forward must agree
@@ -38,11 +41,10 @@ import torch
 
 from mtl_perception_ros.core.atomic_file import atomic_write_json
 from mtl_perception_ros.core.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from mtl_perception_ros.core.inference_backends import (BEV_FILE, CAMERA_FILE, CPU_PROVIDER, REPORT_FILE,
+                                                        OnnxRuntimeBranches, default_onnx_dir, file_sha256)
 from mtl_perception_ros.core.model import MultiTaskNet
 
-CAMERA_FILE = 'camera.onnx'
-BEV_FILE = 'bev.onnx'
-REPORT_FILE = 'onnx_export.json'
 OUTPUTS = ('bbox_heatmap', 'bbox_reg', 'sem_logits')
 
 
@@ -92,34 +94,6 @@ def export_onnx(model: MultiTaskNet, info: CheckpointInfo, out_dir) -> tuple[Pat
     return out_dir / CAMERA_FILE, out_dir / BEV_FILE
 
 
-class OnnxRuntimeNet:
-    """MultiTaskNet's forward for one frame with camera_branch and bev_branch in ONNX Runtime."""
-
-    def __init__(self, model: MultiTaskNet, onnx_dir, providers=('CPUExecutionProvider',)):
-        import onnxruntime
-
-        self.model = model.cpu().eval()
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        providers = list(providers)
-        self.camera = onnxruntime.InferenceSession(str(Path(onnx_dir) / CAMERA_FILE), options, providers=providers)
-        self.bev = onnxruntime.InferenceSession(str(Path(onnx_dir) / BEV_FILE), options, providers=providers)
-
-    def __call__(self, points: np.ndarray, image: np.ndarray, camera_matrix: np.ndarray,
-                 vehicle_to_camera: np.ndarray) -> dict[str, np.ndarray]:
-        """points (P,4) float32; image (1,3,Hi,Wi) float32 0..255; camera_matrix (1,3,3) and
-        vehicle_to_camera (1,4,4) for that image -> the model's outputs as numpy arrays."""
-        camera_features, sem_logits = self.camera.run(None, {'image': np.ascontiguousarray(image, np.float32)})
-        points_t = torch.from_numpy(np.ascontiguousarray(points[:, :4], np.float32))
-        with torch.inference_mode():
-            canvas = self.model.lidar_canvas(
-                points_t, torch.zeros(len(points_t), dtype=torch.long), 1, torch.from_numpy(camera_features),
-                torch.ones(1, dtype=torch.bool), torch.from_numpy(np.asarray(camera_matrix, np.float32)),
-                torch.from_numpy(np.asarray(vehicle_to_camera, np.float32)), tuple(image.shape[-2:]))
-        bbox_heatmap, bbox_reg = self.bev.run(None, {'canvas': canvas.numpy()})
-        return {'bbox_heatmap': bbox_heatmap, 'bbox_reg': bbox_reg, 'sem_logits': sem_logits}
-
-
 def synthetic_frames(model: MultiTaskNet, info: CheckpointInfo, count: int, seed: int = 0):
     """Seeded frames for the check: (points (P,4), image (1,3,Hi,Wi), K (1,3,3), T (1,4,4))."""
     rng = np.random.default_rng(seed)
@@ -154,22 +128,22 @@ class CheckResult:
 
 def check_onnx(model: MultiTaskNet, info: CheckpointInfo, onnx_dir, frames: int = 3, rtol: float = 1e-3,
                atol: float = 1e-4, seed: int = 0) -> CheckResult:
-    """Compare OnnxRuntimeNet(onnx_dir) with `model`'s forward on synthetic frames."""
-    runner = OnnxRuntimeNet(model, onnx_dir)
-    model = runner.model                      # on the CPU, in eval mode
+    """Compare MultiTaskNet.forward with the graphs of onnx_dir in ONNX Runtime (CPU) against torch."""
+    model = model.cpu().eval()
+    branches = OnnxRuntimeBranches(onnx_dir, torch.device('cpu'), [CPU_PROVIDER], threads=torch.get_num_threads())
     worst = {name: 0.0 for name in OUTPUTS}
     allowed = {name: float('inf') for name in OUTPUTS}
     for points, image, camera_matrix, vehicle_to_camera in synthetic_frames(model, info, frames, seed):
+        inputs = (torch.from_numpy(points), torch.zeros(len(points), dtype=torch.long), torch.from_numpy(image),
+                  torch.from_numpy(camera_matrix), torch.from_numpy(vehicle_to_camera))
         with torch.inference_mode():
-            expected = model(torch.from_numpy(points), torch.zeros(len(points), dtype=torch.long),
-                             torch.from_numpy(image), torch.from_numpy(camera_matrix),
-                             torch.from_numpy(vehicle_to_camera))
-        got = runner(points, image, camera_matrix, vehicle_to_camera)
+            expected = model(*inputs)
+            got = model(*inputs, branches=branches)
         for name in OUTPUTS:
-            reference = expected[name].numpy()
-            if got[name].shape != reference.shape:
-                raise ValueError(f'{name}: ONNX Runtime gives shape {got[name].shape}, torch {reference.shape}')
-            worst[name] = max(worst[name], float(np.abs(got[name] - reference).max()))
+            reference, value = expected[name].numpy(), got[name].numpy()
+            if value.shape != reference.shape:
+                raise ValueError(f'{name}: ONNX Runtime gives shape {value.shape}, torch {reference.shape}')
+            worst[name] = max(worst[name], float(np.abs(value - reference).max()))
             allowed[name] = min(allowed[name], atol + rtol * float(np.abs(reference).max()))
     return CheckResult(max_abs_diff=worst, allowed=allowed, frames=frames)
 
@@ -191,7 +165,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
     parser.add_argument('--checkpoint', required=True, help='checkpoint .pt (training.engine.train)')
-    parser.add_argument('--out', required=True, help='folder for camera.onnx, bev.onnx, onnx_export.json')
+    parser.add_argument('--out', help='folder for camera.onnx, bev.onnx, onnx_export.json (default: '
+                        '<checkpoint stem>_onnx next to the checkpoint, where the node looks)')
     parser.add_argument('--frames', type=int, default=3, help='synthetic frames for the check (default 3)')
     parser.add_argument('--rtol', type=float, default=1e-3)
     parser.add_argument('--atol', type=float, default=1e-4)
@@ -202,12 +177,14 @@ def main(argv=None) -> int:
     except (CheckpointError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    options.out = options.out or str(default_onnx_dir(options.checkpoint))
     camera_path, bev_path = export_onnx(model, info, options.out)
     result = check_onnx(model, info, options.out, options.frames, options.rtol, options.atol, options.seed)
     import onnxruntime
 
     report = {
         'checkpoint': str(Path(options.checkpoint).resolve()),
+        'checkpoint_sha256': file_sha256(options.checkpoint),
         'graphs': [_graph_summary(camera_path), _graph_summary(bev_path)],
         'between_the_graphs': 'MultiTaskNet.lidar_canvas (torch): points -> camera-painted pillar canvas',
         'image_hw': list(info.image_hw), 'image_mean': list(info.image_mean), 'image_std': list(info.image_std),

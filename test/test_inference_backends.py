@@ -1,0 +1,143 @@
+"""Backends of the dense networks (torch, ONNX Runtime, TensorRT): same outputs, clear refusals,
+and the node running on ONNX Runtime as users start it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ros_test_utils import require_modules
+
+require_modules('onnxruntime', 'onnxscript')   # `make setup` installs them
+
+from mtl_perception_ros.core.inference import PerceptionInference  # noqa: E402
+from mtl_perception_ros.core.inference_backends import (BackendError, available_cpus, default_onnx_dir,  # noqa: E402
+                                                        resolve_threads)
+from sensor_samples import IMAGE_HW, REPO, make_small_checkpoint, synthetic_cloud, synthetic_image  # noqa: E402
+
+OPTICAL = np.array([0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]).reshape(4, 4)
+
+
+def export(checkpoint, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(checkpoint),
+                           '--frames', '1', *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A small checkpoint (with pyramid pooling) exported to its default folder, as a user does."""
+    checkpoint = make_small_checkpoint(tmp_path_factory.mktemp('model') / 'small.pt', camera_context=True)
+    done = export(checkpoint)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (default_onnx_dir(checkpoint) / 'camera.onnx').is_file()
+    return checkpoint
+
+
+def views(rng, count: int):
+    k = np.array([[IMAGE_HW[1] * 0.8, 0, IMAGE_HW[1] / 2], [0, IMAGE_HW[1] * 0.8, IMAGE_HW[0] / 2], [0, 0, 1]])
+    return [(synthetic_image(rng), k, OPTICAL) for _ in range(count)]
+
+
+@pytest.mark.parametrize('cameras', [1, 2])
+def test_onnxruntime_gives_the_detections_and_class_maps_of_torch(exported, cameras):
+    reference = PerceptionInference(exported, device='cpu', score_threshold=0.1)
+    onnx = PerceptionInference(exported, device='cpu', score_threshold=0.1, backend='onnxruntime')
+    assert (onnx.backend, onnx.precision, onnx.execution_providers) == ('onnxruntime', 'fp32', ('CPUExecutionProvider',))
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        points = synthetic_cloud(rng)
+        points[:, 3] /= 255.0
+        frame_views = views(rng, cameras)
+        want, got = reference.run_views(points, frame_views), onnx.run_views(points, frame_views)
+        assert len(want.boxes) > 0
+        np.testing.assert_array_equal(got.classes, want.classes)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        for got_map, want_map in zip(got.class_maps, want.class_maps):
+            assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
+    lidar_only = onnx.run_views(points, [])
+    assert lidar_only.lidar_only and lidar_only.class_maps == []
+
+
+def test_a_half_precision_on_the_cpu_runs_fp32_and_says_so(exported):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    assert PerceptionInference(exported, device='cpu', precision='fp16', backend='onnxruntime').precision == 'fp32'
+
+
+def test_thread_counts_leave_the_executor_a_core(exported):
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        assert resolve_threads(0) == max(1, available_cpus() - 1) and resolve_threads(3) == 3
+        inference = PerceptionInference(exported, device='cpu', backend='onnxruntime', threads=1)
+        assert inference.threads == 1 and torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert PerceptionInference(exported, device='cpu').threads is None     # offline tools: left alone
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+def test_a_missing_foreign_or_failed_export_is_refused_with_what_to_run(exported, tmp_path):
+    alone = shutil.copy(exported, tmp_path / 'alone.pt')
+    with pytest.raises(BackendError, match=r'no ONNX export in .*alone_onnx.*training\.export\.to_onnx'):
+        PerceptionInference(alone, device='cpu', backend='onnxruntime')
+
+    other = make_small_checkpoint(tmp_path / 'other.pt')            # another model: its own weights
+    shutil.copytree(default_onnx_dir(exported), default_onnx_dir(other))
+    with pytest.raises(BackendError, match='exported from another checkpoint'):
+        PerceptionInference(other, device='cpu', backend='onnxruntime')
+
+    failed = tmp_path / 'failed_onnx'
+    shutil.copytree(default_onnx_dir(exported), failed)
+    report = json.loads((failed / 'onnx_export.json').read_text())
+    report['check']['ok'] = False
+    (failed / 'onnx_export.json').write_text(json.dumps(report))
+    with pytest.raises(BackendError, match='check against torch failed'):
+        PerceptionInference(exported, device='cpu', backend='onnxruntime', onnx_dir=failed)
+
+
+def test_tensorrt_needs_cuda_and_built_engines(exported):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: test_cuda.py covers it')
+    with pytest.raises(BackendError, match='needs a CUDA device'):
+        PerceptionInference(exported, device='cpu', backend='tensorrt')
+    with pytest.raises(BackendError, match='backend must be one of torch, onnxruntime, tensorrt'):
+        PerceptionInference(exported, device='cpu', backend='tflite')
+    done = subprocess.run([sys.executable, '-m', 'mtl_perception_ros.core.tensorrt_engines', '--checkpoint',
+                           str(exported)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and 'need a CUDA GPU' in done.stderr and 'Traceback' not in done.stderr
+
+
+@pytest.mark.ros
+def test_the_node_runs_on_onnxruntime_and_says_which_backend_in_its_log_and_diagnostics(
+        exported, ros_process, rclpy_context):
+    pytest.importorskip('vision_msgs.msg', reason='needs the interface packages')
+    from test_node import Harness, node_args, wait_for_ready
+
+    node = ros_process(node_args(exported, ['backend:=onnxruntime', 'inference_threads:=1']), name='node')
+    harness = Harness(rclpy_context)
+    wait_for_ready(harness, node, np.random.default_rng(2))
+    status = harness.settled_status(node)
+    assert (status['backend'], status['precision'], status['execution_providers'], status['inference_threads']) == \
+        ('onnxruntime', 'fp32', 'CPUExecutionProvider', '1')
+    assert int(status['processed']) >= 1 and harness.received['labels']
+    assert 'backend onnxruntime, fp32 (CPUExecutionProvider), 1 CPU thread' in node.output()
+    assert node.interrupt() == 0, node.output()
+
+
+@pytest.mark.ros
+def test_the_node_without_the_export_stops_at_startup_saying_what_to_run(exported, tmp_path, ros_process):
+    pytest.importorskip('vision_msgs.msg', reason='needs the interface packages')
+    from test_node import node_args
+
+    alone = shutil.copy(exported, tmp_path / 'alone.pt')
+    node = ros_process(node_args(alone, ['backend:=onnxruntime']), name='node')
+    assert node.popen.wait(60) != 0
+    output = node.output()
+    assert 'backend onnxruntime' in output and 'training.export.to_onnx' in output and 'Traceback' not in output
