@@ -120,6 +120,10 @@ def bench_camera_encodings(rgb: np.ndarray, rgb_msg, repeats: int) -> None:
 
 def bench_builders(repeats: int) -> None:
     try:
+        from rclpy.serialization import serialize_message
+        from visualization_msgs.msg import MarkerArray
+
+        from mtl_perception_ros.messages.marker_serialization import BoxMarkerSerializer, cdr_mismatch
         from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array
         from mtl_perception_ros.messages.stamps import header_msg
     except ImportError as error:  # vision_msgs missing
@@ -141,7 +145,16 @@ def bench_builders(repeats: int) -> None:
                 boxes, names, classes, scores, header_msg(0, 'lidar', new=bag_message), new=bag_message)),
             ('box_markers (+ velocity arrows, track ids)',
              lambda: box_markers(boxes, names, classes, scores, header, colors, track_ids=list(range(count)),
-                                 velocities=velocities))]
+                                 velocities=velocities)),
+            ('  serialize_message(box_markers) (reference)',
+             lambda: serialize_message(box_markers(boxes, names, classes, scores, header, colors,
+                                                   track_ids=list(range(count)), velocities=velocities))),
+            ('  BoxMarkerSerializer: the same, as bytes',
+             lambda: serializer.serialize(boxes, names, classes, scores, header, colors, track_ids=list(range(count)),
+                                          velocities=velocities))]
+    serializer = BoxMarkerSerializer.for_installed_messages()
+    mismatch = cdr_mismatch(rows[-1][1](), rows[-2][1](), MarkerArray)  # same bytes before comparing speed
+    assert not mismatch, mismatch
     for label, function in rows:
         print(f'{label:<46}{median_ms(function, max(3, repeats // 3)):>8.2f} ms')
 

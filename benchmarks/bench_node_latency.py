@@ -69,6 +69,8 @@ def main():
                         choices=('torch', 'onnxruntime', 'tensorrt'))
     parser.add_argument('--threads', type=int, nargs='+', default=[0],
                         help="the node's inference_threads, one run each (0 = all cores but one)")
+    parser.add_argument('--precisions', nargs='+', default=['fp32'], choices=('fp32', 'fp16', 'bf16'),
+                        help="the node's precision, one run each")
     args = parser.parse_args()
     profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
     if profile is not None:   # for this process's participant and the node's (inherited)
@@ -86,16 +88,18 @@ def main():
             ensure_onnx_export(checkpoint)
         for count in args.cameras:
             for backend in args.backends:
-                for threads in args.threads:
-                    values, sent, rss = run_node(args, count, checkpoint, workdir, profile, backend, threads)
-                    summary.append((count, backend, threads, sent, values, rss))
+                for precision in args.precisions:
+                    for threads in args.threads:
+                        values, sent, rss = run_node(args, count, checkpoint, workdir, profile, backend, threads,
+                                                     precision)
+                        summary.append((count, backend, threads, sent, values, rss))
     finally:
         rclpy.shutdown()
-    print(f'\n{"cameras":>7s} {"backend":>11s} {"threads":>7s} {"pairs":>5s} {"processed":>9s} {"busy":>4s} '
+    print(f'\n{"cameras":>7s} {"backend":>11s} {"prec":>4s} {"threads":>7s} {"pairs":>5s} {"processed":>9s} {"busy":>4s} '
           f'{"e2e p50":>7s} {"e2e p95":>7s} {"model p50":>9s} {"publish p50":>11s} {"RSS MB":>6s} {"peak MB":>7s}')
     for count, backend, threads, sent, values, (rss, peak) in summary:
         get = values.get
-        print(f'{count:7d} {backend:>11s} {get("inference_threads", "?"):>7s} {sent:5d} {get("processed", "0"):>9s} '
+        print(f'{count:7d} {backend:>11s} {get("precision", "?"):>4s} {get("inference_threads", "?"):>7s} {sent:5d} {get("processed", "0"):>9s} '
               f'{get("dropped_busy", "0"):>4s} {get("latency_ms.end_to_end.p50", "-"):>7s} '
               f'{get("latency_ms.end_to_end.p95", "-"):>7s} {get("latency_ms.model.model.p50", "-"):>9s} '
               f'{get("latency_ms.publish.p50", "-"):>11s} {rss:6.0f} {peak:7.0f}')
@@ -121,7 +125,8 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return tuple(int(fields[key].split()[0]) / 1024 for key in ('VmRSS', 'VmHWM'))
 
 
-def run_node(args, count: int, checkpoint: Path, workdir: Path, profile, backend: str, threads: int):
+def run_node(args, count: int, checkpoint: Path, workdir: Path, profile, backend: str, threads: int,
+             precision: str = 'fp32'):
     """One node run with `count` cameras: prints its stages, returns (its last diagnostics, pairs
     sent, (RSS, peak RSS) MB of the node at the end)."""
     import rclpy
@@ -140,8 +145,8 @@ def run_node(args, count: int, checkpoint: Path, workdir: Path, profile, backend
     node_process = RosProcess([executable, '--ros-args', '--params-file', str(params),
                                '-p', f'model_path:={checkpoint}', '-p', f'device:={args.device}',
                                '-p', f'input_qos:={args.qos}', '-p', f'backend:={backend}',
-                               '-p', f'inference_threads:={threads}',
-                               '-r', '__ns:=/bench'], workdir / f'node_{count}_{backend}_{threads}.log',
+                               '-p', f'inference_threads:={threads}', '-p', f'precision:={precision}',
+                               '-r', '__ns:=/bench'], workdir / f'node_{count}_{backend}_{precision}_{threads}.log',
                               env=subprocess_env())
     node = rclpy.create_node(f'latency_bench_{count}')
     outputs = {'detections': 0, 'labels': 0, 'overlay': 0}

@@ -141,3 +141,29 @@ def test_the_node_without_the_export_stops_at_startup_saying_what_to_run(exporte
     assert node.popen.wait(60) != 0
     output = node.output()
     assert 'backend onnxruntime' in output and 'training.export.to_onnx' in output and 'Traceback' not in output
+
+
+def test_folding_the_batch_norms_keeps_the_models_outputs(exported):
+    from mtl_perception_ros.core.checkpoint import load_checkpoint
+    from mtl_perception_ros.core.model import fold_batch_norms
+
+    model, _ = load_checkpoint(exported)
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():           # running statistics far from the identity
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-1, 1, generator=generator)
+            module.running_var.uniform_(0.5, 2, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+    model.eval()
+    rng = np.random.default_rng(3)
+    points = torch.from_numpy(synthetic_cloud(rng) / [1, 1, 1, 255]).float()
+    image = torch.from_numpy(synthetic_image(rng)).permute(2, 0, 1)[None].float()
+    k = torch.tensor([[[IMAGE_HW[1] * 0.8, 0, IMAGE_HW[1] / 2], [0, IMAGE_HW[1] * 0.8, IMAGE_HW[0] / 2], [0, 0, 1]]])
+    inputs = (points, torch.zeros(len(points), dtype=torch.long), image, k.float(), torch.from_numpy(OPTICAL)[None].float())
+    with torch.inference_mode():
+        expected = model(*inputs)
+        folded = fold_batch_norms(model)
+        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+        got = folded(*inputs)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name].numpy(), value.numpy(), rtol=1e-4, atol=2e-4, err_msg=name)

@@ -64,8 +64,8 @@ def pick_device(device: str = 'auto') -> torch.device:
 class PerceptionInference:
     """Loads a checkpoint once and runs single frames.
 
-    precision: 'fp32', 'fp16' or 'bf16' (half precisions only on CUDA; on CPU they fall back to
-    fp32 and `precision` says so). backend: 'torch', 'onnxruntime' or 'tensorrt'
+    precision: 'fp32', 'fp16' or 'bf16' (half precisions on CUDA; on the CPU bf16 with backend
+    torch where the CPU has it natively, else fp32; `precision` says what runs). backend: 'torch', 'onnxruntime' or 'tensorrt'
     (core.inference_backends; `onnx_dir` = the export, default next to the checkpoint; `max_views`
     = most cameras per frame, for TensorRT's profile). threads: CPU threads of torch, OpenCV and
     ONNX Runtime in this process (0 = all cores but one; None = leave the libraries' defaults).

@@ -68,19 +68,46 @@ def resolve_threads(threads: int) -> int:
 
 
 class TorchBranches:
-    """The checkpoint's own camera_branch / bev_branch (MultiTaskNet.forward's default)."""
+    """The checkpoint's own camera_branch / bev_branch (MultiTaskNet.forward's default).
+
+    The BatchNorms are folded into their convolutions (core.model.fold_batch_norms), and on the
+    CPU the convolutions run channels-last (NHWC: oneDNN's native layout; 1.3-1.4x faster for both
+    branches here), with contiguous outputs for what follows; the same numbers up to rounding."""
 
     name = 'torch'
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, device: torch.device):
+        from mtl_perception_ros.core.model import fold_batch_norms
+
+        self.model = fold_batch_norms(model.eval())
         self.providers: tuple = ()
+        self.channels_last = device.type == 'cpu'
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
 
     def camera_branch(self, image: torch.Tensor):
-        return self.model.camera_branch(image)
+        return self._run(self.model.camera_branch, image)
 
     def bev_branch(self, canvas: torch.Tensor):
-        return self.model.bev_branch(canvas)
+        return self._run(self.model.bev_branch, canvas)
+
+    def _run(self, branch, value: torch.Tensor):
+        if not self.channels_last:
+            return branch(value)
+        return tuple(output.contiguous() for output in branch(value.contiguous(memory_format=torch.channels_last)))
+
+
+def cpu_has_bf16() -> bool:
+    """oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_precision(precision: str) -> str:
+    """What runs on the CPU when `precision` is asked: bf16 where the CPU has it natively, else fp32."""
+    return 'bf16' if precision == 'bf16' and cpu_has_bf16() else 'fp32'
 
 
 def read_export_report(onnx_dir, checkpoint_path=None) -> dict:
@@ -142,6 +169,9 @@ class OnnxRuntimeBranches:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        # no busy-waiting between runs: its spinning threads would take the cores torch, OpenCV and
+        # the executor need between the two graphs (2x slower end to end on 2 cores)
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         onnx_dir = Path(onnx_dir)
         self.camera = onnxruntime.InferenceSession(str(onnx_dir / CAMERA_FILE), options, providers=list(providers))
         self.bev = onnxruntime.InferenceSession(str(onnx_dir / BEV_FILE), options, providers=list(providers))
@@ -181,12 +211,13 @@ def make_branches(backend: str, model, checkpoint_path, device: torch.device, pr
                   onnx_dir=None, max_views: int = 1):
     """(branches, precision in effect) for `backend` (BACKENDS); BackendError when it cannot run here.
 
-    precision: 'fp32' | 'fp16' | 'bf16' as asked; the CPU runs fp32 (any backend), onnxruntime's
-    graphs are fp32, tensorrt builds its engines in the precision asked."""
+    precision: 'fp32' | 'fp16' | 'bf16' as asked; on the CPU torch runs bf16 where the CPU has it
+    (cpu_precision) and fp32 otherwise, onnxruntime's graphs are fp32, tensorrt builds its engines
+    in the precision asked."""
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == 'torch':
-        return TorchBranches(model), precision if device.type == 'cuda' else 'fp32'
+        return TorchBranches(model, device), precision if device.type == 'cuda' else cpu_precision(precision)
     onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir(checkpoint_path)
     read_export_report(onnx_dir, checkpoint_path)
     if backend == 'onnxruntime':

@@ -395,7 +395,8 @@ class PillarEncoder(nn.Module):
         occupied, pillar = torch.unique(cell, return_inverse=True)
         pillars = x.new_zeros(occupied.shape[0], channels).scatter_reduce_(
             0, pillar.unsqueeze(-1).expand(-1, channels), x, 'amax', include_self=False)
-        return x.new_zeros(num_cells, channels).index_copy(0, occupied, pillars)
+        # in place: index_copy would clone the (mostly empty) canvas first, 8 MB at 256 x 256 x 32
+        return x.new_zeros(num_cells, channels).index_copy_(0, occupied, pillars)
 
 
 class BevBackbone(nn.Module):
@@ -610,6 +611,30 @@ class MultiTaskNet(nn.Module):
         if batch_size is not None:
             return int(batch_size)
         return int(points_batch.max()) + 1 if points_batch.numel() else 1
+
+
+@torch.no_grad()
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """For inference: each BatchNorm that follows a convolution (ConvBNReLU) or the pillar
+    encoder's Linear is folded into that layer's weight and bias and replaced by an Identity. The
+    same function in eval mode up to rounding, without the normalisation pass over every feature
+    map (a tenth of a CPU forward). In place; returns `model`, which must not be trained after."""
+    def fold(layer: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)                   # (C_out,)
+        bias = norm.bias - norm.running_mean * scale
+        if layer.bias is not None:
+            bias = bias + layer.bias * scale
+        layer.weight.mul_(scale.view(-1, *([1] * (layer.weight.dim() - 1))))
+        layer.bias = nn.Parameter(bias)
+
+    for module in model.modules():
+        if isinstance(module, ConvBNReLU) and isinstance(module[1], nn.BatchNorm2d):
+            fold(module[0], module[1])
+            module[1] = nn.Identity()
+        elif isinstance(module, PillarEncoder) and isinstance(module.norm, nn.BatchNorm1d):
+            fold(module.linear, module.norm)
+            module.norm = nn.Identity()
+    return model
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -157,6 +157,26 @@ def _duration(seconds: float, new: MessageFactory):
     return new('builtin_interfaces/msg/Duration', sec=sec, nanosec=nanosec)
 
 
+def _checked_marker_inputs(boxes, class_names: Sequence[str], classes, scores, track_ids, colors, velocities):
+    """_checked_inputs, and a colour per class id and (N, 2) velocities or None: (boxes, names,
+    scores, ids, class ids as a list, velocities float64 or None). Shared with
+    messages.marker_serialization."""
+    boxes, names, scores, ids = _checked_inputs(boxes, class_names, classes, scores, track_ids)
+    class_ids = np.asarray(classes).reshape(-1).astype(np.int64).tolist()
+    if class_ids and max(class_ids) >= len(colors):
+        raise ConversionError(f'class id {max(class_ids)} has no colour: {len(colors)} colours given')
+    if velocities is not None:
+        velocities = np.asarray(velocities, dtype=np.float64)
+        if velocities.shape != (len(boxes), 2):
+            raise ConversionError(f'velocities has shape {velocities.shape}, expected ({len(boxes)}, 2): vx, vy in m/s')
+    return boxes, names, scores, ids, class_ids, velocities
+
+
+def label_text(name: str, score: float, track_id: str) -> str:
+    """A box's marker label: 'class score [track id]' (no brackets without a track id)."""
+    return f'{name} {score:.2f}' + (f' [{track_id}]' if track_id else '')
+
+
 def box_markers(boxes, class_names: Sequence[str], classes, scores, header, colors, track_ids=None,
                 velocities=None, namespace: str = 'detections', lifetime_s: float = 0.0, *,
                 new: MessageFactory = ros_message):
@@ -167,15 +187,9 @@ def box_markers(boxes, class_names: Sequence[str], classes, scores, header, colo
         velocities: optional (N, 2) vx, vy [m/s] in the header frame.
         lifetime_s: marker lifetime [s]; 0 = until the next DELETEALL.
     """
-    boxes, names, scores, ids = _checked_inputs(boxes, class_names, classes, scores, track_ids)
-    class_ids = np.asarray(classes).reshape(-1).astype(np.int64).tolist()
-    if class_ids and max(class_ids) >= len(colors):
-        raise ConversionError(f'class id {max(class_ids)} has no colour: {len(colors)} colours given')
+    boxes, names, scores, ids, class_ids, velocities = _checked_marker_inputs(
+        boxes, class_names, classes, scores, track_ids, colors, velocities)
     count = len(boxes)
-    if velocities is not None:
-        velocities = np.asarray(velocities, dtype=np.float64)
-        if velocities.shape != (count, 2):
-            raise ConversionError(f'velocities has shape {velocities.shape}, expected ({count}, 2): vx, vy in m/s')
 
     # (N, 24, 3) edge end points and the label / arrow anchors, all boxes at once
     edges = box_corners(boxes)[:, BOX_EDGES.reshape(-1)].tolist()
@@ -233,7 +247,7 @@ def box_markers(boxes, class_names: Sequence[str], classes, scores, header, colo
         label.pose.position = point(*label_anchors[i])
         label.scale.z = TEXT_HEIGHT_M
         label.color = color((255, 255, 255))
-        label.text = f'{names[i]} {scores[i]:.2f}' + (f' [{ids[i]}]' if ids[i] else '')
+        label.text = label_text(names[i], scores[i], ids[i])
 
         if arrows[i] is not None:
             arrow = new_marker(MARKER_ARROW)

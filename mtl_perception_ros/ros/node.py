@@ -36,6 +36,7 @@ from mtl_perception_ros.messages.camera_info import camera_info_data
 from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.camera_image import camera_image_to_rgb
 from mtl_perception_ros.messages.image import ImageBuffer
+from mtl_perception_ros.messages.marker_serialization import BoxMarkerSerializer, MarkerLayoutError
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.inference_backends import BackendError
 from mtl_perception_ros.core.labels import blend
@@ -177,6 +178,12 @@ class MtlPerceptionNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.camera_outputs = {camera: _CameraOutputs(self, camera, latched) for camera in self.cameras}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # markers straight from the box arrays to CDR bytes (~1 ms for 300 boxes instead of ~20 ms)
+        try:
+            self._marker_bytes = BoxMarkerSerializer.for_installed_messages()
+        except MarkerLayoutError as error:
+            self._marker_bytes = None
+            self.get_logger().warn(f'markers are built as message objects (slower): {error}')
 
         self.inference.warm_up(iterations=p['warmup_iterations'])
         self._publish_label_info()
@@ -348,13 +355,14 @@ class MtlPerceptionNode(Node):
         if self.params['publish_detections_3d'] and self.pub_detections_3d.get_subscription_count() > 0:
             self.pub_detections_3d.publish(
                 detection3d_array(result.boxes, names, result.classes, result.scores, header, track_ids=track_ids))
+        markers = box_markers if self._marker_bytes is None else self._marker_bytes.serialize
         if self.params['publish_markers'] and self.pub_markers.get_subscription_count() > 0:
-            self.pub_markers.publish(box_markers(result.boxes, names, result.classes, result.scores, header, colors,
-                                                 track_ids=track_ids, velocities=result.velocities))
+            self.pub_markers.publish(markers(result.boxes, names, result.classes, result.scores, header, colors,
+                                             track_ids=track_ids, velocities=result.velocities))
         if tracks is not None and self.pub_tracks.get_subscription_count() > 0:
-            self.pub_tracks.publish(box_markers(tracks.boxes, names, tracks.classes, tracks.scores, header, colors,
-                                                track_ids=tracks.track_ids, velocities=tracks.velocities,
-                                                namespace='tracks'))
+            self.pub_tracks.publish(markers(tracks.boxes, names, tracks.classes, tracks.scores, header, colors,
+                                            track_ids=tracks.track_ids, velocities=tracks.velocities,
+                                            namespace='tracks'))
 
     def _publish_semantics(self, camera: str, header, result):
         """The camera's class map (labels), its colours and the overlay on its undistorted image, each
