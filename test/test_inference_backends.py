@@ -74,7 +74,7 @@ def test_a_half_precision_on_the_cpu_runs_fp32_and_says_so(exported):
 def test_thread_counts_leave_the_executor_a_core(exported):
     before = torch.get_num_threads(), cv2.getNumThreads()
     try:
-        assert resolve_threads(0) == max(1, available_cpus() - 1) and resolve_threads(3) == 3
+        assert resolve_threads(0) == min(available_cpus(), max(2, available_cpus() - 1)) and resolve_threads(3) == 3
         inference = PerceptionInference(exported, device='cpu', backend='onnxruntime', threads=1)
         assert inference.threads == 1 and torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
         assert PerceptionInference(exported, device='cpu').threads is None     # offline tools: left alone

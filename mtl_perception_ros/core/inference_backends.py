@@ -63,8 +63,11 @@ def available_cpus() -> int:
 
 
 def resolve_threads(threads: int) -> int:
-    """`inference_threads`: 0 = every available core but one (the executor thread's), at least 1."""
-    return int(threads) if threads > 0 else max(1, available_cpus() - 1)
+    """`inference_threads`: 0 = every available core but one (the executor thread's), but at
+    least 2 where there are 2: on a 2-core machine one thread made the node slower end to end
+    (p95 91 vs 66 ms, docs/node.md#backends-and-speed), the executor needs little."""
+    cpus = available_cpus()
+    return int(threads) if threads > 0 else min(cpus, max(2, cpus - 1))
 
 
 class TorchBranches:

@@ -10,9 +10,10 @@ received image it comes from. Applying it is one cv2.remap straight from the rec
 no full-size undistorted copy is made. A downscale by more than 3x (a 1920x1208 camera to a
 512x320 input is 3.75x) would alias with bilinear sampling, so the map then samples at
 `supersample` times the input size and a box filter of that integer factor (cv2 INTER_AREA,
-its fast integer path) averages down: about the area average of the covered pixels, at 2.1 ms
-instead of 5.5 ms for an INTER_AREA resize of the full image (and 7 ms more for a separate
-undistortion) on one 2-core CPU (benchmarks/bench_model_input.py).
+its fast integer path) averages down: close to the area average of the covered pixels (a third
+of plain bilinear sampling's aliasing, test/test_model_input.py), at 2.1 ms instead of 5.5 ms
+for an INTER_AREA resize of the full image and 7 ms more for a separate undistortion (1920x1208
+to 512x320 on the 2-core development CPU).
 
 Pixel convention: pixel centres at integers, an image edge at -0.5 (OpenCV's resize and
 mtl_perception_ros.core.camera.scale_camera_matrix); the input's camera matrix is the received

@@ -155,7 +155,7 @@ SCHEMA: tuple[ParameterSpec, ...] = (
     _p('onnx_dir', STR, '', 'Folder of the ONNX export (training.export.to_onnx) for backends onnxruntime and '
        'tensorrt; empty = `<model_path stem>_onnx` next to the checkpoint.'),
     _p('inference_threads', INT, 0, 'CPU threads of torch, OpenCV and ONNX Runtime in the node; 0 = every core '
-       'but one (left to the executor thread).', unit='threads', range=Range(0, 1024)),
+       'but one (left to the executor thread), at least 2 where there are 2.', unit='threads', range=Range(0, 1024)),
     _p('warmup_iterations', INT, 2, 'Dummy inferences before the node reports ready.', range=Range(0, 100)),
     # ------------------------------------------------------------------ inputs
     _p('points_topic', STR, 'points', 'Input sensor_msgs/PointCloud2; a relative name, so namespaces and '
