@@ -21,10 +21,10 @@ def test_the_camera_size_map_and_its_colours_are_those_of_a_nearest_resize():
     semantic = SemanticMap(class_map(), (302, 481))                 # not a multiple of the input size
     labels = semantic.labels()
     assert labels.shape == (302, 481) and semantic.labels() is labels            # made once
-    np.testing.assert_array_equal(semantic.colors(LABELS.palette()), LABELS.colorize(labels))
+    np.testing.assert_array_equal(semantic.colors(LABELS), LABELS.colorize(labels))
     # into buffers (the node's outgoing messages)
     out_labels, out_colors = np.zeros((302, 481), np.uint8), np.zeros((302, 481, 3), np.uint8)
-    assert semantic.labels(out=out_labels) is out_labels and semantic.colors(LABELS.palette(), out=out_colors) \
+    assert semantic.labels(out=out_labels) is out_labels and semantic.colors(LABELS, out=out_colors) \
         is out_colors
     np.testing.assert_array_equal(out_labels, labels)
     np.testing.assert_array_equal(out_colors, LABELS.colorize(labels))

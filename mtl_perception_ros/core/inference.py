@@ -45,7 +45,7 @@ class InferenceResult:
 
     @property
     def class_map(self) -> np.ndarray | None:
-        return self.semantic_maps[0].labels() if self.semantic_maps and self.semantic_maps[0] is not None else None
+        return self.class_maps[0] if self.semantic_maps else None
 
 
 def pick_device(device: str = 'auto') -> torch.device:

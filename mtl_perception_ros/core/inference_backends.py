@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtl_perception_ros.core.model import fold_batch_norms
+
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 CAMERA_FILE = 'camera.onnx'
 BEV_FILE = 'bev.onnx'
@@ -80,8 +82,6 @@ class TorchBranches:
     name = 'torch'
 
     def __init__(self, model, device: torch.device):
-        from mtl_perception_ros.core.model import fold_batch_norms
-
         self.model = fold_batch_norms(model.eval())
         self.providers: tuple = ()
         self.channels_last = device.type == 'cpu'
@@ -153,9 +153,7 @@ class OnnxRuntimeBranches:
     device: the torch device the rest of the model runs on; inputs and outputs are torch tensors
     there. On the CPU they are handed over without copies (numpy views); on CUDA through IO
     binding of the tensors' device memory. providers: the execution providers in priority order
-    with their options, as onnxruntime.InferenceSession takes them."""
-
-    name = 'onnxruntime'
+    with their options, as onnxruntime.InferenceSession takes them; name: the backend's name."""
 
     def __init__(self, onnx_dir, device: torch.device, providers, threads: int = 1, name: str = 'onnxruntime'):
         onnxruntime = _onnxruntime()
@@ -222,7 +220,7 @@ def make_branches(backend: str, model, checkpoint_path, device: torch.device, pr
     if backend == 'torch':
         return TorchBranches(model, device), precision if device.type == 'cuda' else cpu_precision(precision)
     onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir(checkpoint_path)
-    read_export_report(onnx_dir, checkpoint_path)
+    report = read_export_report(onnx_dir, checkpoint_path)
     if backend == 'onnxruntime':
         if device.type == 'cuda' and precision != 'fp32':
             raise BackendError(f'backend onnxruntime runs the fp32 graphs of the export; precision {precision} '
@@ -232,6 +230,6 @@ def make_branches(backend: str, model, checkpoint_path, device: torch.device, pr
         return OnnxRuntimeBranches(onnx_dir, device, providers, threads), 'fp32'
     if device.type != 'cuda':
         raise BackendError("backend tensorrt needs a CUDA device (device 'auto' or 'cuda[:N]' on a machine with one)")
-    from mtl_perception_ros.core.tensorrt_engines import engine_providers   # CUDA machines only
-    providers = engine_providers(onnx_dir, device, precision, max_views, require_built=True)
+    from mtl_perception_ros.core.tensorrt_engines import engine_providers   # it imports this module
+    providers = engine_providers(onnx_dir, report, device, precision, max_views, require_built=True)
     return OnnxRuntimeBranches(onnx_dir, device, providers, threads, name='tensorrt'), precision

@@ -43,9 +43,7 @@ class SemanticMap:
             self._labels = self._resized(self.input_labels, None)
         return self._labels
 
-    def colors(self, palette: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 colours of the class map at output_hw (palette: (256, 3) uint8, e.g.
-        LabelSet.palette()); into `out` when given."""
-        ids = np.ascontiguousarray(self.input_labels)
-        small = cv2.LUT(cv2.merge([ids, ids, ids]), np.asarray(palette, np.uint8).reshape(256, 1, 3))
-        return self._resized(small, out)
+    def colors(self, label_set, out: np.ndarray | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 colours of the class map at output_hw (label_set: core.labels.LabelSet,
+        LabelSet.colorize at the input size); into `out` when given."""
+        return self._resized(label_set.colorize(self.input_labels), out)

@@ -64,14 +64,14 @@ def _shapes(report: dict, max_views: int) -> dict:
             'trt_profile_max_shapes': f'image:{max_views}x{image},canvas:1x{canvas}'}
 
 
-def engine_providers(onnx_dir, device: torch.device, precision: str, max_views: int = 1,
+def engine_providers(onnx_dir, report: dict, device: torch.device, precision: str, max_views: int = 1,
                      require_built: bool = True) -> list:
     """The execution providers (TensorRT with the cache folder of this model / GPU / precision, CUDA
-    for what TensorRT does not take) for an InferenceSession. require_built: BackendError when the
-    engines were not built by `mtl_perception_build_engines`."""
+    for what TensorRT does not take) for an InferenceSession; report: the export's, as
+    read_export_report gives it. require_built: BackendError when the engines were not built by
+    `mtl_perception_build_engines`."""
     if precision not in PRECISIONS:
         raise BackendError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
-    report = read_export_report(onnx_dir)
     folder = Path(onnx_dir) / 'tensorrt' / engine_key(onnx_dir, device, precision, max_views)
     if require_built and not (folder / MARKER_FILE).is_file():
         raise BackendError(f'no TensorRT engines for this model, GPU and precision {precision} in {folder}: build '
@@ -91,7 +91,7 @@ def build_engines(onnx_dir, device: torch.device, precision: str, max_views: int
 
     onnx_dir = Path(onnx_dir)
     report = read_export_report(onnx_dir)
-    providers = engine_providers(onnx_dir, device, precision, max_views, require_built=False)
+    providers = engine_providers(onnx_dir, report, device, precision, max_views, require_built=False)
     folder = Path(providers[0][1]['trt_engine_cache_path'])
     if (folder / MARKER_FILE).is_file():
         log(f'engines already built: {folder}')

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from mtl_perception_ros.messages.conversion_errors import ConversionError
-from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message, ros_message_class, set_sequence
+from mtl_perception_ros.messages.message_factory import MessageFactory, ros_message
 from mtl_perception_ros.messages.pointcloud2 import buffer_as_uint8
 
 __all__ = ['ConversionError', 'RGB_SOURCE_ENCODINGS', 'image_to_rgb', 'image_to_mono8', 'rgb_to_image',
@@ -111,11 +111,14 @@ def image_to_mono8(msg) -> np.ndarray:
     return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
 
 
-def _image_message(pixels: np.ndarray, encoding: str, header, new: MessageFactory):
+def _image_message(pixels: np.ndarray, encoding: str, header, new: MessageFactory, data=None):
+    """The Image of `pixels`; `data`: their bytes as the message should hold them (ImageBuffer's
+    array.array), default the pixels themselves (the factory copies them once)."""
     pixels = np.ascontiguousarray(pixels)
     return new('sensor_msgs/msg/Image', header=header if header is not None else new('std_msgs/msg/Header'),
                height=int(pixels.shape[0]), width=int(pixels.shape[1]), encoding=encoding, is_bigendian=0,
-               step=int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1)), data=pixels.reshape(-1))
+               step=int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1)),
+               data=pixels.reshape(-1) if data is None else data)
 
 
 def rgb_to_image(rgb: np.ndarray, header=None, *, new: MessageFactory = ros_message):
@@ -146,7 +149,7 @@ class ImageBuffer:
 
     def __init__(self):
         self._data = array.array('B')
-        self._shape: tuple = (0, 0)
+        self._pixels = np.frombuffer(self._data, dtype=np.uint8).reshape(0, 0)
 
     def pixels(self, shape) -> np.ndarray:
         """A writable uint8 view of `shape` ((H, W) mono or (H, W, C)) over the message buffer."""
@@ -154,17 +157,9 @@ class ImageBuffer:
         size = math.prod(shape)
         if len(self._data) != size:        # a new array: the old one may still be viewed by numpy
             self._data = array.array('B', bytes(size))
-        self._shape = shape
-        return np.frombuffer(self._data, dtype=np.uint8).reshape(shape)
+        self._pixels = np.frombuffer(self._data, dtype=np.uint8).reshape(shape)
+        return self._pixels
 
     def message(self, encoding: str, header=None):
         """The rclpy Image of the buffer's pixels (`encoding` must match the shape's channels)."""
-        height, width = self._shape[:2]
-        channels = self._shape[2] if len(self._shape) == 3 else 1
-        msg = ros_message_class('sensor_msgs/msg/Image')()
-        if header is not None:
-            msg.header = header
-        msg.height, msg.width, msg.encoding, msg.is_bigendian = height, width, encoding, 0
-        msg.step = width * channels
-        set_sequence(msg, 'data', self._data)
-        return msg
+        return _image_message(self._pixels, encoding, header, ros_message, data=self._data)

@@ -46,13 +46,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mtl_perception_ros.core.boxes import box_corners
 from mtl_perception_ros.messages.message_factory import ros_message_class
-from mtl_perception_ros.messages.outputs import (ARROW_HEAD_M, ARROW_SHAFT_M, BOX_EDGES, LINE_WIDTH_M, MARKER_ADD,
-                                                 MARKER_ARROW, MARKER_DELETEALL, MARKER_LINE_LIST,
-                                                 MARKER_TEXT_VIEW_FACING, MIN_ARROW_SPEED_MPS, TEXT_ABOVE_BOX_M,
-                                                 TEXT_HEIGHT_M, _checked_marker_inputs, _duration, box_markers,
-                                                 label_text)
+from mtl_perception_ros.messages.outputs import (ARROW_HEAD_M, ARROW_SHAFT_M, LINE_WIDTH_M, MARKER_ADD, MARKER_ARROW,
+                                                 MARKER_DELETEALL, MARKER_LINE_LIST, MARKER_TEXT_VIEW_FACING,
+                                                 TEXT_HEIGHT_M, _checked_marker_inputs, _duration_parts,
+                                                 _marker_geometry, box_markers, label_text)
 
 __all__ = ['BoxMarkerSerializer', 'MarkerLayoutError', 'rosidl_fields', 'cdr_mismatch', 'CDR_LE_HEADER']
 
@@ -316,19 +314,14 @@ class BoxMarkerSerializer:
             boxes, class_names, classes, scores, track_ids, colors, velocities)
         class_index = np.asarray(class_ids, dtype=np.int64)
         count = len(boxes)
-        lifetime = _duration(lifetime_s, lambda _msgtype, sec, nanosec: (sec, nanosec))
+        lifetime = _duration_parts(lifetime_s)
 
         # box_markers' numbers: (N, 24, 3) edge end points, label poses, arrows, colours
-        edges = box_corners(boxes)[:, BOX_EDGES.reshape(-1)]
+        edges, label_anchors, drawn, arrow_points = _marker_geometry(boxes, velocities)
+        arrow_points = arrow_points[drawn]
         label_pose = np.zeros((count, 7))
-        label_pose[:, :3] = np.column_stack([boxes[:, :2], boxes[:, 2] + boxes[:, 5] / 2 + TEXT_ABOVE_BOX_M])
+        label_pose[:, :3] = label_anchors
         label_pose[:, 6] = 1.0
-        drawn, arrow_points = np.zeros(count, dtype=bool), np.zeros((0, 2, 3))
-        if velocities is not None:
-            speed = np.hypot(velocities[:, 0], velocities[:, 1])
-            drawn = np.isfinite(speed) & (speed >= MIN_ARROW_SPEED_MPS)
-            ends = boxes[:, :2] + velocities * 1.0  # where the box will be in 1 s
-            arrow_points = np.stack([boxes[:, :3], np.column_stack([ends, boxes[:, 2]])], axis=1)[drawn]
         palette = np.zeros((max(class_ids, default=-1) + 1, 4))
         for class_id in set(class_ids):
             rgb = tuple(int(v) for v in colors[class_id])

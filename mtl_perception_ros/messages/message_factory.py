@@ -81,7 +81,8 @@ class RosMessageFactory:
         """A rosidl-generated (rclpy) message of `msgtype` ('pkg/msg/Name') with `fields` set.
 
         numpy arrays for sequence fields (e.g. Image.data) become one array.array (a single
-        memcpy; the generated setter would check and copy them element by element); for
+        memcpy; the generated setter would check and copy them element by element), an array.array
+        of the field's typecode is stored as it is (no copy: set_sequence); for
         fixed-size arrays (e.g. CameraInfo.k) they are cast to the field's dtype and kept as numpy
         arrays. Fields are set after default construction, which is faster than constructor
         keywords for messages with many fields (the generated __init__ checks each name).
@@ -89,12 +90,11 @@ class RosMessageFactory:
         cls, sequences, arrays = _known_ros_type(msgtype)
         msg = cls()
         for field, value in fields.items():
-            if isinstance(value, np.ndarray):
-                if field in sequences:
-                    set_sequence(msg, field, sequences[field](value))
-                    continue
-                if field in arrays:
-                    value = np.asarray(value, dtype=arrays[field]).reshape(-1)
+            if field in sequences and isinstance(value, (np.ndarray, array.array)):
+                set_sequence(msg, field, sequences[field](value) if isinstance(value, np.ndarray) else value)
+                continue
+            if field in arrays and isinstance(value, np.ndarray):
+                value = np.asarray(value, dtype=arrays[field]).reshape(-1)
             setattr(msg, field, value)
         return msg
 

@@ -150,10 +150,16 @@ def detection3d_array(boxes, class_names: Sequence[str], classes, scores, header
     return new('vision_msgs/msg/Detection3DArray', header=header, detections=detections)
 
 
-def _duration(seconds: float, new: MessageFactory):
+def _duration_parts(seconds: float) -> tuple[int, int]:
+    """A marker lifetime in seconds -> (sec, nanosec); ConversionError unless finite and >= 0."""
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise ConversionError(f'lifetime_s is {seconds}, expected a finite number of seconds >= 0')
     sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return sec, nanosec
+
+
+def _duration(seconds: float, new: MessageFactory):
+    sec, nanosec = _duration_parts(seconds)
     return new('builtin_interfaces/msg/Duration', sec=sec, nanosec=nanosec)
 
 
@@ -170,6 +176,21 @@ def _checked_marker_inputs(boxes, class_names: Sequence[str], classes, scores, t
         if velocities.shape != (len(boxes), 2):
             raise ConversionError(f'velocities has shape {velocities.shape}, expected ({len(boxes)}, 2): vx, vy in m/s')
     return boxes, names, scores, ids, class_ids, velocities
+
+
+def _marker_geometry(boxes: np.ndarray, velocities: np.ndarray | None):
+    """The numbers of the markers, all boxes at once: edges (N, 24, 3) outline end points,
+    label_anchors (N, 3), drawn (N,) bool (a box moves fast enough for an arrow), arrows (N, 2, 3)
+    from the centre to where the box will be in 1 s. Shared with messages.marker_serialization."""
+    edges = box_corners(boxes)[:, BOX_EDGES.reshape(-1)]
+    label_anchors = np.column_stack([boxes[:, :2], boxes[:, 2] + boxes[:, 5] / 2 + TEXT_ABOVE_BOX_M])
+    drawn, arrows = np.zeros(len(boxes), dtype=bool), np.zeros((len(boxes), 2, 3))
+    if velocities is not None:
+        speed = np.hypot(velocities[:, 0], velocities[:, 1])
+        drawn = np.isfinite(speed) & (speed >= MIN_ARROW_SPEED_MPS)
+        ends = boxes[:, :2] + velocities * 1.0  # where the box will be in 1 s
+        arrows = np.stack([boxes[:, :3], np.column_stack([ends, boxes[:, 2]])], axis=1)
+    return edges, label_anchors, drawn, arrows
 
 
 def label_text(name: str, score: float, track_id: str) -> str:
@@ -191,17 +212,10 @@ def box_markers(boxes, class_names: Sequence[str], classes, scores, header, colo
         boxes, class_names, classes, scores, track_ids, colors, velocities)
     count = len(boxes)
 
-    # (N, 24, 3) edge end points and the label / arrow anchors, all boxes at once
-    edges = box_corners(boxes)[:, BOX_EDGES.reshape(-1)].tolist()
-    label_anchors = np.column_stack([boxes[:, :2], boxes[:, 2] + boxes[:, 5] / 2 + TEXT_ABOVE_BOX_M]).tolist()
-    arrows = [None] * count
-    if velocities is not None:
-        speed = np.hypot(velocities[:, 0], velocities[:, 1])
-        ends = boxes[:, :2] + velocities * 1.0  # where the box will be in 1 s
-        drawn = np.isfinite(speed) & (speed >= MIN_ARROW_SPEED_MPS)
-        arrows = [(tuple(start), tuple(end)) if keep else None
-                  for start, end, keep in zip(boxes[:, :3].tolist(),
-                                              np.column_stack([ends, boxes[:, 2]]).tolist(), drawn.tolist())]
+    edges, label_anchors, drawn, arrow_points = _marker_geometry(boxes, velocities)
+    edges, label_anchors = edges.tolist(), label_anchors.tolist()
+    arrows = [(tuple(start), tuple(end)) if keep else None
+              for (start, end), keep in zip(arrow_points.tolist(), drawn.tolist())]
 
     make_point = message_maker(new, 'geometry_msgs/msg/Point')
     make_color = message_maker(new, 'std_msgs/msg/ColorRGBA')

@@ -376,8 +376,8 @@ class MtlPerceptionNode(Node):
         want_color = outputs.color.get_subscription_count() > 0
         want_overlay = outputs.overlay.get_subscription_count() > 0
         if want_color or want_overlay:
-            palette = self.inference.semantic_labels.palette()
-            color = semantic.colors(palette, out=outputs.color_buffer.pixels((height, width, 3)) if want_color else None)
+            color = semantic.colors(self.inference.semantic_labels,
+                                    out=outputs.color_buffer.pixels((height, width, 3)) if want_color else None)
             if want_color:
                 outputs.color.publish(outputs.color_buffer.message('rgb8', header))
             if want_overlay:
