@@ -1,4 +1,4 @@
-"""A2D2 calibration (`cams_lidars.json`): views, the front-center camera, undistortion.
+"""A2D2 calibration (`cams_lidars.json`): views, the six cameras, undistortion.
 
 Facts from the format notes (docs/a2d2_format.md):
 - a *view* is {origin, x-axis, y-axis} relative to the vehicle frame; view->vehicle is the 4x4
@@ -6,7 +6,9 @@ Facts from the format notes (docs/a2d2_format.md):
 - LiDAR points, boxes and `3d_points` are stored in the front-center camera's view frame
   (x forward, y left, z up);
 - images and label PNGs on disk are distorted; `CamMatrix` is the matrix of the undistorted
-  image, `CamMatrixOriginal` + `Distortion` describe the distorted one.
+  image, `CamMatrixOriginal` + `Distortion` describe the distorted one. front_center is a
+  pinhole lens (`Lens: "Telecam"`, OpenCV's k1..k3 model); the other five are `Lens: "Fisheye"`
+  with 4 coefficients, OpenCV's fisheye (equidistant) model k1..k4.
 This module turns that into the project's conventions (mtl_perception_ros.core.camera): a
 vehicle->optical-frame transform and the camera matrix of the undistorted image.
 """
@@ -23,6 +25,20 @@ from mtl_perception_ros.core.camera import OPTICAL_FROM_FORWARD_LEFT_UP, invert_
 from training.paths import A2D2_CONFIG_DIR
 
 DEFAULT_CALIBRATION_PATH = A2D2_CONFIG_DIR / 'cams_lidars.json'
+# A2D2's camera names (cams_lidars.json `cameras`) in rig order, and their folder / file tokens:
+# camera/cam_front_left/<stamp>_camera_frontleft_<ID9>.png
+CAMERA_NAMES = ('front_center', 'front_left', 'front_right', 'side_left', 'side_right', 'rear_center')
+FISHEYE_LENS = 'Fisheye'
+
+
+def camera_folder(name: str) -> str:
+    """`cam_front_left` for `front_left`."""
+    return f'cam_{name}'
+
+
+def camera_file_token(name: str) -> str:
+    """`frontleft` for `front_left` (the camera part of A2D2 file names)."""
+    return name.replace('_', '')
 
 
 def view_to_vehicle(view: dict) -> np.ndarray:
@@ -50,9 +66,10 @@ class A2D2Camera:
     view_to_vehicle: np.ndarray          # 4x4, camera view frame (x fwd, y left, z up) -> vehicle
     camera_matrix: np.ndarray            # 3x3, undistorted image (CamMatrix)
     camera_matrix_original: np.ndarray   # 3x3, distorted image on disk (CamMatrixOriginal)
-    distortion: np.ndarray               # (5,) OpenCV k1 k2 p1 p2 k3
+    distortion: np.ndarray               # pinhole: OpenCV k1 k2 p1 p2 k3; fisheye: k1 k2 k3 k4
     image_size_hw: tuple[int, int]       # (rows, cols) = (1208, 1920)
     tstamp_delay_us: int                 # camera timestamp delay given by A2D2
+    fisheye: bool = False                # Lens "Fisheye": OpenCV's fisheye model
     _maps: dict = field(default_factory=dict, repr=False, compare=False)  # remap tables, built once
 
     @property
@@ -81,12 +98,34 @@ class A2D2Camera:
         map_x, map_y = self._undistort_maps()
         return cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
+    def distorted_pixels(self, points_view: np.ndarray) -> np.ndarray:
+        """(N, 2) pixels (col, row) in the distorted on-disk image of (N, 3) view-frame points
+        (x forward, y left, z up; x > 0), through the lens model (OpenCV's own projection)."""
+        optical = np.ascontiguousarray(np.stack([-points_view[:, 1], -points_view[:, 2], points_view[:, 0]],
+                                                axis=1), dtype=np.float64).reshape(-1, 1, 3)
+        if self.fisheye:
+            pixels, _ = cv2.fisheye.projectPoints(optical, np.zeros(3), np.zeros(3), self.camera_matrix_original,
+                                                  self.distortion)
+        else:
+            pixels, _ = cv2.projectPoints(optical, np.zeros(3), np.zeros(3), self.camera_matrix_original,
+                                          self.distortion)
+        return pixels.reshape(-1, 2)
+
+    def normalized_from_distorted(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 2) distorted pixels -> (N, 2) undistorted normalised image coordinates."""
+        pixels = np.ascontiguousarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+        if self.fisheye:
+            normalized = cv2.fisheye.undistortPoints(pixels, self.camera_matrix_original, self.distortion)
+        else:
+            normalized = cv2.undistortPoints(pixels, self.camera_matrix_original, self.distortion)
+        return normalized.reshape(-1, 2)
+
     def _undistort_maps(self):
         if 'undistort' not in self._maps:
             height, width = self.image_size_hw
-            self._maps['undistort'] = cv2.initUndistortRectifyMap(
-                self.camera_matrix_original, self.distortion, None, self.camera_matrix,
-                (width, height), cv2.CV_32FC1)
+            init = cv2.fisheye.initUndistortRectifyMap if self.fisheye else cv2.initUndistortRectifyMap
+            self._maps['undistort'] = init(self.camera_matrix_original, self.distortion, np.eye(3),
+                                           self.camera_matrix, (width, height), cv2.CV_32FC1)
         return self._maps['undistort']
 
     def _distort_maps(self):
@@ -94,14 +133,16 @@ class A2D2Camera:
         if 'distort' not in self._maps:
             height, width = self.image_size_hw
             cols, rows = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-            pixels = np.stack([cols.ravel(), rows.ravel()], axis=1).reshape(-1, 1, 2)
-            normalized = cv2.undistortPoints(pixels, self.camera_matrix_original, self.distortion)
-            normalized = normalized.reshape(-1, 2)
+            normalized = self.normalized_from_distorted(np.stack([cols.ravel(), rows.ravel()], axis=1))
             k = self.camera_matrix
             map_x = (k[0, 0] * normalized[:, 0] + k[0, 2]).reshape(height, width).astype(np.float32)
             map_y = (k[1, 1] * normalized[:, 1] + k[1, 2]).reshape(height, width).astype(np.float32)
             self._maps['distort'] = (map_x, map_y)
         return self._maps['distort']
+
+    def distortion_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) float32 maps: for each distorted (on-disk) pixel, its position in the CamMatrix image."""
+        return self._distort_maps()
 
 
 def load_calibration(path=DEFAULT_CALIBRATION_PATH) -> dict:
@@ -114,19 +155,29 @@ def load_calibration(path=DEFAULT_CALIBRATION_PATH) -> dict:
         raise ValueError(f'{path}: cannot read A2D2 calibration ({error})') from None
 
 
-def front_center_camera(calibration: dict, source: str = 'cams_lidars.json') -> A2D2Camera:
-    """The front-center camera of a parsed cams_lidars.json."""
+def a2d2_camera(calibration: dict, name: str, source: str = 'cams_lidars.json') -> A2D2Camera:
+    """Camera `name` (e.g. 'front_left') of a parsed cams_lidars.json."""
     try:
-        cam = calibration['cameras']['front_center']
+        cam = calibration['cameras'][name]
         width, height = cam['Resolution']
+        fisheye = str(cam.get('Lens', '')) == FISHEYE_LENS
+        distortion = np.asarray(cam['Distortion'], dtype=np.float64).reshape(-1)
+        if fisheye and distortion.size != 4:
+            raise ValueError(f'a fisheye lens needs 4 distortion coefficients, got {distortion.size}')
         return A2D2Camera(
-            name='front_center',
+            name=name,
             view_to_vehicle=view_to_vehicle(cam['view']),
-            camera_matrix=np.asarray(cam['CamMatrix'], dtype=np.float64),
-            camera_matrix_original=np.asarray(cam['CamMatrixOriginal'], dtype=np.float64),
-            distortion=np.asarray(cam['Distortion'], dtype=np.float64).reshape(-1),
+            camera_matrix=np.asarray(cam['CamMatrix'], dtype=np.float64).reshape(3, 3),
+            camera_matrix_original=np.asarray(cam['CamMatrixOriginal'], dtype=np.float64).reshape(3, 3),
+            distortion=distortion,
             image_size_hw=(int(height), int(width)),
             tstamp_delay_us=int(cam.get('tstamp_delay', 0)),
+            fisheye=fisheye,
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f'{source}: cameras.front_center is incomplete ({error!r})') from None
+        raise ValueError(f'{source}: cameras.{name} is missing or incomplete ({error!r})') from None
+
+
+def front_center_camera(calibration: dict, source: str = 'cams_lidars.json') -> A2D2Camera:
+    """The front-center camera of a parsed cams_lidars.json."""
+    return a2d2_camera(calibration, 'front_center', source)
