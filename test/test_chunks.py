@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training.data.chunks import CHUNK_VERSION, ChunkError, ChunkReader, frame_arrays, write_chunk
-from training.data.frame import Frame
+from training.data.frame import CameraView, Frame
 
 
 def make_frame(seed: int, points: int = 5, boxes: int = 2, with_class_map: bool = True,
@@ -101,7 +101,7 @@ def test_unknown_version_and_foreign_npz_are_rejected(tmp_path):
     arrays = frame_arrays([make_frame(1)])
     arrays['version'] = np.array(CHUNK_VERSION + 1, dtype=np.int64)
     np.savez(tmp_path / 'future.npz', **arrays)
-    with pytest.raises(ChunkError, match=r'future\.npz.*version 2'):
+    with pytest.raises(ChunkError, match=r'future\.npz.*version 3.*versions \[1, 2\]'):
         ChunkReader(tmp_path / 'future.npz')
     np.savez(tmp_path / 'other.npz', points=np.zeros((3, 4)))
     with pytest.raises(ChunkError, match=r'other\.npz.*missing keys'):
@@ -129,3 +129,63 @@ def test_rewriting_replaces_the_file_atomically(tmp_path):
     write_chunk(path, [make_frame(2), make_frame(3)])
     assert os.stat(path).st_ino != inode
     assert len(ChunkReader(path)) == 2
+
+
+def _extra_view(name: str, seed: int, labelled: bool = True) -> CameraView:
+    rng = np.random.default_rng(seed)
+    return CameraView(name=name, image=rng.integers(0, 256, size=(16, 30, 3), dtype=np.uint8),
+                      class_map=rng.integers(0, 5, size=(16, 30)).astype(np.uint8) if labelled else None,
+                      camera_matrix=np.diag([20.0, 21.0, 1.0]) + seed, vehicle_to_camera=np.eye(4) * seed,
+                      timestamp_us=1_534_000_000_000_000 + 1000 * seed)
+
+
+def test_frames_with_several_cameras_round_trip_view_by_view(tmp_path):
+    surround = make_frame(1).with_views([make_frame(1).views[0], _extra_view('side_left', 7),
+                                         _extra_view('rear_center', 8, labelled=False)])
+    frames = [surround, make_frame(2), make_frame(3).with_views([_extra_view('front_left', 9)])]
+    reader = ChunkReader(write_chunk(tmp_path / 'surround.npz', frames))
+    assert [reader.camera_names(i) for i in range(3)] == [['front_center', 'side_left', 'rear_center'],
+                                                        ['front_center'], ['front_left']]
+    for index, frame in enumerate(frames):
+        read = reader.frame(index)
+        assert_same_frame(read, frame)
+        assert read.camera_names == frame.camera_names
+        for got, want in zip(read.views, frame.views):
+            assert got.name == want.name and got.timestamp_us == want.timestamp_us
+            np.testing.assert_array_equal(got.image, want.image)
+            np.testing.assert_array_equal(got.camera_matrix, want.camera_matrix)
+            np.testing.assert_array_equal(got.vehicle_to_camera, want.vehicle_to_camera)
+            if want.class_map is None:
+                assert got.class_map is None
+            else:
+                np.testing.assert_array_equal(got.class_map, want.class_map)
+    np.testing.assert_array_equal(reader.image(0, view=1), frames[0].extra_views[0].image)
+    with pytest.raises(IndexError, match='frame 1 has 1 views'):
+        reader.image(1, view=1)
+    # per frame the pixel counts add up the frame's views; per view they stay apart
+    assert reader.class_pixel_counts.shape == (3, 256) and reader.view_class_pixel_counts.shape == (5, 256)
+    assert reader.class_pixel_counts[0].sum() == 24 * 40 + 16 * 30
+    assert reader.view_class_pixel_counts[2].sum() == 0
+
+
+def test_version_1_chunks_read_as_one_front_center_view_per_frame(tmp_path):
+    frames = [make_frame(1), make_frame(2, with_class_map=False)]
+    arrays = frame_arrays(frames)
+    for key in ('view_offsets', 'camera_names', 'view_timestamp_us'):
+        del arrays[key]   # the version-1 layout: every per-view array is per frame
+    arrays['version'] = np.array(1, dtype=np.int64)
+    np.savez(tmp_path / 'old.npz', **arrays)
+    reader = ChunkReader(tmp_path / 'old.npz')
+    assert reader.version == 1 and len(reader) == 2
+    for index, frame in enumerate(frames):
+        assert_same_frame(reader.frame(index), frame)
+        assert reader.camera_names(index) == ['front_center']
+        assert reader.frame(index).views[0].timestamp_us == frame.camera_timestamp_us
+
+
+def test_a_frame_without_views_is_rejected(tmp_path):
+    arrays = frame_arrays([make_frame(1), make_frame(2)])
+    arrays['view_offsets'] = np.array([0, 2, 2], dtype=np.int64)
+    np.savez(tmp_path / 'noview.npz', **arrays)
+    with pytest.raises(ChunkError, match='view_offsets'):
+        ChunkReader(tmp_path / 'noview.npz')

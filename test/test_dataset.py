@@ -115,7 +115,7 @@ def test_the_frame_cache_gives_the_same_samples_and_is_filled_by_the_workers(chu
     assert all(cache.get(i) is not None for i in range(3))           # ... visible to this process
     decodes = []
     original = ChunkReader.image
-    monkeypatch.setattr(ChunkReader, 'image', lambda self, i: decodes.append(i) or original(self, i))
+    monkeypatch.setattr(ChunkReader, 'image', lambda self, i, view=0: decodes.append(i) or original(self, i, view))
     for index in range(3):
         a, b = plain[index], cached[index]                            # b from the cache: no decoding
         for key in a:

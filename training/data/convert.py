@@ -2,13 +2,16 @@
 
     python -m training.data.convert --root A2D2_ROOT --out CHUNK_DIR [--frames-per-chunk 32]
         [--val-fraction 0.2 | --val-scenes SCENE ...] [--test-fraction 0.2 | --test-scenes SCENE ...]
-        [--seed 0] [--workers 1]
+        [--seed 0] [--workers 1] [--cameras front_center | all | NAME ...] [--group-tolerance-ms 20]
 
 - Train / validation / test split BY SCENE (no scene in two splits), deterministic: the scenes
   are shuffled with --seed and taken into validation until it holds --val-fraction of the
   frames, then (the same shuffle, on) into test until it holds --test-fraction; --val-scenes /
   --test-scenes name them instead. At least one scene always stays for training. Validation is
   for choices (best checkpoint, tuning); test only for the figures you report.
+- Cameras: --cameras names the A2D2 cameras to read (default front_center; `all`: every camera
+  of the set); the first is the reference camera whose frames are the frames, the others join
+  by cam_tstamp within --group-tolerance-ms (training.data.a2d2_reader).
 - Scenes are processed in name order, frames in ID order; each split is cut into chunks of
   --frames-per-chunk listed frames: CHUNK_DIR/train_0000.npz, ..., val_0000.npz, test_0000.npz ... A chunk
   holds fewer frames when some fail to read (bad files are skipped and counted, never fatal).
@@ -18,7 +21,8 @@
   just written is read back from disk and checked against its members' CRC-32 before it counts.
 - CHUNK_DIR/manifest.json (written atomically after every chunk; `complete` at the end):
     manifest_version, chunk_version, root, settings {frames_per_chunk, val_fraction,
-    val_scenes, test_fraction, test_scenes, seed, keep_frames_without_boxes},
+    val_scenes, test_fraction, test_scenes, seed, keep_frames_without_boxes, cameras,
+    group_tolerance_us},
     semantic_classes / box_classes (label sets with their A2D2 source names),
     scenes {scene: {split, frames (listed)}},
     chunks [{file, split, index, listed, frames, scenes, fingerprint, bytes, stats,
@@ -28,7 +32,9 @@
             ones for class weights; object_counts = distinct objects (scene, track ID) per class,
             untracked_boxes = boxes without a track ID, which no object count includes),
     report (ReadStats: frames read, skipped / degraded by reason, dropped boxes, examples;
-            files missing at listing time included), notes, complete.
+            files missing at listing time included), grouping (per camera other than the
+            reference one: grouped, frames_without_this_camera, left_over,
+            unreadable_camera_json), notes, complete.
 """
 from __future__ import annotations
 
@@ -45,7 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.a2d2_reader import A2D2Reader, FrameFiles, ReadStats
+from training.data.a2d2_calibration import CAMERA_NAMES
+from training.data.a2d2_reader import (ALL_CAMERAS, DEFAULT_CAMERAS, GROUP_TOLERANCE_US, A2D2Reader, FrameFiles,
+                                       ReadStats)
 from mtl_perception_ros.core.atomic_file import atomic_write_json
 from training.data.chunks import CHUNK_VERSION, ChunkError, ChunkReader, write_chunk
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
@@ -120,6 +128,7 @@ def _settings_key(reader: A2D2Reader) -> str:
         'semantic_classes': reader.semantic.to_dict(),
         'box_classes': reader.box_mapping.to_dict(),
         'keep_frames_without_boxes': reader.keep_frames_without_boxes,
+        'cameras': reader.camera_names, 'group_tolerance_us': reader.group_tolerance_us,
         'calibration_sha1': _file_sha1(reader.calibration_path),
         'class_list_sha1': _file_sha1(reader.class_list_path),
     }, sort_keys=True)
@@ -239,14 +248,17 @@ def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2
             val_scenes: list[str] | None = None, seed: int = 0, workers: int = 1,
             semantic_classes=DEFAULT_SEMANTIC_CLASSES, box_classes=DEFAULT_BOX_CLASSES,
             keep_frames_without_boxes: bool | None = None, progress: bool = True,
-            test_fraction: float = 0.2, test_scenes: list[str] | None = None) -> dict:
+            test_fraction: float = 0.2, test_scenes: list[str] | None = None,
+            cameras=DEFAULT_CAMERAS, group_tolerance_us: int = GROUP_TOLERANCE_US) -> dict:
     """Convert (or finish converting) `root` into chunks in `out_dir`; returns the manifest."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reader_args = dict(root=str(root), semantic_classes=str(semantic_classes),
-                       box_classes=str(box_classes), keep_frames_without_boxes=keep_frames_without_boxes)
+                       box_classes=str(box_classes), keep_frames_without_boxes=keep_frames_without_boxes,
+                       cameras=cameras if isinstance(cameras, str) else list(cameras),
+                       group_tolerance_us=int(group_tolerance_us))
     reader = A2D2Reader(**reader_args)
     jobs, scene_split, scene_frames, listing = plan_chunks(reader, frames_per_chunk, val_fraction,
                                                            val_scenes, seed, test_fraction, test_scenes)
@@ -266,12 +278,14 @@ def convert(root, out_dir, frames_per_chunk: int = 32, val_fraction: float = 0.2
                      'val_scenes': val_scenes,
                      'test_fraction': None if test_scenes is not None else test_fraction,
                      'test_scenes': test_scenes, 'seed': seed,
-                     'keep_frames_without_boxes': reader.keep_frames_without_boxes},
+                     'keep_frames_without_boxes': reader.keep_frames_without_boxes,
+                     'cameras': reader.camera_names, 'group_tolerance_us': reader.group_tolerance_us},
         'semantic_classes': reader.semantic.to_dict(),
         'box_classes': reader.box_mapping.to_dict(),
         'scenes': {scene: {'split': scene_split[scene], 'frames': scene_frames[scene]}
                    for scene in sorted(scene_split)},
-        'chunks': [], 'splits': {}, 'report': {}, 'notes': list(reader.notes), 'complete': False,
+        'chunks': [], 'splits': {}, 'report': {}, 'grouping': reader.grouping_report(),
+        'notes': list(reader.notes), 'complete': False,
     }
     entries: dict[str, dict] = {}
 
@@ -341,6 +355,11 @@ def main(argv=None) -> int:
                        help='keep frames without label3D (empty boxes); default: only when no scene has label3D')
     boxes.add_argument('--skip-frames-without-boxes', dest='keep_frames_without_boxes', action='store_false',
                        help='skip frames without label3D even in a set without 3D boxes')
+    parser.add_argument('--cameras', nargs='+', default=list(DEFAULT_CAMERAS),
+                        help=f'A2D2 cameras to read, the reference camera first, or `{ALL_CAMERAS}` '
+                             f'(from {", ".join(CAMERA_NAMES)})')
+    parser.add_argument('--group-tolerance-ms', type=float, default=GROUP_TOLERANCE_US / 1000,
+                        help="how far another camera's cam_tstamp may be from the reference camera's")
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
@@ -348,7 +367,9 @@ def main(argv=None) -> int:
         manifest = convert(args.root, args.out, args.frames_per_chunk, args.val_fraction, args.val_scenes,
                            args.seed, args.workers, args.semantic_classes, args.box_classes,
                            args.keep_frames_without_boxes, progress=not args.no_progress,
-                           test_fraction=args.test_fraction, test_scenes=args.test_scenes)
+                           test_fraction=args.test_fraction, test_scenes=args.test_scenes,
+                           cameras=args.cameras[0] if args.cameras == [ALL_CAMERAS] else args.cameras,
+                           group_tolerance_us=int(round(args.group_tolerance_ms * 1000)))
     except ValueError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -361,6 +382,10 @@ def main(argv=None) -> int:
         untracked = f', {summary["untracked_boxes"]} boxes without a track ID' if summary['untracked_boxes'] else ''
         print(f'{split}: {summary["frames"]} frames in {summary["chunks"]} chunks from '
               f'{len(summary["scenes"])} scenes; distinct objects: {objects}{untracked}')
+    for camera, counts in manifest['grouping'].items():
+        print(f'{camera}: {counts["grouped"]} frames grouped, {counts["frames_without_this_camera"]} frames '
+              f'without it, {counts["left_over"]} of its frames in no group, '
+              f'{counts["unreadable_camera_json"]} camera JSONs without a readable cam_tstamp')
     for note in manifest['notes']:
         print(f'note: {note}')
     print(f'manifest: {Path(args.out) / MANIFEST_NAME}')
