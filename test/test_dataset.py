@@ -54,11 +54,12 @@ def test_a_sample_is_resized_cropped_and_has_targets(chunk_dir):
     assert sample['name'] == 's1/000000001'
     assert sample['points'].dtype == torch.float32
     np.testing.assert_array_equal(sample['points'].numpy(), make_frame('x').points[:3])
-    assert sample['image'].shape == (3,) + INPUT_HW and sample['image'].dtype == torch.uint8
-    np.testing.assert_allclose(sample['camera_matrix'].numpy(),
+    assert sample['image'].shape == (1, 3) + INPUT_HW and sample['image'].dtype == torch.uint8
+    assert sample['camera_names'] == ['front_center']
+    np.testing.assert_allclose(sample['camera_matrix'][0].numpy(),
                                scale_camera_matrix(CAMERA_MATRIX, IMAGE_HW, INPUT_HW), rtol=1e-6)
-    assert sample['vehicle_to_camera'].shape == (4, 4) and bool(sample['camera_valid'])
-    class_map = sample['class_map']
+    assert sample['vehicle_to_camera'].shape == (1, 4, 4) and sample['camera_valid'].tolist() == [True]
+    class_map = sample['class_map'][0]
     assert class_map.shape == INPUT_HW and class_map.dtype == torch.int64
     assert (class_map[:, :24] == 1).all() and (class_map[:, 24:] == 4).all()
     # Targets: 4 classes on the 64 x 64 output grid, two objects (the third is outside).
@@ -83,6 +84,7 @@ def test_collate_concatenates_points_and_stacks_the_rest(chunk_dir):
     assert batch['image'].shape == (3, 3) + INPUT_HW
     assert batch['camera_matrix'].shape == (3, 3, 3) and batch['vehicle_to_camera'].shape == (3, 4, 4)
     assert batch['class_map'].shape == (3,) + INPUT_HW and batch['camera_valid'].tolist() == [True] * 3
+    assert batch['view_sample'].tolist() == [0, 1, 2] and batch['first_view'].tolist() == [0, 1, 2]
     assert batch['heatmap'].shape == (3, 4, 64, 64) and batch['reg'].shape == (3, 8, 8)
     assert batch['ind'].shape == batch['mask'].shape == batch['cls'].shape == (3, 8)
     assert isinstance(batch['gt_boxes'], list) and [len(b) for b in batch['gt_boxes']] == [2, 2, 2]
@@ -159,9 +161,9 @@ def test_augmented_flip_mirrors_targets_and_class_map(chunk_dir):
     sample = ChunkDataset(chunk_dir, config)[0]
     # y 2.5 -> -2.5: col 34 -> 29; classes swap sides in the image.
     assert sample['heatmap'][0, 10, 29] == 1.0
-    assert (sample['class_map'][:, :24] == 4).all() and (sample['class_map'][:, 24:] == 1).all()
+    assert (sample['class_map'][0, :, :24] == 4).all() and (sample['class_map'][0, :, 24:] == 1).all()
     np.testing.assert_allclose(sample['gt_boxes'][0, [1, 6]].numpy(), [-2.5, -0.2], rtol=1e-6)
-    assert sample['camera_matrix'][0, 2] == pytest.approx(INPUT_HW[1] - 1 - float(
+    assert sample['camera_matrix'][0, 0, 2] == pytest.approx(INPUT_HW[1] - 1 - float(
         scale_camera_matrix(CAMERA_MATRIX, IMAGE_HW, INPUT_HW)[0, 2]))
 
 

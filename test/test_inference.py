@@ -71,8 +71,8 @@ def test_inference_gives_the_model_the_pixels_and_camera_matrix_of_a_training_sa
     sample = prepare_sample(frame, DatasetConfig(grid=inference.grid, input_hw=inference.info.image_hw))
     image_t, k_model = inference.model_image(image, k)
     assert image_t.device.type == inference.device.type and image_t.shape == (1, 3) + tuple(inference.info.image_hw)
-    np.testing.assert_array_equal(image_t[0].cpu().numpy(), sample['image'].numpy().astype(np.float32))
-    np.testing.assert_allclose(k_model, sample['camera_matrix'].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(image_t[0].cpu().numpy(), sample['image'][0].numpy().astype(np.float32))
+    np.testing.assert_allclose(k_model, sample['camera_matrix'][0].numpy(), rtol=1e-6)
 
 
 def test_a_missing_checkpoint_is_named_in_the_error(tmp_path):

@@ -6,7 +6,9 @@ the same pixel content after augmentation:
   left-right, K and the extrinsics mirrored with them (mtl_perception_ros.core.camera);
 - global rotation about +z / uniform scaling of the scene: points and boxes move, and
   `vehicle_to_camera` absorbs the inverse motion (the image itself does not change).
-Photometric changes touch the image only; point dropout touches the points only.
+Photometric changes touch the image only; point dropout touches the points only. A frame with
+several cameras gets the same scene motion for all of them (each view's calibration follows)
+and photometric jitter drawn per camera (real cameras differ in exposure).
 All randomness comes from the numpy Generator passed in.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from mtl_perception_ros.core.boxes import wrap_angle
 from mtl_perception_ros.core.camera import flip_camera_matrix_horizontally, mirror_extrinsics_y
-from training.data.frame import Frame
+from training.data.frame import CameraView, Frame
 
 # ITU-R BT.601 luma weights for RGB.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -44,20 +46,24 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)
 
 
+def _flip_view(view: CameraView) -> CameraView:
+    """A camera of the mirrored scene: image and class map mirrored left-right, K and extrinsics with them."""
+    width = view.image.shape[1]
+    class_map = None if view.class_map is None else np.ascontiguousarray(view.class_map[:, ::-1])
+    return dataclasses.replace(view, image=np.ascontiguousarray(view.image[:, ::-1]), class_map=class_map,
+                               camera_matrix=flip_camera_matrix_horizontally(view.camera_matrix, width),
+                               vehicle_to_camera=mirror_extrinsics_y(view.vehicle_to_camera))
+
+
 def flip_frame_horizontally(frame: Frame) -> Frame:
-    """Mirror the whole frame in the vehicle y axis (left <-> right), calibration included."""
-    width = frame.image.shape[1]
+    """Mirror the whole frame in the vehicle y axis (left <-> right), every camera's calibration included."""
     points = frame.points.copy()
     points[:, 1] = -points[:, 1]
     boxes = np.array(frame.boxes, dtype=np.float32, copy=True).reshape(-1, 7)
     boxes[:, 1] = -boxes[:, 1]
     boxes[:, 6] = wrap_angle(-boxes[:, 6])
-    class_map = None if frame.class_map is None else np.ascontiguousarray(frame.class_map[:, ::-1])
-    return dataclasses.replace(
-        frame, points=points, boxes=boxes, class_map=class_map,
-        image=np.ascontiguousarray(frame.image[:, ::-1]),
-        camera_matrix=flip_camera_matrix_horizontally(frame.camera_matrix, width),
-        vehicle_to_camera=mirror_extrinsics_y(frame.vehicle_to_camera))
+    return dataclasses.replace(frame, points=points, boxes=boxes).with_views(
+        [_flip_view(view) for view in frame.views])
 
 
 def rotate_scale_frame(frame: Frame, yaw_rad: float, scale: float) -> Frame:
@@ -77,11 +83,13 @@ def rotate_scale_frame(frame: Frame, yaw_rad: float, scale: float) -> Frame:
     boxes[:, :3] = scale * (boxes[:, :3] @ rotation.T)
     boxes[:, 3:6] *= scale
     boxes[:, 6] = wrap_angle(boxes[:, 6] + yaw_rad)
-    vehicle_to_camera = np.array(frame.vehicle_to_camera, dtype=np.float64, copy=True)
-    vehicle_to_camera[:3, :3] = vehicle_to_camera[:3, :3] @ rotation.T
-    vehicle_to_camera[:3, 3] *= scale
-    return dataclasses.replace(frame, points=points, boxes=boxes.astype(np.float32),
-                               vehicle_to_camera=vehicle_to_camera)
+    views = []
+    for view in frame.views:
+        vehicle_to_camera = np.array(view.vehicle_to_camera, dtype=np.float64, copy=True)
+        vehicle_to_camera[:3, :3] = vehicle_to_camera[:3, :3] @ rotation.T
+        vehicle_to_camera[:3, 3] *= scale
+        views.append(dataclasses.replace(view, vehicle_to_camera=vehicle_to_camera))
+    return dataclasses.replace(frame, points=points, boxes=boxes.astype(np.float32)).with_views(views)
 
 
 def photometric_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.2,
@@ -117,8 +125,9 @@ def augment_frame(frame: Frame, rng: np.random.Generator, config: AugmentConfig 
     if config.rotation_max_rad > 0 or (low, high) != (1.0, 1.0):
         yaw = rng.uniform(-config.rotation_max_rad, config.rotation_max_rad)
         frame = rotate_scale_frame(frame, yaw, rng.uniform(low, high))
-    image = photometric_jitter(frame.image, rng, config.brightness, config.contrast,
-                               config.saturation, config.noise_std_max)
+    views = [dataclasses.replace(view, image=photometric_jitter(view.image, rng, config.brightness, config.contrast,
+                                                                config.saturation, config.noise_std_max))
+             for view in frame.views]
     points = drop_points(frame.points, rng, rng.uniform(0, config.point_dropout_max)
                          if config.point_dropout_max > 0 else 0.0)
-    return dataclasses.replace(frame, image=image, points=points)
+    return dataclasses.replace(frame, points=points).with_views(views)

@@ -61,7 +61,7 @@ from mtl_perception_ros.core.checkpoint import save_checkpoint
 from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet, parameter_summary
 from training.data.chunks import ChunkError, ChunkReader
 from training.provenance import provenance
-from training.data.dataset import ChunkDataset, collate_samples
+from training.data.dataset import ChunkDataset, collate_samples, model_arguments
 from training.engine.config import ConfigError, load_config
 from training.engine.data_loading import (ChunkFolder, make_dataset, make_eval_loader, make_train_loader,
                                           prepare_for_loader_workers, read_chunk_folder, to_device)
@@ -168,8 +168,7 @@ class TrainStep(nn.Module):
         self.criterion = criterion
 
     def forward(self, batch: dict):
-        outputs = self.model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
-                             batch['vehicle_to_camera'], batch['camera_valid'])
+        outputs = self.model(**model_arguments(batch))
         total, terms = self.criterion(outputs, batch)
         return total, terms, outputs
 
@@ -642,8 +641,7 @@ def record_epoch(run: Run, epoch: int, train_means: dict, result: EvaluationResu
         batch = to_device(collate_samples([data.val_set[0]]), run.ctx.device)
         with torch.no_grad():
             learner.model.eval()
-            outputs = learner.model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
-                                    batch['vehicle_to_camera'], batch['camera_valid'])
+            outputs = learner.model(**model_arguments(batch))
             learner.model.train()
         run.log.picture(f'val_epoch_{epoch + 1:03d}', data.picture(batch, outputs), progress.global_step)
     run.log.flush()

@@ -29,7 +29,9 @@ A class with no ground truth in the whole dataset has an undefined AP: it is NaN
 and left out of every mean. mAP = mean over classes (with GT) of the mean over thresholds.
 Range filtering (nuScenes drops boxes beyond a class-specific distance) is the caller's job;
 ``range_band`` (metres from the vehicle origin, BEV) keeps only ground truth and predictions
-whose centres lie in ``[low, high)`` (AP by range band).
+whose centres lie in ``[low, high)`` (AP by range band); ``sector_deg`` likewise keeps those whose
+centre azimuth |atan2(y, x)| lies in ``[low, high)`` degrees (AP by sector around a surround rig:
+SECTORS_DEG front / sides / rear).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ MIN_PRECISION = 0.1
 CRITERIA = ('center_distance', 'bev_iou')
 INTERPOLATIONS = ('nuscenes', 'coco_envelope')
 RANGE_BANDS_M = ((0.0, 20.0), (20.0, 40.0), (40.0, float('inf')))
+SECTORS_DEG = {'front': (0.0, 45.0), 'sides': (45.0, 135.0), 'rear': (135.0, 181.0)}   # |azimuth|
 TP_THRESHOLD_M = 2.0                       # nuScenes' dist_th_tp: the TP errors are measured at 2 m
 TP_ERROR_NAMES = ('trans_err_m', 'scale_err', 'orient_err_rad')
 
@@ -325,6 +328,7 @@ class DetectionMetrics:
     num_pred: np.ndarray
     interpolation: str = 'nuscenes'
     range_band: tuple | None = None
+    sector_deg: tuple | None = None
     # (C, 3) nuScenes' TP errors per class (TP_ERROR_NAMES; at TP_THRESHOLD_M, centre distance
     # only; NaN without GT or without a 2 m threshold); mean over classes with GT: tp_error_means
     tp_errors: np.ndarray | None = None
@@ -381,7 +385,8 @@ class DetectionAccumulator:
     """
 
     def __init__(self, class_names, thresholds=None, criterion: str = 'center_distance',
-                 interpolation: str = 'nuscenes', range_band: tuple | None = None):
+                 interpolation: str = 'nuscenes', range_band: tuple | None = None,
+                 sector_deg: tuple | None = None):
         if criterion not in CRITERIA:
             raise ValueError(f'criterion {criterion!r}: expected one of {CRITERIA}')
         if interpolation not in INTERPOLATIONS:
@@ -393,6 +398,7 @@ class DetectionAccumulator:
         self.criterion = criterion
         self.interpolation = interpolation
         self.range_band = None if range_band is None else (float(range_band[0]), float(range_band[1]))
+        self.sector_deg = None if sector_deg is None else (float(sector_deg[0]), float(sector_deg[1]))
         self._ties = 'nuscenes' if interpolation == 'nuscenes' else 'stable'
         self._tp_index = (self.thresholds.index(TP_THRESHOLD_M)
                           if criterion == 'center_distance' and TP_THRESHOLD_M in self.thresholds else None)
@@ -421,6 +427,12 @@ class DetectionAccumulator:
             low, high = self.range_band
             keep_pred = _in_band(pred_boxes, low, high)
             keep_gt = _in_band(gt_boxes, low, high)
+            pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
+            gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
+        if self.sector_deg is not None:
+            low, high = self.sector_deg
+            keep_pred = _in_sector(pred_boxes, low, high)
+            keep_gt = _in_sector(gt_boxes, low, high)
             pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
             gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
         is_tp, matches = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
@@ -472,7 +484,7 @@ class DetectionAccumulator:
             ap=ap, ap_per_class=ap_per_class, map=map_value, recall_grid=grid.copy(),
             precision_curves=curves, raw_curves=raw_curves, num_gt=self._num_gt.copy(),
             num_pred=np.bincount(classes, minlength=num_classes)[:num_classes],
-            interpolation=self.interpolation, range_band=self.range_band,
+            interpolation=self.interpolation, range_band=self.range_band, sector_deg=self.sector_deg,
             tp_errors=tp_errors if self._tp_index is not None else None)
 
     def _as_classes(self, classes, count: int, field: str) -> np.ndarray:
@@ -489,6 +501,11 @@ class DetectionAccumulator:
 def _in_band(boxes: np.ndarray, low: float, high: float) -> np.ndarray:
     distance = np.hypot(boxes[:, 0], boxes[:, 1])
     return (distance >= low) & (distance < high)
+
+
+def _in_sector(boxes: np.ndarray, low_deg: float, high_deg: float) -> np.ndarray:
+    azimuth = np.degrees(np.abs(np.arctan2(boxes[:, 1], boxes[:, 0])))
+    return (azimuth >= low_deg) & (azimuth < high_deg)
 
 
 def _as_boxes(boxes, field: str) -> np.ndarray:

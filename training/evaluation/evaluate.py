@@ -40,7 +40,8 @@ from mtl_perception_ros.core.atomic_file import atomic_write_json, json_ready
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
-from training.evaluation.detection_metrics import RANGE_BANDS_M, DetectionAccumulator, DetectionMetrics
+from training.data.dataset import model_arguments
+from training.evaluation.detection_metrics import RANGE_BANDS_M, SECTORS_DEG, DetectionAccumulator, DetectionMetrics
 from training.provenance import describe
 from training.evaluation.formatting import format_number
 from training.evaluation.segmentation_metrics import SegmentationAccumulator
@@ -62,6 +63,10 @@ class EvaluationResult:
     predictions: list = field(default_factory=list)
     # (low, high) m -> DetectionMetrics of that range band (detection_metrics.RANGE_BANDS_M)
     detection_by_range: dict = field(default_factory=dict)
+    # sector name -> DetectionMetrics of the boxes in that sector (detection_metrics.SECTORS_DEG)
+    detection_by_sector: dict = field(default_factory=dict)
+    # camera name -> segmentation metrics of that camera's views (the pooled ones: `segmentation`)
+    segmentation_by_camera: dict = field(default_factory=dict)
 
     @property
     def map(self) -> float:
@@ -89,6 +94,8 @@ class EvaluationResult:
         values = {'map': det.map, **{f'tp/{name}': value for name, value in det.tp_error_means.items()}}
         for band, metrics in self.detection_by_range.items():
             values[f'map_range/{_band_name(band)}'] = metrics.map
+        for sector, metrics in self.detection_by_sector.items():
+            values[f'map_sector/{sector}'] = metrics.map
         for c, name in enumerate(det.class_names):
             values[f'ap/{name}'] = float(det.ap_per_class[c])
             for t, threshold in enumerate(det.thresholds):
@@ -98,6 +105,10 @@ class EvaluationResult:
             values[f'iou/{name}'] = float(seg['iou'][k])
         values['pixel_accuracy'] = seg['pixel_accuracy']
         values['mean_class_accuracy'] = seg['mean_class_accuracy']
+        if len(self.segmentation_by_camera) > 1:
+            for camera, metrics in self.segmentation_by_camera.items():
+                values[f'miou_camera/{camera}'] = metrics['miou']
+                values[f'pixel_accuracy_camera/{camera}'] = metrics['pixel_accuracy']
         values.update({f'loss/{term}': value for term, value in self.losses.items()})
         return values
 
@@ -110,6 +121,13 @@ class EvaluationResult:
             'detection_by_range': {_band_name(band): {'map': metrics.map, 'ap_per_class': dict(zip(
                 metrics.class_names, metrics.ap_per_class)), 'num_gt': dict(zip(metrics.class_names, metrics.num_gt))}
                 for band, metrics in self.detection_by_range.items()},
+            'detection_by_sector': {sector: {'map': metrics.map, 'ap_per_class': dict(zip(
+                metrics.class_names, metrics.ap_per_class)), 'num_gt': dict(zip(metrics.class_names, metrics.num_gt))}
+                for sector, metrics in self.detection_by_sector.items()},
+            'segmentation_by_camera': {camera: {'miou': metrics['miou'], 'pixel_accuracy': metrics['pixel_accuracy'],
+                                                'num_pixels': metrics['num_pixels'],
+                                                'iou': dict(zip(metrics['class_names'], metrics['iou']))}
+                                       for camera, metrics in self.segmentation_by_camera.items()},
             'segmentation': {'miou': seg['miou'], 'pixel_accuracy': seg['pixel_accuracy'],
                              'mean_class_accuracy': seg['mean_class_accuracy'],
                              'num_pixels': seg['num_pixels'],
@@ -130,6 +148,10 @@ class EvaluationResult:
         if self.detection_by_range:
             lines.append('mAP by range: ' + ', '.join(f'{_band_name(band)} m {format_number(metrics.map)}'
                                                       for band, metrics in self.detection_by_range.items()))
+        sectors = {name: metrics for name, metrics in self.detection_by_sector.items() if metrics.num_gt.sum()}
+        if sectors and set(sectors) != {'front'}:
+            lines.append('mAP by sector: ' + ', '.join(f'{name} {format_number(metrics.map)}'
+                                                       for name, metrics in sectors.items()))
         lines += ['', 'Semantic segmentation']
         width = max(len('pixel accuracy'), *(len(n) for n in seg['class_names']))
         lines.append(f'{"class".ljust(width)}     IoU  accuracy')
@@ -137,6 +159,10 @@ class EvaluationResult:
             lines.append(f'{name.ljust(width)}  {format_number(iou, width=6)}    {format_number(accuracy, width=6)}')
         lines.append(f'{"mIoU".ljust(width)}  {format_number(seg["miou"], width=6)}')
         lines.append(f'{"pixel accuracy".ljust(width)}  {format_number(seg["pixel_accuracy"], width=6)}')
+        if len(self.segmentation_by_camera) > 1:
+            lines.append('per camera (mIoU / pixel accuracy): ' + ', '.join(
+                f'{camera} {format_number(metrics["miou"])} / {format_number(metrics["pixel_accuracy"])}'
+                for camera, metrics in self.segmentation_by_camera.items()))
         if self.losses:
             lines += ['', 'Losses: ' + ', '.join(f'{k} {v:.4f}' for k, v in self.losses.items())]
         return '\n'.join(lines)
@@ -174,6 +200,7 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
     model.eval()
     frames = []                 # (dataset index, pred boxes, classes, scores, gt boxes, gt classes)
     seg = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+    camera_seg: dict[str, SegmentationAccumulator] = {}
     loss_sums: dict[str, float] = {}
     batches = 0
     # dataset index of each frame, to merge the ranks' shards in frame order
@@ -183,8 +210,7 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
         for batch in tqdm(loader, desc=description, leave=False, disable=not (progress and ctx.is_main)):
             batch = to_device(batch, device)
             with autocast_context(device, amp_dtype):
-                outputs = model(batch['points'], batch['points_batch'], batch['image'], batch['camera_matrix'],
-                                batch['vehicle_to_camera'], batch['camera_valid'])
+                outputs = model(**model_arguments(batch))
                 if criterion is not None:
                     _, terms = criterion(outputs, batch)
                     for name, value in terms.items():
@@ -201,21 +227,35 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
                 position += 1
                 frames.append((index, det.boxes, det.classes, det.scores,
                                batch['gt_boxes'][i].cpu().numpy(), batch['gt_classes'][i].cpu().numpy()))
-                seg.update(predicted[i], class_maps[i])
+            view_cameras = [name for names in batch['camera_names'] for name in names]
+            for view, camera in enumerate(view_cameras):   # every camera's view, pooled and per camera
+                seg.update(predicted[view], class_maps[view])
+                if camera not in camera_seg:
+                    camera_seg[camera] = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+                camera_seg[camera].update(predicted[view], class_maps[view])
     finally:
         model.train(was_training)
 
     gathered = gather_to_main({'frames': frames, 'confusion': seg.confusion, 'loss_sums': loss_sums,
-                               'batches': batches}, ctx)
+                               'batches': batches,
+                               'camera_confusion': {name: acc.confusion for name, acc in camera_seg.items()}}, ctx)
     if gathered is None:
         return None
     det_acc = DetectionAccumulator(detection_labels.names)
     band_accs = {band: DetectionAccumulator(detection_labels.names, range_band=band) for band in RANGE_BANDS_M}
+    sector_accs = {name: DetectionAccumulator(detection_labels.names, sector_deg=sector)
+                   for name, sector in SECTORS_DEG.items()}
     all_frames = sorted((f for part in gathered for f in part['frames']), key=lambda f: f[0])
     for _, boxes, classes, scores, gt_boxes, gt_classes in all_frames:
-        for acc in (det_acc, *band_accs.values()):
+        for acc in (det_acc, *band_accs.values(), *sector_accs.values()):
             acc.update(boxes, classes, scores, gt_boxes, gt_classes)
     seg.confusion = sum(part['confusion'] for part in gathered)
+    by_camera = {}
+    for part in gathered:
+        for name, confusion in part['camera_confusion'].items():
+            if name not in by_camera:
+                by_camera[name] = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+            by_camera[name].confusion = by_camera[name].confusion + confusion
     total_batches = sum(part['batches'] for part in gathered)
     losses = {}
     for part in gathered:
@@ -224,7 +264,15 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
     losses = {name: value / max(total_batches, 1) for name, value in losses.items()}
     predictions = [f[:4] for f in all_frames] if keep_predictions else []
     return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions,
-                            {band: acc.compute() for band, acc in band_accs.items()})
+                            {band: acc.compute() for band, acc in band_accs.items()},
+                            {name: acc.compute() for name, acc in sector_accs.items()},
+                            {name: by_camera[name].compute() for name in sorted(by_camera, key=_camera_order)})
+
+
+def _camera_order(name: str):
+    """A2D2's rig order first, then any other camera name alphabetically."""
+    from training.data.a2d2_calibration import CAMERA_NAMES
+    return (CAMERA_NAMES.index(name), '') if name in CAMERA_NAMES else (len(CAMERA_NAMES), name)
 
 
 def _band_name(band) -> str:

@@ -52,13 +52,14 @@ def debug_picture(batch: dict, outputs: dict, grid: BevGrid, detection_labels: L
         predicted = torch.sigmoid(heatmap_logits)[0].cpu().numpy()
         detections = decode_detections(heatmap_logits, outputs['bbox_reg'][index:index + 1].detach().float().contiguous(),
                                        grid, score_threshold=score_threshold)[0]
-        class_map = batch['class_map'][index].cpu().numpy().astype(np.uint8)
-        predicted_classes = semantic_prediction(outputs['sem_logits'][index:index + 1].detach(),
+        view = int(batch['first_view'][index]) if 'first_view' in batch else index   # the sample's first camera
+        class_map = batch['class_map'][view].cpu().numpy().astype(np.uint8)
+        predicted_classes = semantic_prediction(outputs['sem_logits'][view:view + 1].detach(),
                                                 class_map.shape)[0].cpu().numpy()
     target = batch['heatmap'][index].cpu().numpy()
     gt_boxes = batch['gt_boxes'][index].cpu().numpy()
     gt_classes = batch['gt_classes'][index].cpu().numpy()
-    image = batch['image'][index].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+    image = batch['image'][view].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
     points = batch['points'][batch['points_batch'] == index].cpu().numpy()
     if pixels_per_cell is None:   # about 512 pixels across the BEV
         pixels_per_cell = max(1, 512 // max(grid.output_shape))

@@ -24,17 +24,17 @@ from training.paths import A2D2_CONFIG_DIR
 
 def sample_picture(sample: dict, config: DatasetConfig, box_labels: LabelSet,
                    semantic_labels: LabelSet) -> np.ndarray:
-    """The debug picture (RGB uint8) of one `prepare_sample` sample."""
-    image = sample['image'].permute(1, 2, 0).numpy()
+    """The debug picture (RGB uint8) of one `prepare_sample` sample (its first camera)."""
+    image = sample['image'][0].permute(1, 2, 0).numpy()
     points = sample['points'].numpy()
     bev = draw_bev(sample['heatmap'].numpy(), sample['gt_boxes'].numpy(), sample['gt_classes'].numpy(),
                    config.grid, box_labels.colors, points=points)
     draw_legend(bev, box_labels.names, box_labels.colors)
     bev = add_title(bev, f'{sample["name"]}  BEV targets and {len(sample["gt_boxes"])} GT boxes, forward up')
-    overlay = add_title(semantic_overlay(image, sample['class_map'].numpy(), semantic_labels),
+    overlay = add_title(semantic_overlay(image, sample['class_map'][0].numpy(), semantic_labels),
                         'semantic classes')
-    lidar = add_title(draw_points_on_image(image, points, sample['vehicle_to_camera'].numpy(),
-                                           sample['camera_matrix'].numpy()),
+    lidar = add_title(draw_points_on_image(image, points, sample['vehicle_to_camera'][0].numpy(),
+                                           sample['camera_matrix'][0].numpy()),
                       f'LiDAR by depth, {len(points)} points in the grid')
     return side_by_side([bev, stacked([overlay, lidar])])
 
