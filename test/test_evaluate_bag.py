@@ -73,10 +73,11 @@ def test_scoring_matches_by_stamp_and_counts_frames_without_output():
     detection_labels, semantic_labels = labels()
     car = np.array([[10.0, 0.0, 0.0, 4.0, 1.8, 1.5, 0.0]])
     truth = GroundTruth(detections={100: (car, np.array([0])), 200: (car + [5, 0, 0, 0, 0, 0, 0], np.array([0]))},
-                        semantic={150: np.array([[0, 0], [1, 255]], np.uint8)})
+                        semantic={(None, 150): np.array([[0, 0], [1, 255]], np.uint8)})
+    predicted_map = np.array([[0, 0], [0, 3]], np.uint8)
     predictions = BagPredictions(source='hand-made', frames=[
         FramePrediction(100, 150, car + [0.2, 0, 0, 0, 0, 0, 0], np.array([0]), np.array([0.9]),
-                        np.array([[0, 0], [0, 3]], np.uint8)),
+                        predicted_map, class_maps={(None, 150): predicted_map}),
         FramePrediction(999, None, car, np.array([0]), np.array([0.8]), None)])     # no GT frame: not scored
     evaluation = score(predictions, truth, detection_labels, semantic_labels)
     np.testing.assert_allclose(evaluation.detection.ap[0], 40 / 90)
@@ -193,7 +194,7 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
         np.testing.assert_allclose(b.boxes[:, [0, 1, 3, 4, 6]], a.boxes[:, [0, 1, 3, 4, 6]], atol=1e-5)
         np.testing.assert_array_equal(b.classes, a.classes)
         np.testing.assert_allclose(b.scores, a.scores, atol=1e-6)
-        np.testing.assert_array_equal(live.class_maps[a.image_stamp_ns], a.class_map)
+        np.testing.assert_array_equal(live.class_maps[(None, a.image_stamp_ns)], a.class_map)
     assert live.latency_summary and live.counts.get('node.processed') == str(FRAMES)
 
     truth = read_ground_truth(bag, detection_labels.names, inference.grid)

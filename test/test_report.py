@@ -40,9 +40,10 @@ def hand_made_evaluation():
     semantic = LabelSet.from_yaml(REPO / 'config/a2d2/semantic_classes.yaml')
     car = np.array([[10.0, 0.0, 0.0, 4.0, 1.8, 1.5, 0.0]])
     truth = GroundTruth({100: (car, np.array([0])), 200: (car + [5, 0, 0, 0, 0, 0, 0], np.array([0]))},
-                        {150: np.zeros((48, 64), np.uint8)})
+                        {(None, 150): np.zeros((48, 64), np.uint8)})
     predictions = BagPredictions('hand-made', frames=[FramePrediction(
-        100, 150, car, np.array([0]), np.array([0.9]), np.zeros((48, 64), np.uint8))],
+        100, 150, car, np.array([0]), np.array([0.9]), np.zeros((48, 64), np.uint8),
+        class_maps={(None, 150): np.zeros((48, 64), np.uint8)})],
         latency_samples={'total': [10.0, 12.0, 30.0]}, latency_summary={'total': (12.0, 28.2)})
     return score(predictions, truth, detection, semantic), detection, semantic, car
 

@@ -17,6 +17,12 @@ The bags that `python -m training.export.to_bag` writes (and `mtl_bag_play` play
   metric BEV convention of messages.outputs.detection2d_array; score 1; `id` = track id ('' unknown).
 - /gt/semantic, sensor_msgs/Image mono8, the image's header: class id per pixel (255 = ignore).
 
+Several cameras (chunks with a surround rig, or any camera other than front_center): the topics
+are per camera, named as the node subscribes them for a camera NAME in `cameras`
+(`camera_topics`): /NAME/image_raw (or /NAME/image_raw/compressed), /NAME/camera_info, frame
+`NAME_optical`, /gt/NAME/semantic; /tf_static holds vehicle -> every camera's frame; metadata's
+custom_data `mtl_perception.cameras` lists the cameras (absent: the one-camera layout above).
+
 Receive timestamps (what `ros2 bag play` schedules by) equal the header stamps. /tf_static and
 /gt/* are offered reliable + transient local (late subscribers get the latest), the sensor
 topics reliable + volatile (bags.qos).
@@ -29,6 +35,8 @@ The modules: bags.typestore (message types, (de)serialization, the rosbags messa
 bags.qos, bags.writer (BagWriter), bags.reader (BagReader and its numpy payloads).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 BAG_VERSION = 8
 
@@ -52,6 +60,28 @@ COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
 DETECTION2D_ARRAY = 'vision_msgs/msg/Detection2DArray'
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """The bag topics and frame of one camera."""
+
+    image: str
+    compressed_image: str
+    camera_info: str
+    gt_semantic: str
+    frame: str
+
+
+def camera_topics(camera: str | None = None) -> CameraTopics:
+    """Topics of camera `camera` in a several-camera bag; None: the one-camera layout
+    (/camera/image_raw, frame camera_front, /gt/semantic)."""
+    if camera is None:
+        return CameraTopics(IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, CAMERA_INFO_TOPIC, GT_SEMANTIC_TOPIC, CAMERA_FRAME)
+    if not camera or '/' in camera or camera != camera.strip():
+        raise ValueError(f'camera name {camera!r}: expected a plain name such as front_left')
+    return CameraTopics(f'/{camera}/image_raw', f'/{camera}/image_raw/compressed', f'/{camera}/camera_info',
+                        f'/gt/{camera}/semantic', f'{camera}_optical')
 
 
 def is_latched_topic(topic: str) -> bool:

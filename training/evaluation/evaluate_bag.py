@@ -7,7 +7,10 @@
 
 BAG is a bag written by `python -m training.export.to_bag` (/points, /camera/image_raw,
 /camera/camera_info, /tf_static, /gt/detections, /gt/semantic; mtl_perception_ros.bags.topics).
-Its camera is the params YAML's first camera (`cameras`).
+Its camera is the params YAML's first camera (`cameras`). A bag with several cameras (custom_data
+`mtl_perception.cameras`, per-camera topics /NAME/image_raw, /gt/NAME/semantic) is read for every
+camera of the YAML's `cameras` (each must be in the bag); its default calibration source is
+`bag`, and segmentation is scored per camera and pooled.
 
 Offline (`--checkpoint`): the bag's /points and /camera/image_raw messages are read in recorded
 order and go through the node's own frame path, mtl_perception_ros.core.frame_pipeline.FramePipeline,
@@ -102,7 +105,9 @@ def load_node_params(path) -> dict:
 @dataclass
 class FramePrediction:
     """One processed cloud: boxes (N, 7) vehicle frame, classes (N,) int64, scores (N,);
-    class_map (H, W) uint8 at the image's size or None (LiDAR-only / not recorded)."""
+    class_map (H, W) uint8 at the image's size or None (LiDAR-only / not recorded) and its image's
+    stamp, of the first camera; class_maps: {(camera, image stamp): class map} of every camera
+    (camera None in a one-camera bag)."""
 
     cloud_stamp_ns: int
     image_stamp_ns: int | None
@@ -111,6 +116,7 @@ class FramePrediction:
     scores: np.ndarray
     class_map: np.ndarray | None
     lidar_only: bool = False
+    class_maps: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -124,7 +130,25 @@ class BagPredictions:
     counts: dict = field(default_factory=dict)
     latency_samples: dict = field(default_factory=dict)
     latency_summary: dict = field(default_factory=dict)
-    class_maps: dict | None = None   # recorded: image stamp -> class map (offline: in the frames)
+    class_maps: dict | None = None   # recorded: (camera, image stamp) -> class map (offline: in the frames)
+
+
+def bag_cameras(reader: BagReader) -> list[str] | None:
+    """The cameras of a several-camera bag (custom_data mtl_perception.cameras), None for one camera."""
+    raw = reader.custom_data.get('mtl_perception.cameras')
+    return None if raw is None else [str(name) for name in json.loads(raw)]
+
+
+def camera_keys(params: dict, cameras: list[str] | None, bag) -> dict:
+    """{node camera: (key in the scores, its bags.topics.CameraTopics)}: one camera (key None) in a
+    one-camera bag, else every camera of the YAML's `cameras` (ValueError naming one the bag lacks)."""
+    if cameras is None:
+        return {params['cameras'][0]: (None, bt.camera_topics(None))}
+    missing = [name for name in params['cameras'] if name not in cameras]
+    if missing:
+        raise ValueError(f'{bag} has the cameras {cameras}; the params YAML names {missing} too '
+                         '(set `cameras` to the bag\'s cameras)')
+    return {name: (name, bt.camera_topics(name)) for name in params['cameras']}
 
 
 def predict_offline(bag, inference, params: dict, calibration_source: str | None = None,
@@ -132,39 +156,50 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
     """Run `inference` (PerceptionInference) over the bag's pairs as the node would (module doc)."""
     if calibration_source is not None and calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f'calibration source {calibration_source!r}: expected one of {CALIBRATION_SOURCES}')
-    camera = params['cameras'][0]
-    calibration = pipeline_parameters.camera_calibrations(params)[camera]
+    calibrations = pipeline_parameters.camera_calibrations(params)
     out = BagPredictions(source=f'offline: {getattr(inference, "checkpoint_path", "checkpoint")}')
     counts = out.counts
     samples: dict[str, list] = {}
 
     def process(pipeline: FramePipeline, frame):
-        cloud, image = frame.points, frame.images.get(camera)
-        result = pipeline.process(frame, cloud.data, {camera: None if image is None else image.data},
-                                  cloud_frame=cloud.frame_id, image_frames={} if image is None else {camera: image.frame_id})
+        cloud = frame.points
+        images = {camera: frame.images.get(camera) for camera in keys}
+        result = pipeline.process(frame, cloud.data, {c: None if i is None else i.data for c, i in images.items()},
+                                  cloud_frame=cloud.frame_id,
+                                  image_frames={c: i.frame_id for c, i in images.items() if i is not None})
         if result is None:
             return
         for stage, value in result.timings_ms.items():
             samples.setdefault(stage, []).append(float(value))
+        maps = {(keys[c][0], result.image_stamps_ns[c]): m for c, m in result.class_maps.items()
+                if m is not None and c in result.image_stamps_ns}
+        first = next(iter(keys))
         out.frames.append(FramePrediction(
-            cloud.stamp_ns, result.image_stamps_ns.get(camera), np.asarray(result.boxes, np.float64),
-            np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_maps.get(camera),
-            result.lidar_only))
+            cloud.stamp_ns, result.image_stamps_ns.get(first), np.asarray(result.boxes, np.float64),
+            np.asarray(result.classes, np.int64), np.asarray(result.scores, np.float64), result.class_maps.get(first),
+            result.lidar_only, maps))
 
     with BagReader(bag) as reader:
-        image_topic = bt.COMPRESSED_IMAGE_TOPIC if bt.COMPRESSED_IMAGE_TOPIC in reader.topics else bt.IMAGE_TOPIC
-        topics = [bt.POINTS_TOPIC, image_topic]
+        cameras = bag_cameras(reader)
+        keys = camera_keys(params, cameras, bag)
+        image_topics, info_topics = {}, {}
+        for camera, (_, topics) in keys.items():
+            image_topics[topics.compressed_image if topics.compressed_image in reader.topics else topics.image] = camera
+            info_topics[topics.camera_info] = camera
+        topics = [bt.POINTS_TOPIC, *image_topics]
+        has_info = any(t in reader.topics for t in info_topics)
         if calibration_source is None:
-            calibration_source = 'camera_info' if bt.CAMERA_INFO_TOPIC in reader.topics else 'params'
-        if calibration_source in ('camera_info', 'bag') and bt.CAMERA_INFO_TOPIC in reader.topics:
-            topics.append(bt.CAMERA_INFO_TOPIC)
+            calibration_source = 'params' if not has_info else ('bag' if cameras is not None else 'camera_info')
+        if calibration_source in ('camera_info', 'bag'):
+            topics += [t for t in info_topics if t in reader.topics]
         transforms = None
         if calibration_source == 'bag' and bt.TF_STATIC_TOPIC in reader.topics:
             transforms = TransformBuffer()
             topics.append(bt.TF_STATIC_TOPIC)
         # The node's frame path; the clock is the bag's receive time. No tracker (evaluate_tracking
         # scores tracking), and every pair is processed (no drops for a busy worker).
-        pipeline = FramePipeline(inference, {camera: calibration}, pipeline_parameters.pipeline_config(params),
+        pipeline = FramePipeline(inference, {camera: calibrations[camera] for camera in keys},
+                                 pipeline_parameters.pipeline_config(params),
                                  transforms=None if transforms is None else transforms.lookup)
         for message in reader.decoded(topics, intensity_scale=float(params['intensity_scale']),
                                       point_fields=tuple(params['point_fields'])):
@@ -172,10 +207,10 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
                 for item in message.data:     # bags.reader.StaticTransform
                     transforms.set_matrix(item.parent, item.child, item.stamp_ns, item.parent_from_child, static=True)
                 continue
-            if message.topic == bt.CAMERA_INFO_TOPIC:
+            if message.topic in info_topics:
                 info = message.data          # messages.camera_info.CameraInfoData
-                pipeline.apply_camera_info(camera, info.camera_matrix, info.distortion, info.distortion_model,
-                                           info.image_size_wh)
+                pipeline.apply_camera_info(info_topics[message.topic], info.camera_matrix, info.distortion,
+                                           info.distortion_model, info.image_size_wh)
                 continue
             key = f'received.{message.topic.strip("/")}'
             counts[key] = counts.get(key, 0) + 1
@@ -183,7 +218,7 @@ def predict_offline(bag, inference, params: dict, calibration_source: str | None
             if message.topic == bt.POINTS_TOPIC:
                 frames = pipeline.add_points(message.stamp_ns, message, receipt_s)
             else:
-                frames = pipeline.add_image(camera, message.stamp_ns, message, receipt_s)
+                frames = pipeline.add_image(image_topics[message.topic], message.stamp_ns, message, receipt_s)
             for frame in frames:
                 process(pipeline, frame)
     counts.update(pipeline.counts())
@@ -220,19 +255,25 @@ def diagnostics_values(reader: BagReader, topic: str = '/diagnostics') -> dict[s
 
 
 def read_recorded(recorded, detection_names, detections_topic: str | None = None,
-                  labels_topic: str | None = None) -> BagPredictions:
-    """The node's recorded outputs as BagPredictions (module doc). Class names -> ids by `detection_names`."""
+                  labels_topic: str | None = None, cameras: list[str] | None = None) -> BagPredictions:
+    """The node's recorded outputs as BagPredictions (module doc). Class names -> ids by `detection_names`.
+    cameras: the source bag's cameras (None: one camera, its `.../semantic/labels`), each read from
+    the node's `.../<camera>/semantic/labels`."""
     out = BagPredictions(source=f'recorded: {recorded}')
     names = list(detection_names)
     with BagReader(recorded) as reader:
         detections_topic = detections_topic or find_topic(reader, bt.DETECTION2D_ARRAY, '/detections')
-        labels_topic = labels_topic or find_topic(reader, bt.IMAGE, '/semantic/labels')
         if detections_topic is None:
             raise ValueError(f'{recorded}: no .../detections topic (vision_msgs/msg/Detection2DArray); '
                              f'the bag has {sorted(reader.topics)}')
+        if cameras is None:
+            labels = {None: labels_topic or find_topic(reader, bt.IMAGE, '/semantic/labels')}
+        else:
+            labels = {camera: find_topic(reader, bt.IMAGE, f'/{camera}/semantic/labels') for camera in cameras}
         class_maps = {}
-        if labels_topic is not None:
-            class_maps = {m.stamp_ns: m.data for m in reader.decoded([labels_topic])}
+        for camera, topic in labels.items():
+            if topic is not None:
+                class_maps.update({(camera, m.stamp_ns): m.data for m in reader.decoded([topic])})
         for message in reader.decoded([detections_topic]):
             data = message.data
             unknown = sorted(set(data.class_names) - set(names))
@@ -267,11 +308,14 @@ def bev_to_boxes(bev: np.ndarray) -> np.ndarray:
 
 @dataclass
 class GroundTruth:
-    """detections: cloud stamp ns -> (boxes (M, 7), classes (M,)) inside the grid; semantic: image stamp -> (H, W) uint8."""
+    """detections: cloud stamp ns -> (boxes (M, 7), classes (M,)) inside the grid; semantic:
+    (camera, image stamp ns) -> (H, W) uint8 (camera None in a one-camera bag); cameras: the bag's
+    cameras (None: one camera)."""
 
     detections: dict
     semantic: dict
     outside_grid: int = 0
+    cameras: list | None = None
 
 
 def read_ground_truth(bag, detection_names, grid: BevGrid) -> GroundTruth:
@@ -289,9 +333,13 @@ def read_ground_truth(bag, detection_names, grid: BevGrid) -> GroundTruth:
                       & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
             outside += int(np.count_nonzero(~inside))
             detections[stamp] = (boxes[inside], classes[inside])
-        semantic = ({m.stamp_ns: m.data for m in reader.decoded([bt.GT_SEMANTIC_TOPIC])}
-                    if bt.GT_SEMANTIC_TOPIC in reader.topics else {})
-    return GroundTruth(detections, semantic, outside)
+        cameras = bag_cameras(reader)
+        semantic = {}
+        for camera in ([None] if cameras is None else cameras):
+            topic = bt.camera_topics(camera).gt_semantic
+            if topic in reader.topics:
+                semantic.update({(camera, m.stamp_ns): m.data for m in reader.decoded([topic])})
+    return GroundTruth(detections, semantic, outside, cameras)
 
 
 @dataclass
@@ -301,13 +349,15 @@ class BagEvaluation:
     counts: dict
     predictions: BagPredictions
     truth: GroundTruth
+    segmentation_by_camera: dict = field(default_factory=dict)   # camera -> metrics (several-camera bags)
 
 
 def class_maps_by_stamp(predictions: BagPredictions) -> dict:
-    """image stamp -> predicted class map (recorded: the labels topic; offline: from the frames)."""
+    """(camera, image stamp) -> predicted class map (recorded: the labels topics; offline: from the
+    frames); camera None in a one-camera bag."""
     if predictions.class_maps is not None:
         return predictions.class_maps
-    return {f.image_stamp_ns: f.class_map for f in predictions.frames if f.class_map is not None}
+    return {key: class_map for f in predictions.frames for key, class_map in f.class_maps.items()}
 
 
 def score(predictions: BagPredictions, truth: GroundTruth, detection_labels: LabelSet,
@@ -324,19 +374,25 @@ def score(predictions: BagPredictions, truth: GroundTruth, detection_labels: Lab
         else:
             detection.update(frame.boxes, frame.classes, frame.scores, gt_boxes, gt_classes)
     segmentation = SegmentationAccumulator(len(semantic_labels), semantic_labels.names)
+    by_camera: dict = {}
     maps = class_maps_by_stamp(predictions)
     scored_maps = 0
-    for stamp, class_map in sorted(maps.items()):
-        label = truth.semantic.get(stamp)
+    for (camera, stamp), class_map in sorted(maps.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        label = truth.semantic.get((camera, stamp))
         if label is not None:
             segmentation.update(class_map, label)
+            if camera is not None:
+                by_camera.setdefault(camera, SegmentationAccumulator(len(semantic_labels), semantic_labels.names))
+                by_camera[camera].update(class_map, label)
             scored_maps += 1
     counts = {'gt_frames': len(truth.detections), 'gt_frames_without_prediction': missing,
               'predictions_without_gt': sum(1 for s in by_stamp if s not in truth.detections),
               'gt_boxes_outside_grid': truth.outside_grid, 'gt_images': len(truth.semantic),
               'class_maps_scored': scored_maps, 'gt_images_without_class_map': len(set(truth.semantic) - set(maps))}
     counts.update(predictions.counts)
-    return BagEvaluation(detection.compute(), segmentation.compute(), counts, predictions, truth)
+    order = truth.cameras or []
+    return BagEvaluation(detection.compute(), segmentation.compute(), counts, predictions, truth,
+                         {camera: by_camera[camera].compute() for camera in order if camera in by_camera})
 
 
 # ----------------------------------------------------------------------------- samples for the report
@@ -348,8 +404,10 @@ def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scal
         return []
     chosen = [stamps[i] for i in sorted(set(np.linspace(0, len(stamps) - 1, count).round().astype(int).tolist()))]
     predictions = {f.cloud_stamp_ns: f for f in evaluation.predictions.frames}
-    maps = class_maps_by_stamp(evaluation.predictions)
-    image_stamps = sorted(evaluation.truth.semantic)
+    camera = evaluation.truth.cameras[0] if evaluation.truth.cameras else None   # the first camera's pictures
+    maps = {stamp: m for (key, stamp), m in class_maps_by_stamp(evaluation.predictions).items() if key == camera}
+    semantic = {stamp: m for (key, stamp), m in evaluation.truth.semantic.items() if key == camera}
+    image_stamps = sorted(semantic)
     wanted = {}          # cloud stamp -> image stamp: the one the prediction used, else the nearest GT image
     for stamp in chosen:
         frame = predictions.get(stamp)
@@ -359,7 +417,8 @@ def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scal
             wanted[stamp] = min(image_stamps, key=lambda s: abs(s - stamp))
     clouds, images = {}, {}
     with BagReader(bag) as reader:
-        camera_topics = [t for t in (bt.IMAGE_TOPIC, bt.COMPRESSED_IMAGE_TOPIC) if t in reader.topics]
+        topics = bt.camera_topics(camera)
+        camera_topics = [t for t in (topics.image, topics.compressed_image) if t in reader.topics]
         for message in reader.decoded([bt.POINTS_TOPIC, *camera_topics], intensity_scale=intensity_scale):
             if message.topic == bt.POINTS_TOPIC and message.stamp_ns in wanted:
                 clouds[message.stamp_ns] = message.data
@@ -374,7 +433,7 @@ def sample_frames(bag, evaluation: BagEvaluation, count: int = 4, intensity_scal
         boxes, classes, scores = (frame.boxes, frame.classes, frame.scores) if frame is not None else empty
         samples.append(SampleFrame(
             stamp_ns=stamp, image=images.get(image_stamp), points=clouds.get(stamp),
-            gt_class_map=evaluation.truth.semantic.get(image_stamp), pred_class_map=maps.get(image_stamp),
+            gt_class_map=semantic.get(image_stamp), pred_class_map=maps.get(image_stamp),
             gt_boxes=gt_boxes, gt_classes=gt_classes, pred_boxes=boxes, pred_classes=classes, pred_scores=scores))
     return samples
 
@@ -458,8 +517,10 @@ def main(argv=None) -> int:
                                  'semantic_classes (export the bag with training.export.to_bag)')
             detection_labels, semantic_labels = bag_detection, bag_semantic
             grid = recorded_grid(args.checkpoint, params)
+            with BagReader(args.bag) as source:
+                cameras = bag_cameras(source)
             predictions = read_recorded(args.recorded, detection_labels.names, args.detections_topic,
-                                        args.labels_topic)
+                                        args.labels_topic, cameras)
         truth = read_ground_truth(args.bag, detection_labels.names, grid)
         evaluation = score(predictions, truth, detection_labels, semantic_labels)
         samples = sample_frames(args.bag, evaluation, args.samples, float(params['intensity_scale']))
@@ -476,6 +537,8 @@ def main(argv=None) -> int:
     seg = evaluation.segmentation
     print(f"mIoU {seg['miou']:.4f}  pixel accuracy {seg['pixel_accuracy']:.4f}  "
           f"({evaluation.counts['class_maps_scored']} class maps)")
+    for camera, metrics in evaluation.segmentation_by_camera.items():
+        print(f"  {camera}: mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_accuracy']:.4f}")
     print(f'report: {report}')
     return 0
 

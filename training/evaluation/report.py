@@ -226,6 +226,9 @@ def metrics_dict(evaluation, tracking: dict | None = None) -> dict:
                          'mean_class_accuracy': seg['mean_class_accuracy'], 'num_pixels': seg['num_pixels'],
                          'iou': dict(zip(seg['class_names'], seg['iou'])),
                          'confusion_matrix': seg['confusion_matrix']},
+        'segmentation_by_camera': {camera: {'miou': m['miou'], 'pixel_accuracy': m['pixel_accuracy'],
+                                            'num_pixels': m['num_pixels'], 'iou': dict(zip(m['class_names'], m['iou']))}
+                                   for camera, m in getattr(evaluation, 'segmentation_by_camera', {}).items()},
         'counts': evaluation.counts,
         'latency_ms': {stage: {'p50': p50, 'p95': p95}
                        for stage, (p50, p95) in evaluation.predictions.latency_summary.items()},
@@ -265,6 +268,12 @@ def write_report(out_dir, evaluation, detection_labels: LabelSet, semantic_label
     md.append(_table(['class', 'IoU'], [[n, float(v)] for n, v in zip(seg['class_names'], seg['iou'])]))
     md.append(f"\n**mIoU {format_number(seg['miou'])}**, pixel accuracy {format_number(seg['pixel_accuracy'])}, "
               f"mean class accuracy {format_number(seg['mean_class_accuracy'])} ({seg['num_pixels']} pixels)\n")
+    by_camera = getattr(evaluation, 'segmentation_by_camera', {})
+    if by_camera:
+        md.append('\nPer camera (the pooled figures above count every camera):\n')
+        md.append(_table(['camera', 'mIoU', 'pixel accuracy', 'pixels'],
+                         [[camera, float(m['miou']), float(m['pixel_accuracy']), m['num_pixels']]
+                          for camera, m in by_camera.items()]) + '\n')
     write_png(out / 'confusion_matrix.png', confusion_picture(seg['confusion_matrix'], seg['class_names']))
     md.append('![confusion matrix](confusion_matrix.png)\n')
 

@@ -22,6 +22,12 @@ Timing: frames of a scene play in LiDAR-stamp order (frame name order when stamp
   scene's shift (bag stamp = recorded stamp + shift_ns).
 - Receive timestamps equal header stamps; messages are stored in time order.
 
+Cameras: chunks of the front-center camera alone give the one-camera layout (/camera/...); chunks
+with other or several cameras (a surround rig) give per-camera topics (bags.topics.camera_topics:
+/front_left/image_raw, /front_left/camera_info, /gt/front_left/semantic, frame front_left_optical),
+each view stamped with its own recorded offset from the LiDAR, and custom_data
+`mtl_perception.cameras` naming them; the node reads them with `cameras` set to those names.
+
 custom_data also holds `mtl_perception.box_classes` / `.semantic_classes` (JSON name lists: the
 class ids of /gt/semantic and the names in /gt/detections) and the source.
 The bag is written into a temporary folder beside BAG_DIR and renamed into place when complete.
@@ -53,7 +59,7 @@ from mtl_perception_ros.messages.outputs import detection2d_array
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
 from mtl_perception_ros.messages.stamps import header_msg
 from mtl_perception_ros.messages.transforms import transform_stamped
-from training.data.chunks import ChunkReader
+from training.data.chunks import V1_CAMERA, ChunkReader
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 from training.data.manifest import SPLITS
 
@@ -164,55 +170,82 @@ def plan_timeline(by_scene: dict[str, list[FrameRef]], scene_gap_s: float = SCEN
     return plans
 
 
-def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int,
-                   compressed: bool = False) -> list[tuple[int, str, object]]:
+def bag_cameras(files) -> list[str] | None:
+    """The cameras of the chunks in rig order, or None when they hold the front-center camera alone
+    (the one-camera layout)."""
+    from training.data.a2d2_calibration import CAMERA_NAMES
+
+    names = set()
+    for path in files:
+        names.update(str(name) for name in ChunkReader(path).array('camera_names'))
+    if names <= {V1_CAMERA}:
+        return None
+    return sorted(names, key=lambda n: (CAMERA_NAMES.index(n), '') if n in CAMERA_NAMES else (len(CAMERA_NAMES), n))
+
+
+def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int, compressed: bool = False,
+                   cameras: list[str] | None = None) -> list[tuple[int, str, object]]:
     """(receive time ns, topic, rosbags message) of one chunk Frame (no /tf_static); `compressed`:
-    the image as JPEG on the compressed topic."""
+    images as JPEG on the compressed topics; `cameras` None: the one-camera layout, else per-camera
+    topics (each view at camera_ns plus its recorded offset from the frame's first camera)."""
     points = np.asarray(frame.points, dtype=np.float32).copy()
     points[:, 3] *= np.float32(bt.INTENSITY_SCALE_IN_BAG)
     boxes = np.asarray(frame.boxes, dtype=np.float64).reshape(-1, 7)
     lidar_header = header_msg(lidar_ns, bt.VEHICLE_FRAME, new=bag_message)
-    camera_header = header_msg(camera_ns, bt.CAMERA_FRAME, new=bag_message)
     messages = [
         (lidar_ns, bt.POINTS_TOPIC, array_to_pointcloud2(points, bt.POINT_FIELDS, lidar_header, new=bag_message)),
         (lidar_ns, bt.GT_DETECTIONS_TOPIC, detection2d_array(boxes, class_names, frame.box_classes, np.ones(len(boxes)),
-                                                             lidar_header, frame.track_ids, new=bag_message)),
-        (camera_ns, bt.COMPRESSED_IMAGE_TOPIC, rgb_to_compressed_image(frame.image, camera_header, new=bag_message))
-        if compressed else (camera_ns, bt.IMAGE_TOPIC, rgb_to_image(frame.image, camera_header, new=bag_message)),
-        (camera_ns, bt.CAMERA_INFO_TOPIC, undistorted_camera_info(frame.camera_matrix, frame.image.shape[:2],
-                                                                  camera_header, new=bag_message))]
-    if frame.class_map is not None:
-        messages.append((camera_ns, bt.GT_SEMANTIC_TOPIC, mono8_to_image(frame.class_map, camera_header,
-                                                                         new=bag_message)))
+                                                             lidar_header, frame.track_ids, new=bag_message))]
+    for view in (frame.views if cameras is not None else frame.views[:1]):
+        topics = bt.camera_topics(None if cameras is None else view.name)
+        view_ns = camera_ns
+        if view.timestamp_us >= 0 and frame.camera_timestamp_us >= 0:
+            view_ns += (int(view.timestamp_us) - int(frame.camera_timestamp_us)) * 1000
+        header = header_msg(view_ns, topics.frame, new=bag_message)
+        messages.append((view_ns, topics.compressed_image, rgb_to_compressed_image(view.image, header, new=bag_message))
+                        if compressed else (view_ns, topics.image, rgb_to_image(view.image, header, new=bag_message)))
+        messages.append((view_ns, topics.camera_info, undistorted_camera_info(view.camera_matrix, view.image.shape[:2],
+                                                                              header, new=bag_message)))
+        if view.class_map is not None:
+            messages.append((view_ns, topics.gt_semantic, mono8_to_image(view.class_map, header, new=bag_message)))
     return messages
 
 
-def sensor_transforms(vehicle_to_camera: np.ndarray, stamp_ns: int):
-    """tf2_msgs/TFMessage: vehicle -> lidar (identity) and vehicle -> camera_front (optical frame)."""
+def sensor_transforms(vehicle_to_camera, stamp_ns: int):
+    """tf2_msgs/TFMessage: vehicle -> lidar (identity) and vehicle -> each camera's optical frame.
+
+    vehicle_to_camera: one 4x4 (the one-camera layout: frame camera_front) or {camera frame: 4x4}."""
+    if not isinstance(vehicle_to_camera, dict):
+        vehicle_to_camera = {bt.CAMERA_FRAME: vehicle_to_camera}
     header = header_msg(stamp_ns, bt.VEHICLE_FRAME, new=bag_message)
-    camera_pose = invert_rigid(np.asarray(vehicle_to_camera, dtype=np.float64))
-    return bag_message(bt.TF_MESSAGE, transforms=[
-        transform_stamped(np.eye(4), bt.LIDAR_FRAME, header, new=bag_message),
-        transform_stamped(camera_pose, bt.CAMERA_FRAME, header, new=bag_message)])
+    transforms = [transform_stamped(np.eye(4), bt.LIDAR_FRAME, header, new=bag_message)]
+    for frame_id, matrix in vehicle_to_camera.items():
+        camera_pose = invert_rigid(np.asarray(matrix, dtype=np.float64))
+        transforms.append(transform_stamped(camera_pose, frame_id, header, new=bag_message))
+    return bag_message(bt.TF_MESSAGE, transforms=transforms)
 
 
-def _declare_topics(bag: BagWriter, compressed: bool = False) -> None:
+def _declare_topics(bag: BagWriter, compressed: bool = False, cameras: list[str] | None = None) -> None:
     """Topics in a fixed order with their QoS, so every export lists them alike."""
     bag.add_topic(bt.TF_STATIC_TOPIC, bt.TF_MESSAGE, LATCHED_QOS)
     bag.add_topic(bt.POINTS_TOPIC, bt.POINTCLOUD2, SENSOR_QOS)
-    if compressed:
-        bag.add_topic(bt.COMPRESSED_IMAGE_TOPIC, bt.COMPRESSED_IMAGE, SENSOR_QOS)
-    else:
-        bag.add_topic(bt.IMAGE_TOPIC, bt.IMAGE, SENSOR_QOS)
-    bag.add_topic(bt.CAMERA_INFO_TOPIC, bt.CAMERA_INFO, SENSOR_QOS)
+    per_camera = [bt.camera_topics(None)] if cameras is None else [bt.camera_topics(c) for c in cameras]
+    for topics in per_camera:
+        if compressed:
+            bag.add_topic(topics.compressed_image, bt.COMPRESSED_IMAGE, SENSOR_QOS)
+        else:
+            bag.add_topic(topics.image, bt.IMAGE, SENSOR_QOS)
+        bag.add_topic(topics.camera_info, bt.CAMERA_INFO, SENSOR_QOS)
     bag.add_topic(bt.GT_DETECTIONS_TOPIC, bt.DETECTION2D_ARRAY, GROUND_TRUTH_QOS)
-    bag.add_topic(bt.GT_SEMANTIC_TOPIC, bt.IMAGE, GROUND_TRUTH_QOS)
+    for topics in per_camera:
+        bag.add_topic(topics.gt_semantic, bt.IMAGE, GROUND_TRUTH_QOS)
 
 
 def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels: LabelSet,
-              storage: str = 'sqlite3', source: str = '', log=print, compressed: bool = False) -> dict[str, int]:
+              storage: str = 'sqlite3', source: str = '', log=print, compressed: bool = False,
+              cameras: list[str] | None = None) -> dict[str, int]:
     """Write the planned frames to a new bag at `out` (must not exist); returns messages per topic.
-    `compressed`: images as JPEG CompressedImage on bags.topics.COMPRESSED_IMAGE_TOPIC."""
+    `compressed`: images as JPEG CompressedImage; `cameras`: per-camera topics (None: one camera)."""
     refs = [(plan, i) for plan in plans for i in range(len(plan.frames))]
     starts = [int(min(plan.lidar_ns[i], plan.camera_ns[i])) for plan, i in refs]
     # watermark[k]: no message of frames k.. is older than this, so buffered older ones can be written
@@ -220,9 +253,11 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
     readers: dict[Path, ChunkReader] = {}
     pending: list = []
     sequence = 0
-    last_calibration = None
+    calibration: dict[str, np.ndarray] = {}     # camera frame -> vehicle_to_camera published so far
     with BagWriter(out, storage=storage) as bag:
-        _declare_topics(bag, compressed)
+        _declare_topics(bag, compressed, cameras)
+        if cameras is not None:
+            bag.set_custom_data(CUSTOM_PREFIX + 'cameras', json.dumps(list(cameras)))
         bag.set_custom_data(CUSTOM_PREFIX + 'box_classes', json.dumps(list(box_labels.names)))
         bag.set_custom_data(CUSTOM_PREFIX + 'semantic_classes', json.dumps(list(semantic_labels.names)))
         bag.set_custom_data(CUSTOM_PREFIX + 'source', str(source))
@@ -234,11 +269,15 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
             reader = readers.get(ref.chunk) or readers.setdefault(ref.chunk, ChunkReader(ref.chunk))
             frame = reader.frame(ref.index)
             messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]),
-                                      compressed)
-            calibration = np.asarray(frame.vehicle_to_camera, dtype=np.float64)
-            if last_calibration is None or not np.array_equal(calibration, last_calibration):
-                messages.insert(0, (starts[k], bt.TF_STATIC_TOPIC, sensor_transforms(calibration, starts[k])))
-                last_calibration = calibration
+                                      compressed, cameras)
+            changed = False
+            for view in (frame.views if cameras is not None else frame.views[:1]):
+                frame_id = bt.camera_topics(None if cameras is None else view.name).frame
+                matrix = np.asarray(view.vehicle_to_camera, dtype=np.float64)
+                if frame_id not in calibration or not np.array_equal(calibration[frame_id], matrix):
+                    calibration[frame_id], changed = matrix, True
+            if changed:   # every camera known so far, so the latest /tf_static message holds the whole rig
+                messages.insert(0, (starts[k], bt.TF_STATIC_TOPIC, sensor_transforms(dict(calibration), starts[k])))
             for timestamp, topic, msg in messages:
                 heapq.heappush(pending, (timestamp, sequence, topic, serialize(msg), msg.__msgtype__))
                 sequence += 1
@@ -265,6 +304,7 @@ def export_bag(chunks, out, split: str = 'val', storage: str = 'sqlite3', scenes
         if not (out / 'metadata.yaml').is_file():
             raise FileExistsError(f'{out} exists and is not a rosbag2 folder (no metadata.yaml): not overwriting it')
     files, box_labels, semantic_labels = chunk_files(chunks, split)
+    cameras = bag_cameras(files)
     plans = plan_timeline(plan_frames(files, scenes, max_frames), scene_gap_s)
     if not any(len(p.frames) for p in plans):
         raise ValueError(f'{chunks}: no frames to export (split {split!r}, scenes {scenes})')
@@ -273,7 +313,7 @@ def export_bag(chunks, out, split: str = 'val', storage: str = 'sqlite3', scenes
     try:
         log(f'writing {sum(len(p.frames) for p in plans)} frames of {len(plans)} scenes to {out} ({storage})')
         counts = write_bag(plans, staging / out.name, box_labels, semantic_labels, storage,
-                           source=str(Path(chunks).resolve()), log=log, compressed=compressed)
+                           source=str(Path(chunks).resolve()), log=log, compressed=compressed, cameras=cameras)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging / out.name, out)
