@@ -2,6 +2,7 @@
 
 Run (single-threaded, as on a shared machine):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_synthesize.py --scenes 2 --frames 10 --cv-threads 1
+    .venv/bin/python benchmarks/bench_synthesize.py --rig surround --scenes 1 --frames 4   # six cameras
 Prints frames/s end to end (scene setup included, like the CLI), frames/s without the per-scene
 setup, and milliseconds per frame for each stage. Output goes to a temporary folder.
 """
@@ -24,13 +25,14 @@ def main() -> None:
     parser.add_argument('--scenes', type=int, default=2)
     parser.add_argument('--frames', type=int, default=10, help='frames per scene')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--rig', default='front', choices=('front', 'surround'))
     parser.add_argument('--cv-threads', type=int, default=-1, help='cv2.setNumThreads (-1: OpenCV default)')
     args = parser.parse_args()
     if args.cv_threads >= 0:
         cv2.setNumThreads(args.cv_threads)
 
     started = time.perf_counter()
-    synthesizer = Synthesizer()
+    synthesizer = Synthesizer(rig=args.rig)
     rig_seconds = time.perf_counter() - started
     summary = Summary()
     with tempfile.TemporaryDirectory() as root:
@@ -39,7 +41,8 @@ def main() -> None:
             synthesizer.write_scene(Path(root), args.seed, scene, args.frames, summary)
         summary.seconds = time.perf_counter() - started
     per_frame = summary.seconds - summary.stage_seconds['scene_setup']
-    print(f'{summary.frames} frames ({args.scenes} scenes x {args.frames}), cv2 threads {cv2.getNumThreads()}')
+    print(f'{summary.frames} frames ({args.scenes} scenes x {args.frames}, rig {args.rig}), '
+          f'cv2 threads {cv2.getNumThreads()}')
     print(f'  rigs (once per run): {rig_seconds:.2f} s; scene setup: '
           f'{summary.stage_seconds["scene_setup"] / args.scenes:.2f} s per scene')
     print(f'  end to end: {summary.frames / summary.seconds:.2f} frames/s; '

@@ -1,10 +1,14 @@
 """Camera rendering of a synthetic frame: image, A2D2 label colours and per-object visibility.
 
 Rendering is plain polygon rasterisation (cv2.fillConvexPoly / fillPoly, painter's order far to
-near) into an *undistorted* canvas with the camera's `CamMatrix` plus a margin, followed by
-A2D2's lens distortion (the on-disk images are distorted). Order of drawing: sky, the ground
-(a homography warp of the ground map), kerbs, contact shadows, buildings, then every other
-object by distance, each object's parts far to near followed by its decals. Labels are drawn as
+near) into an *undistorted* pinhole canvas, followed by A2D2's lens distortion (the on-disk
+images are distorted). The canvas covers every direction the distorted image sees: for the
+front-center camera (a mild pinhole lens) it is the `CamMatrix` image plus a margin; a fisheye's
+distorted image reaches far beyond its `CamMatrix` image (up to ~70 degrees off its axis), so its
+canvas has its own, lower focal length (CamMatrix scaled so the canvas holds about
+MAX_CANVAS_PX pixels) and spans the whole distortion map. Order of drawing: sky, the ground (a
+homography warp of the ground map), kerbs, contact shadows, buildings, then every other object
+by distance, each object's parts far to near followed by its decals. Labels are drawn as
 part ids into a uint16 buffer with the same polygons (no anti-aliasing), so image and label
 agree pixel for pixel; ids become A2D2 colours through a lookup table after a nearest-neighbour
 distortion.
@@ -27,70 +31,128 @@ from training.synthetic.world import GROUND_Z_M, LAYER_GROUND, Lighting
 NEAR_M = 0.5           # near clipping plane (depth along the optical axis)
 FIXED_SHIFT = 4        # sub-pixel bits for cv2 polygon filling
 MARGIN_PX = 96         # canvas margin: the distorted image's corners see beyond the CamMatrix image
+MAX_CANVAS_PX = 4_000_000  # wide-angle canvases are scaled down to about this many pixels
+CANVAS_PAD_PX = 4      # wide-angle canvases: room around the distortion map's extent for interpolation
+# The four vehicle axes (+x, +y, -x, -y) as exact unit vectors, in heading order.
+VEHICLE_AXES = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
 # Box faces as corner indices of mtl_perception_ros.core.boxes.box_corners, with object-frame normals.
 FACES = np.array([[0, 1, 2, 3], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [3, 0, 4, 7], [1, 2, 6, 5]])
 
 
 @dataclass
 class CameraRig:
-    """The front-center camera prepared for rendering (built once)."""
+    """One A2D2 camera (pinhole or fisheye) prepared for rendering (built once).
+
+    Canvas pixel = scale * CamMatrix pixel + offset: the canvas is the undistorted CamMatrix
+    image scaled by `scale` (1 for the front-center camera, below 1 for the fisheyes) and shifted.
+    """
 
     camera: A2D2Camera
-    canvas_matrix: np.ndarray       # 3x3 CamMatrix shifted by the margin
+    canvas_matrix: np.ndarray       # 3x3 pinhole matrix of the canvas
     canvas_hw: tuple
     map_x: np.ndarray               # (H, W) float32: distorted pixel -> canvas column
     map_y: np.ndarray
     horizon_row: np.ndarray         # (canvas W,) row of the ground's vanishing line per column
     position: np.ndarray            # (3,) camera centre in the vehicle frame
+    scale: float                    # canvas pixels per CamMatrix pixel
+    image_rect: tuple               # (x0, y0, x1, y1) canvas px: where the CamMatrix image lies
+    axis: np.ndarray                # (2,) vehicle axis nearest the camera's heading (nearest_vehicle_axis)
 
     @classmethod
-    def build(cls, camera: A2D2Camera, margin_px: int = MARGIN_PX) -> 'CameraRig':
+    def build(cls, camera: A2D2Camera, margin_px: int = MARGIN_PX,
+              max_canvas_px: float = MAX_CANVAS_PX) -> 'CameraRig':
+        """Canvas, distortion maps and horizon of `camera` (see canvas_layout)."""
         height, width = camera.image_size_hw
-        canvas_matrix = camera.camera_matrix.copy()
-        canvas_matrix[0, 2] += margin_px
-        canvas_matrix[1, 2] += margin_px
-        canvas_hw = (height + 2 * margin_px, width + 2 * margin_px)
         map_x, map_y = distortion_maps(camera)
-        # Vanishing line of the ground plane: directions (cos a, sin a, 0) at infinity.
-        rotation = camera.vehicle_to_camera[:3, :3]
-        directions = np.array([[1.0, -0.5, 0.0], [1.0, 0.5, 0.0]]) @ rotation.T
-        pixels = directions @ canvas_matrix.T
-        pixels = pixels[:, :2] / pixels[:, 2:]
-        slope = (pixels[1, 1] - pixels[0, 1]) / (pixels[1, 0] - pixels[0, 0])
-        columns = np.arange(canvas_hw[1], dtype=np.float64)
-        horizon_row = pixels[0, 1] + slope * (columns - pixels[0, 0])
-        return cls(camera=camera, canvas_matrix=canvas_matrix, canvas_hw=canvas_hw,
-                   map_x=map_x + margin_px, map_y=map_y + margin_px, horizon_row=horizon_row,
-                   position=camera.view_to_vehicle[:3, 3].copy())
+        scale, (offset_x, offset_y), canvas_hw = canvas_layout(camera, map_x, map_y, margin_px, max_canvas_px)
+        canvas_matrix = camera.camera_matrix.copy()
+        if scale == 1.0:
+            map_x, map_y = map_x + offset_x, map_y + offset_y        # exact: integral offsets
+        else:
+            canvas_matrix[:2] *= scale
+            map_x = (scale * map_x.astype(np.float64) + offset_x).astype(np.float32)
+            map_y = (scale * map_y.astype(np.float64) + offset_y).astype(np.float32)
+        canvas_matrix[0, 2] += offset_x
+        canvas_matrix[1, 2] += offset_y
+        axis = nearest_vehicle_axis(camera)
+        return cls(camera=camera, canvas_matrix=canvas_matrix, canvas_hw=canvas_hw, map_x=map_x, map_y=map_y,
+                   horizon_row=_horizon_rows(camera, canvas_matrix, canvas_hw[1], axis),
+                   position=camera.view_to_vehicle[:3, 3].copy(), scale=scale,
+                   image_rect=(offset_x, offset_y, offset_x + scale * width, offset_y + scale * height), axis=axis)
 
     @property
-    def margin(self) -> int:
-        return int(round(self.canvas_matrix[0, 2] - self.camera.camera_matrix[0, 2]))
+    def image_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) of the canvas that show the CamMatrix image (rounded to whole pixels)."""
+        x0, y0, x1, y1 = (int(round(v)) for v in self.image_rect)
+        return slice(y0, y1), slice(x0, x1)
+
+
+def canvas_layout(camera: A2D2Camera, map_x: np.ndarray, map_y: np.ndarray, margin_px: int = MARGIN_PX,
+                  max_canvas_px: float = MAX_CANVAS_PX) -> tuple[float, tuple[float, float], tuple[int, int]]:
+    """Scale, (offset x, offset y) and (height, width) of a canvas covering the distortion maps.
+
+    When the CamMatrix image plus `margin_px` holds the whole map (the front-center camera),
+    that is the canvas (scale 1, offset = margin). Otherwise (fisheyes) the canvas spans the map's
+    extent, scaled down to at most `max_canvas_px` pixels: a pinhole canvas over +-70 degrees
+    needs far more pixels at the edges than the distorted image has there.
+    """
+    height, width = camera.image_size_hw
+    low = np.array([float(map_x.min()), float(map_y.min())])
+    high = np.array([float(map_x.max()), float(map_y.max())])
+    # bilinear sampling reads the pixel after the sample too: stay a pixel inside the canvas
+    if (low >= 1 - margin_px).all() and (high <= np.array([width, height]) + margin_px - 2).all():
+        return 1.0, (float(margin_px), float(margin_px)), (height + 2 * margin_px, width + 2 * margin_px)
+    span = high - low
+    scale = float(min(1.0, np.sqrt(max_canvas_px / (span[0] * span[1]))))
+    start = np.floor(scale * low) - CANVAS_PAD_PX
+    stop = np.ceil(scale * high) + CANVAS_PAD_PX
+    size = (stop - start + 1).astype(int)
+    return scale, (float(-start[0]), float(-start[1])), (int(size[1]), int(size[0]))
+
+
+def nearest_vehicle_axis(camera: A2D2Camera) -> np.ndarray:
+    """(2,) the vehicle axis (+x, +y, -x or -y, exact unit vector) nearest the camera's heading."""
+    forward = camera.view_to_vehicle[:3, 0]
+    quadrant = int(np.round(np.arctan2(forward[1], forward[0]) / (np.pi / 2))) % 4
+    return VEHICLE_AXES[quadrant].copy()
+
+
+def _horizon_rows(camera: A2D2Camera, canvas_matrix: np.ndarray, canvas_w: int, axis: np.ndarray) -> np.ndarray:
+    """(canvas_w,) canvas row of the ground plane's vanishing line at each column.
+
+    The line is the image of two ground directions at infinity, (cos a, sin a, 0) at +-26.6 deg
+    around `axis` (the vehicle axis the camera looks along, so both are in front of it; the
+    front camera's are (1, -+0.5, 0), as they always were).
+    """
+    left = np.array([-axis[1], axis[0]])
+    directions = np.array([[axis[0] - 0.5 * left[0], axis[1] - 0.5 * left[1], 0.0],
+                           [axis[0] + 0.5 * left[0], axis[1] + 0.5 * left[1], 0.0]])
+    rotation = camera.vehicle_to_camera[:3, :3]
+    pixels = (directions @ rotation.T) @ canvas_matrix.T
+    pixels = pixels[:, :2] / pixels[:, 2:]
+    slope = (pixels[1, 1] - pixels[0, 1]) / (pixels[1, 0] - pixels[0, 0])
+    columns = np.arange(canvas_w, dtype=np.float64)
+    return pixels[0, 1] + slope * (columns - pixels[0, 0])
 
 
 def distortion_maps(camera: A2D2Camera) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) float32 maps: for each distorted (on-disk) pixel, its position in the CamMatrix image.
 
-    The same maps as A2D2Camera.distort_image uses, returned so that the renderer can offset
-    them into a canvas with a margin (the distorted corners see beyond the undistorted frame).
+    The same maps as A2D2Camera.distort_image uses (both lens models), returned so that the
+    renderer can place them into its canvas (the distorted corners see beyond the undistorted
+    frame). The camera's cached arrays: callers must not modify them.
     """
-    height, width = camera.image_size_hw
-    cols, rows = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    pixels = np.stack([cols.ravel(), rows.ravel()], axis=1).reshape(-1, 1, 2)
-    normalized = cv2.undistortPoints(pixels, camera.camera_matrix_original, camera.distortion).reshape(-1, 2)
-    k = camera.camera_matrix
-    map_x = (k[0, 0] * normalized[:, 0] + k[0, 2]).reshape(height, width).astype(np.float32)
-    map_y = (k[1, 1] * normalized[:, 1] + k[1, 2]).reshape(height, width).astype(np.float32)
-    return map_x, map_y
+    return camera.distortion_maps()
 
 
 @dataclass
 class SceneLook:
     """Per-scene rendering resources: sky, sensor noise, vignetting, label lookup."""
 
-    sky: np.ndarray                 # (canvas H, canvas W, 3) uint8 RGB
-    sky_mask: np.ndarray            # (canvas H, canvas W) bool, above the horizon
+    sky: np.ndarray                 # (sky_bottom, canvas W, 3) uint8 RGB
+    sky_mask: np.ndarray            # (sky_bottom, canvas W) bool, above the horizon
     ground_top: int                 # first canvas row that can show ground
+    sky_bottom: int                 # canvas rows from here down show no sky
     noise_up: np.ndarray            # (H + 16, W + 16, 3) uint8 positive part of the sensor noise
     noise_down: np.ndarray
     vignette: np.ndarray            # (H, W, 3) uint8 gain * 255
@@ -100,20 +162,23 @@ class SceneLook:
 
 
 def scene_look(rig: CameraRig, arrays: SceneArrays, lighting: Lighting, rng: np.random.Generator) -> SceneLook:
+    """The scene's sky (gradient + clouds, only the rows above the lowest horizon point), sensor
+    noise, vignetting and label lookup for one camera rig."""
     canvas_h, canvas_w = rig.canvas_hw
-    rows = np.arange(canvas_h, dtype=np.float32)[:, None]
+    ground_top = int(np.clip(np.floor(rig.horizon_row.min()), 0, canvas_h))
+    sky_bottom = int(np.clip(np.ceil(rig.horizon_row.max()) + 1, ground_top, canvas_h))
+    rows = np.arange(sky_bottom, dtype=np.float32)[:, None]
     above = (rig.horizon_row[None, :].astype(np.float32) - rows) / rig.canvas_matrix[1, 1]   # ~ elevation, rad
     t = np.clip(above / 0.45, 0.0, 1.0) ** 0.6
     clouds = cv2.resize(rng.uniform(-1, 1, (8, 14)).astype(np.float32), (canvas_w, canvas_h),
-                        interpolation=cv2.INTER_CUBIC) * lighting.cloudiness
-    sky = np.empty((canvas_h, canvas_w, 3), np.uint8)
+                        interpolation=cv2.INTER_CUBIC)[:sky_bottom] * lighting.cloudiness
+    sky = np.empty((sky_bottom, canvas_w, 3), np.uint8)
     gain = lighting.exposure * lighting.tint
     for channel in range(3):
         base = lighting.sky_horizon[channel] * (1 - t) + lighting.sky_zenith[channel] * t
         value = base + np.maximum(clouds, 0) * (235.0 - base) * 0.8
         sky[..., channel] = cv2.convertScaleAbs(value, alpha=float(gain[channel]))
     sky_mask = rows < rig.horizon_row[None, :]
-    ground_top = int(np.clip(np.floor(rig.horizon_row.min()), 0, canvas_h))
     height, width = rig.camera.image_size_hw
     amplitude = max(int(round(lighting.noise_sigma * np.sqrt(3.0))), 1)     # uniform noise of that sigma
     noise = rng.integers(-amplitude, amplitude + 1, (height + 16, width + 16, 3), dtype=np.int16)
@@ -123,7 +188,7 @@ def scene_look(rig: CameraRig, arrays: SceneArrays, lighting: Lighting, rng: np.
     _, colors = a2d2_classes()
     class_bgr = np.zeros((1, 256, 3), np.uint8)
     class_bgr[0, :len(colors)] = colors[:, ::-1]
-    return SceneLook(sky=sky, sky_mask=sky_mask, ground_top=ground_top,
+    return SceneLook(sky=sky, sky_mask=sky_mask, ground_top=ground_top, sky_bottom=sky_bottom,
                      noise_up=np.maximum(noise, 0).astype(np.uint8),
                      noise_down=np.maximum(-noise, 0).astype(np.uint8),
                      vignette=np.repeat(np.clip(vignette * 255, 0, 255).astype(np.uint8)[..., None], 3, axis=2),
@@ -134,6 +199,7 @@ def scene_look(rig: CameraRig, arrays: SceneArrays, lighting: Lighting, rng: np.
 class CameraFrame:
     image_bgr: np.ndarray        # (H, W, 3) uint8, distorted (on-disk) image
     label_bgr: np.ndarray        # (H, W, 3) uint8, distorted, exact A2D2 colours
+    # pixel counts are CamMatrix pixels (canvas pixels / rig.scale ** 2)
     visible_px: np.ndarray       # (O,) pixels of each object in the undistorted CamMatrix image
     own_px: np.ndarray           # (O,) pixels a road user would cover alone in the image (sum of its faces)
     full_px: np.ndarray          # (O,) the same without the image bounds (truncation = 1 - own / full)
@@ -166,17 +232,15 @@ def render_camera(rig: CameraRig, look: SceneLook, arrays: SceneArrays, geometry
     # projected face areas (pixels), for truncation / occlusion of road users
     x, y = face_uv[..., 0], face_uv[..., 1]
     face_area = 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=-1) - y * np.roll(x, -1, axis=-1), axis=-1))
-    height, width = rig.camera.image_size_hw
-    margin = rig.margin
-    face_inside = ((x.min(-1) >= margin) & (x.max(-1) <= margin + width) & (y.min(-1) >= margin)
-                   & (y.max(-1) <= margin + height) & in_front)
+    left, top, right, bottom = rig.image_rect                          # the CamMatrix image in the canvas
+    face_inside = ((x.min(-1) >= left) & (x.max(-1) <= right) & (y.min(-1) >= top)
+                   & (y.max(-1) <= bottom) & in_front)
     object_count = len(arrays.layer)
     own_px = np.zeros(object_count)
     full_px = np.zeros(object_count)
     order, part_sequence = _draw_order(rig, arrays, geometry, draw)
     decals_by_owner = _visible_decals(rig, arrays, geometry, look.lighting)
-    image_rect = np.array([[margin, margin], [margin + width, margin], [margin + width, margin + height],
-                           [margin, margin + height]], np.float32)
+    image_rect = np.array([[left, top], [right, top], [right, bottom], [left, bottom]], np.float32)
     shadows_done = False
     for obj in order:
         if not shadows_done and arrays.layer[obj] != LAYER_GROUND:
@@ -207,12 +271,13 @@ def render_camera(rig: CameraRig, look: SceneLook, arrays: SceneArrays, geometry
     if not shadows_done:
         _draw_shadows(rig, arrays, geometry, image, look.lighting)
 
-    crop = ids[margin:margin + height, margin:margin + width]
+    crop = ids[rig.image_slices]
     part_px = np.bincount(crop.ravel(), minlength=PART_ID_OFFSET + len(arrays.parts))[PART_ID_OFFSET:]
     visible_px = np.bincount(arrays.owner, weights=part_px[:len(arrays.owner)], minlength=object_count)
     image_bgr, label_bgr = _finish(rig, look, image, ids, rng)
-    return CameraFrame(image_bgr=image_bgr, label_bgr=label_bgr, visible_px=visible_px, own_px=own_px,
-                       full_px=full_px)
+    to_camera_px = 1.0 / (rig.scale * rig.scale)                       # exactly 1 for the front camera
+    return CameraFrame(image_bgr=image_bgr, label_bgr=label_bgr, visible_px=visible_px * to_camera_px,
+                       own_px=own_px * to_camera_px, full_px=full_px * to_camera_px)
 
 
 def _draw_sky_and_ground(rig: CameraRig, look: SceneLook, ground: GroundMap, geometry: FrameGeometry,
@@ -235,7 +300,7 @@ def _draw_sky_and_ground(rig: CameraRig, look: SceneLook, ground: GroundMap, geo
     image[:top] = sky[:top]
     sky_class = look.id_to_class[65535]
     ids[:top] = sky_class
-    bottom = int(np.clip(np.ceil(rig.horizon_row.max()) + 1, top, canvas_h))
+    bottom = look.sky_bottom
     band = look.sky_mask[top:bottom]
     np.copyto(image[top:bottom], sky[top:bottom], where=band[..., None])
     ids[top:bottom][band] = sky_class
@@ -306,10 +371,16 @@ def _visible_decals(rig: CameraRig, arrays: SceneArrays, geometry: FrameGeometry
 
 def _draw_shadows(rig: CameraRig, arrays: SceneArrays, geometry: FrameGeometry, image: np.ndarray,
                   lighting: Lighting) -> None:
-    """Dark contact patches under road users (image only; the label keeps the road)."""
+    """Dark contact patches under road users (image only; the label keeps the road).
+
+    Road users from 2 m behind to 120 m ahead along the vehicle axis the camera looks along
+    (rig.axis; for the front camera that is the vehicle x as it always was) are drawn; patches
+    reaching behind the near plane are left out.
+    """
     movers = np.flatnonzero(arrays.road_user)
     boxes = geometry.object_boxes[movers]
-    near = (boxes[:, 0] > -2.0) & (boxes[:, 0] < 120.0)
+    ahead = boxes[:, 0] * rig.axis[0] + boxes[:, 1] * rig.axis[1]      # = x exactly for the front axis
+    near = (ahead > -2.0) & (ahead < 120.0)
     boxes = boxes[near].copy()
     if not len(boxes):
         return

@@ -7,6 +7,12 @@ Every object is an upright `Shape` (synthetic_shapes) with one world pose (x, y,
 frame; road users move on unicycle paths (constant speed, gentle curves, lane changes,
 right turns out of a side street, people walking and crossing), never overlapping each other
 or the ego. Frames are FRAME_PERIOD_S apart (A2D2's 30 Hz camera, every third frame).
+
+The front rig's world starts 40 m behind the ego and its road users start near or ahead of it.
+`generate_scene(..., surround=True)` (the six-camera rig) also models the street behind: the
+world reaches SURROUND_BEHIND_M back and ends in a second backdrop, and the traffic, parked
+cars, cyclists and pedestrians start up to SURROUND_USERS_BEHIND_M behind the ego, so that the
+rear and side cameras see road users too.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ SUBSTEP_S = 0.02             # path integration step
 EGO_SIZE = np.array([4.8, 1.9, 1.5])
 EGO_CENTRE_X_M = 1.5         # A2D2 ego-dimensions x-range [-1, 4] around the vehicle origin
 BACKDROP_AHEAD_M = 210.0     # the view ends at a row of buildings / trees this far past the ego's last pose
+SURROUND_BEHIND_M = 140.0    # surround: the modelled world starts this far behind the ego's first pose
+SURROUND_USERS_BEHIND_M = 60.0  # surround: road users are placed from this far behind the ego
 LAYER_GROUND, LAYER_BUILDINGS, LAYER_OBJECTS = 0, 1, 2
 
 
@@ -232,8 +240,12 @@ def random_lighting(rng) -> Lighting:
                     noise_sigma=rng.uniform(1.5, 4.0))
 
 
-def generate_scene(rng: np.random.Generator, frame_count: int) -> Scene:
-    """A random street scene of `frame_count` frames."""
+def generate_scene(rng: np.random.Generator, frame_count: int, surround: bool = False) -> Scene:
+    """A random street scene of `frame_count` frames.
+
+    surround: model the street all around the ego (see the module docstring); False keeps the
+    front rig's scenes exactly as they were (same random draws, same objects).
+    """
     if frame_count < 1:
         raise ValueError(f'a scene needs at least one frame, got {frame_count}')
     times = substep_times(frame_count)
@@ -244,10 +256,11 @@ def generate_scene(rng: np.random.Generator, frame_count: int) -> Scene:
     ego_poses, _ = integrate_path(0.0, 0.0, wobble * np.sin(wobble_phase), np.full(len(times), ego_speed),
                                   ego_yaw_rate, frame_count)
     ego_end = float(ego_poses[-1, 0])
-    x_range = (-40.0, ego_end + BACKDROP_AHEAD_M + 12.0)
+    x_range = (-SURROUND_BEHIND_M if surround else -40.0, ego_end + BACKDROP_AHEAD_M + 12.0)
     layout = random_layout(rng, x_range)
-    builder = _SceneBuilder(rng, layout, frame_count, times, ego_poses)
-    builder.add_static_world()
+    builder = _SceneBuilder(rng, layout, frame_count, times, ego_poses,
+                            users_behind_m=SURROUND_USERS_BEHIND_M if surround else 0.0)
+    builder.add_static_world(rear_backdrop=surround)
     builder.add_road_users(ego_speed, duration)
     return Scene(layout=layout, lighting=random_lighting(rng), objects=builder.objects,
                  ego_poses=ego_poses, frame_count=frame_count)
@@ -256,9 +269,13 @@ def generate_scene(rng: np.random.Generator, frame_count: int) -> Scene:
 class _SceneBuilder:
     """Places objects one by one, rejecting road users that would overlap anything placed."""
 
-    def __init__(self, rng, layout: RoadLayout, frame_count: int, times: np.ndarray, ego_poses: np.ndarray):
+    def __init__(self, rng, layout: RoadLayout, frame_count: int, times: np.ndarray, ego_poses: np.ndarray,
+                 users_behind_m: float = 0.0):
         self.rng, self.layout, self.frame_count, self.times = rng, layout, frame_count, times
         self.ego_poses = ego_poses
+        # road users start this much further back (metres; 0 for the front rig: subtracting 0.0
+        # leaves every position, and so the front rig's scenes, bit for bit unchanged)
+        self.users_behind_m = float(users_behind_m)
         self.objects: list[SceneObject] = []
         ego_centre = ego_poses[:, :2] + EGO_CENTRE_X_M * np.column_stack([np.cos(ego_poses[:, 2]),
                                                                            np.sin(ego_poses[:, 2])])
@@ -307,6 +324,11 @@ class _SceneBuilder:
         self._next_track_id += 1
         return True
 
+    def _extra_behind(self, most: int) -> int:
+        """Surround: 0..most extra road users for the street behind (the same density over a longer
+        street); the front rig draws nothing here, so its random stream is unchanged."""
+        return int(self.rng.integers(0, most + 1)) if self.users_behind_m > 0 else 0
+
     def _wobble(self, amplitude_rad: float) -> tuple[np.ndarray, float]:
         """Yaw rate (S,) of a heading that sways by +-amplitude around its mean (bounded sideways
         drift, unlike a constant yaw rate), and the heading offset at t = 0."""
@@ -327,11 +349,16 @@ class _SceneBuilder:
         return clear
 
     # -- static world ---------------------------------------------------------------------------
-    def add_static_world(self) -> None:
+    def add_static_world(self, rear_backdrop: bool = False) -> None:
+        """Backdrop ahead (and behind, for the surround rig), kerbs, buildings, street furniture."""
         rng, layout = self.rng, self.layout
         x_min, x_max = layout.x_range
         backdrop_x = x_max - 6.0
         self._static(shapes.backdrop_shape(rng, 500.0), backdrop_x, 0.0, 0.0, LAYER_BUILDINGS, solid=False)
+        if rear_backdrop:
+            # the rear camera's view ends like the front one; the street's buildings begin 10 m past it
+            self._static(shapes.backdrop_shape(rng, 500.0), x_min + 6.0, 0.0, np.pi, LAYER_BUILDINGS, solid=False)
+            x_min += 16.0
         curb_color = np.array([175.0, 172.0, 165.0]) + rng.normal(0, 8, 3)
         for side in (-1, 1):
             self._curbs(side, curb_color)
@@ -410,7 +437,7 @@ class _SceneBuilder:
             lit = int(rng.integers(3))
             self._static(shapes.traffic_light_shape(rng, lit), layout.zebra_x - 1.0, kerb_y, 0.0)
         for _ in range(rng.integers(0, 4)):       # parked bicycles (annotated, A2D2 class Bicycle)
-            x = rng.uniform(self.ego_poses[0, 0] + 5.0, x_max)
+            x = rng.uniform(self.ego_poses[0, 0] + 5.0 - self.users_behind_m, x_max)
             poses = np.array([[x, outer - side * 0.6, side * np.pi / 2 + rng.normal(0, 0.3)]])
             self._road_user(lambda tid: shapes.bicycle_shape(rng, tid, with_rider=False), 'Bicycle',
                             np.repeat(poses, self.frame_count, axis=0), np.zeros(self.frame_count))
@@ -443,7 +470,7 @@ class _SceneBuilder:
             if not layout.parking[side]:
                 continue
             y = layout.carriageway_edge(side) + side * 1.1
-            x = ego_x - 10.0 + rng.uniform(0, 5)
+            x = ego_x - 10.0 - self.users_behind_m + rng.uniform(0, 5)
             while x < self.ego_poses[-1, 0] + 90.0:
                 box_class, make = self._vehicle_shape(allow_truck=rng.random() < 0.5)   # some delivery trucks
                 if rng.random() < 0.75 and self._free_x(np.array([x]), 4.0)[0]:
@@ -457,18 +484,20 @@ class _SceneBuilder:
         rng, layout = self.rng, self.layout
         lanes = layout.lanes_oncoming if side > 0 else layout.lanes_same
         ego_x0, ego_x1 = self.ego_poses[0, 0], self.ego_poses[-1, 0]
+        behind = self.users_behind_m
         for lane in range(lanes):
             y = layout.lane_y(side, lane)
             heading = 0.0 if side < 0 else np.pi
             if side < 0 and lane == layout.ego_lane:
                 speed = max(ego_speed + rng.uniform(-1.0, 2.5), 0.0) if ego_speed > 0 else 0.0
-                x, x_end = ego_x0 + rng.uniform(8.0, 20.0), ego_x1 + 95.0
+                # surround: followers start behind the ego (ones that would hit it are rejected)
+                x, x_end = ego_x0 - behind + rng.uniform(8.0, 20.0), ego_x1 + 95.0
             elif side < 0:
                 speed = rng.uniform(0.0, 3.0) if ego_speed == 0 and rng.random() < 0.5 else rng.uniform(5.0, 15.0)
-                x, x_end = ego_x0 - 25.0 + rng.uniform(0, 10), ego_x1 + 95.0
+                x, x_end = ego_x0 - 25.0 - behind + rng.uniform(0, 10), ego_x1 + 95.0
             else:
                 speed = rng.uniform(6.0, 14.0)
-                x, x_end = ego_x0 + rng.uniform(0, 10), ego_x1 + 70.0 + speed * duration
+                x, x_end = ego_x0 - behind + rng.uniform(0, 10), ego_x1 + 70.0 + speed * duration
             while x < x_end:
                 box_class, make = self._vehicle_shape()
                 yaw_rate, yaw_offset = self._wobble(0.008)
@@ -536,12 +565,13 @@ class _SceneBuilder:
     def _cyclists(self, duration: float) -> None:
         rng, layout = self.rng, self.layout
         ego_x0, ego_x1 = self.ego_poses[0, 0], self.ego_poses[-1, 0]
-        for _ in range(rng.integers(1, 5)):
+        for _ in range(rng.integers(1, 5) + self._extra_behind(3)):
             side = int(rng.choice([-1, 1]))
             speed = rng.uniform(3.0, 7.5)
             y = layout.carriageway_edge(side) - side * rng.uniform(0.6, 1.0)
             heading = 0.0 if side < 0 else np.pi
-            x = rng.uniform(ego_x0 + 5.0, ego_x1 + 70.0 + (speed * duration if side > 0 else 0.0))
+            x = rng.uniform(ego_x0 + 5.0 - self.users_behind_m,
+                            ego_x1 + 70.0 + (speed * duration if side > 0 else 0.0))
             poses, distance = self._straight(x, y, heading, speed, 0.02)
             self._road_user(lambda tid: shapes.bicycle_shape(rng, tid, True), 'Cyclist', poses, distance,
                             stride_m=2.2)
@@ -551,8 +581,8 @@ class _SceneBuilder:
         ego_x0, ego_x1 = self.ego_poses[0, 0], self.ego_poses[-1, 0]
         for side in (-1, 1):
             inner, outer = sorted(layout.sidewalk(side))
-            for _ in range(rng.integers(2, 13)):
-                x = rng.uniform(ego_x0 + 3.0, ego_x1 + 70.0)
+            for _ in range(rng.integers(2, 13) + self._extra_behind(6)):
+                x = rng.uniform(ego_x0 + 3.0 - self.users_behind_m, ego_x1 + 70.0)
                 y = rng.uniform(inner + 0.4, outer - 0.4)
                 walking = rng.random() < 0.75
                 if walking:
