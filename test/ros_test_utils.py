@@ -344,19 +344,20 @@ NODE_OUTPUT_TOPICS = ('/mtl_perception/detections', '/mtl_perception/camera/sema
 
 
 def start_node_and_recorder(context: 'RosTestContext', start_process, params_path, recorded,
-                            subscribers: int = 1, ready_timeout_s: float = 60.0):
-    """The node on a params file and mtl_bag_record on its outputs and /diagnostics into `recorded`:
-    (node, recorder) RosProcesses once the node said 'ready' and each output topic has `subscribers`
-    subscribers (the recorder's, plus any the caller made first). `start_process` is the
-    conftest's ros_process fixture."""
+                            subscribers: int = 1, ready_timeout_s: float = 60.0,
+                            output_topics=NODE_OUTPUT_TOPICS):
+    """The node on a params file and mtl_bag_record on its outputs (`output_topics`) and /diagnostics
+    into `recorded`: (node, recorder) RosProcesses once the node said 'ready' and each output topic
+    has `subscribers` subscribers (the recorder's, plus any the caller made first). `start_process`
+    is the conftest's ros_process fixture."""
     node = start_process(console_script('mtl_perception_node', 'mtl_perception_ros.ros.node') + [
         '--ros-args', '--params-file', str(params_path)], name='node')
     assert context.spin_until(lambda: (node.assert_running() or True) and 'ready' in node.output(),
                               ready_timeout_s, 'the node to be ready'), node.output()
     recorder = start_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
-        '--topics', *NODE_OUTPUT_TOPICS, '/diagnostics', '--out', str(recorded)], name='recorder')
+        '--topics', *output_topics, '/diagnostics', '--out', str(recorded)], name='recorder')
     probe = context.create_node('recorder_probe')
     context.spin_until(lambda: (recorder.assert_running() or True)
-                       and all(probe.count_subscribers(topic) >= subscribers for topic in NODE_OUTPUT_TOPICS),
+                       and all(probe.count_subscribers(topic) >= subscribers for topic in output_topics),
                        30, 'the recorder to subscribe')
     return node, recorder

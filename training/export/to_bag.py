@@ -202,10 +202,11 @@ def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int, compressed
         if view.timestamp_us >= 0 and frame.camera_timestamp_us >= 0:
             view_ns += (int(view.timestamp_us) - int(frame.camera_timestamp_us)) * 1000
         header = header_msg(view_ns, topics.frame, new=bag_message)
-        messages.append((view_ns, topics.compressed_image, rgb_to_compressed_image(view.image, header, new=bag_message))
-                        if compressed else (view_ns, topics.image, rgb_to_image(view.image, header, new=bag_message)))
+        # camera_info first: a node then knows the intrinsics when the image completes a frame
         messages.append((view_ns, topics.camera_info, undistorted_camera_info(view.camera_matrix, view.image.shape[:2],
                                                                               header, new=bag_message)))
+        messages.append((view_ns, topics.compressed_image, rgb_to_compressed_image(view.image, header, new=bag_message))
+                        if compressed else (view_ns, topics.image, rgb_to_image(view.image, header, new=bag_message)))
         if view.class_map is not None:
             messages.append((view_ns, topics.gt_semantic, mono8_to_image(view.class_map, header, new=bag_message)))
     return messages
