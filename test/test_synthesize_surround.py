@@ -7,7 +7,6 @@ scene to check the fisheye rendering exactly.
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from training.synthetic.synthesize import CAMERA_OFFSET_US, TSTAMP_JITTER_US, Sy
 from training.synthetic.world import (GROUND_Z_M, Scene, SceneObject, generate_scene, random_layout,
                                       random_lighting)
 from training.synthetic.writer import camera_json, frame_paths, frame_stem
+from test_synthesize import load_json, load_npz
 
 SEED, SCENES, FRAMES = 3, 2, 2
 KINDS = {'camera': ('png', 'json'), 'lidar': ('npz',), 'label': ('png',), 'label3D': ('json',)}
@@ -68,16 +68,6 @@ def camera_frames(scene: Path, camera: str) -> list[dict]:
                        'lidar': sibling('lidar', '.npz'), 'label': sibling('label', '.png'),
                        'label3d': sibling('label3D', '.json')})
     return frames
-
-
-def load_npz(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def load_json(path: Path):
-    with open(path, encoding='utf-8') as stream:
-        return json.load(stream)
 
 
 def points_vehicle(data: dict, camera) -> np.ndarray:

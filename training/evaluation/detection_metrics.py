@@ -423,18 +423,11 @@ class DetectionAccumulator:
         if pred_scores.shape != (len(pred_boxes),) or not np.all(np.isfinite(pred_scores)):
             raise ValueError(f'pred_scores: expected {len(pred_boxes)} finite scores, '
                              f'got shape {pred_scores.shape}')
-        if self.range_band is not None:
-            low, high = self.range_band
-            keep_pred = _in_band(pred_boxes, low, high)
-            keep_gt = _in_band(gt_boxes, low, high)
-            pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
-            gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
-        if self.sector_deg is not None:
-            low, high = self.sector_deg
-            keep_pred = _in_sector(pred_boxes, low, high)
-            keep_gt = _in_sector(gt_boxes, low, high)
-            pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
-            gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
+        for limits, inside in ((self.range_band, _in_band), (self.sector_deg, _in_sector)):
+            if limits is not None:   # keep ground truth and predictions whose centres lie in the band / sector
+                keep_pred, keep_gt = inside(pred_boxes, *limits), inside(gt_boxes, *limits)
+                pred_boxes, pred_classes, pred_scores = pred_boxes[keep_pred], pred_classes[keep_pred], pred_scores[keep_pred]
+                gt_boxes, gt_classes = gt_boxes[keep_gt], gt_classes[keep_gt]
         is_tp, matches = match_detections_to_gt(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes,
                                                 self.thresholds, self.criterion, self._ties, return_matches=True)
         errors = np.full((len(pred_boxes), len(TP_ERROR_NAMES)), np.nan)
