@@ -1,6 +1,8 @@
 """The chunk Dataset and its collate function, on tiny real chunk files."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,26 @@ def test_config_from_a_yaml_like_dict():
     assert config.augment_config.scale_range == (0.95, 1.05) and config.augment_config.brightness == 0.2
     with pytest.raises(ValueError, match='unknown keys'):
         DatasetConfig.from_dict({'input_size': [1, 2]})
+
+
+def test_samples_keep_the_chosen_cameras_and_a_random_subset_in_training(tmp_path):
+    from training.data.frame import CameraView
+    base = make_frame('s1/000000001')
+    views = [CameraView(name, base.image, base.class_map, base.camera_matrix, base.vehicle_to_camera, 10 * k)
+             for k, name in enumerate(['front_center', 'front_left', 'side_left', 'rear_center'])]
+    write_chunk(tmp_path / 'train_0000.npz', [base.with_views(views)])
+    every = ChunkDataset(tmp_path, CONFIG)[0]
+    assert every['camera_names'] == ['front_center', 'front_left', 'side_left', 'rear_center']
+    assert every['image'].shape == (4, 3) + INPUT_HW and every['camera_valid'].tolist() == [True] * 4
+    chosen = ChunkDataset(tmp_path, dataclasses.replace(CONFIG, cameras=('rear_center', 'front_left')))[0]
+    assert chosen['camera_names'] == ['front_left', 'rear_center']        # rig order kept
+    config = dataclasses.replace(CONFIG, augment=True, views_per_sample=2)
+    torch.manual_seed(0)
+    subsets = {tuple(ChunkDataset(tmp_path, config)[0]['camera_names']) for _ in range(12)}
+    assert all(len(subset) == 2 for subset in subsets) and len(subsets) > 2   # random, two at a time
+    # none of the named cameras: a LiDAR-only sample whose image is not used for semantics either
+    none = ChunkDataset(tmp_path, dataclasses.replace(CONFIG, cameras=('side_right',)))[0]
+    assert none['camera_valid'].tolist() == [False] and (none['class_map'] == 255).all()
+    batch = collate_samples([every, chosen])
+    assert batch['view_sample'].tolist() == [0, 0, 0, 0, 1, 1] and batch['first_view'].tolist() == [0, 4]
+    assert batch['image'].shape == (6, 3) + INPUT_HW and batch['camera_names'][1] == ['front_left', 'rear_center']

@@ -142,3 +142,16 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
         np.testing.assert_allclose(b.boxes[:, [0, 1, 3, 4, 6]], a.boxes[:, [0, 1, 3, 4, 6]], atol=1e-4)
         for (camera, stamp), class_map in a.class_maps.items():
             assert (live.class_maps[(camera, stamp)] == class_map).mean() > 0.999
+
+
+def test_show_draws_every_camera_of_a_surround_sample_on_the_grid_around_the_car(surround, tmp_path, capsys):
+    import cv2
+    from training.pictures.show import main as show
+    root, _ = surround
+    out = tmp_path / 'surround.png'
+    assert show(['--chunks', str(root / 'chunks'), '--index', '0', '--out', str(out),
+                 '--config', 'training/configs/surround.yaml', '--input-hw', '48', '80']) == 0
+    picture = cv2.imread(str(out))
+    # the grid around the car: 80 x 80 output cells at 6 px (+ a 22 px title), then a row of six cameras
+    assert picture.shape[0] > 80 * 6 + 22 + 48 and picture.shape[1] >= 6 * 80
+    assert 'wrote' in capsys.readouterr().out

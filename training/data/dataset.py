@@ -123,14 +123,14 @@ def select_views(frame: Frame, cameras: Sequence[str] | None, count: int = 0,
                  rng: np.random.Generator | None = None) -> tuple[Frame, bool]:
     """The frame with only the views of `cameras` (None: all), then a random `count` of them
     (count 0 or no rng: all). Returns (frame, has_camera): when no view is left, the frame keeps
-    its first view and has_camera is False (a LiDAR-only sample)."""
+    its first view without its class map and has_camera is False (a LiDAR-only sample)."""
     views = frame.views
     chosen = views if cameras is None else [view for view in views if view.name in cameras]
     if count and rng is not None and len(chosen) > count:
         picked = np.sort(rng.choice(len(chosen), size=count, replace=False))
         chosen = [chosen[index] for index in picked]
     if not chosen:
-        return frame.with_views(views[:1]), False
+        return frame.with_views([dataclasses.replace(views[0], class_map=None)]), False
     return (frame if chosen == views else frame.with_views(chosen)), True
 
 
