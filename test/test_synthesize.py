@@ -436,15 +436,20 @@ def _pose(x, y, z, yaw):
     return transform
 
 
-def test_rendered_box_is_labelled_at_its_projection_and_sky_above(camera):
-    scene, ground = _single_box_scene((0.0, 0.0, 0.0, 4.0, 2.0, 1.5), yaw=0.0, x=12.0, y=0.0)
+def render_first_frame(camera, scene, ground):
+    """(rig, rendered CameraFrame, label image RGB) of frame 0 of `scene` seen by `camera`."""
     arrays = SceneArrays.from_scene(scene)
     geometry = frame_geometry(scene, arrays, 0)
     rig = CameraRig.build(camera)
     look = scene_look(rig, arrays, scene.lighting, np.random.default_rng(0))
     frame = render_camera(rig, look, arrays, geometry, ground, np.random.default_rng(0))
+    return rig, frame, frame.label_bgr[..., ::-1]
+
+
+def test_rendered_box_is_labelled_at_its_projection_and_sky_above(camera):
+    scene, ground = _single_box_scene((0.0, 0.0, 0.0, 4.0, 2.0, 1.5), yaw=0.0, x=12.0, y=0.0)
+    rig, frame, label_rgb = render_first_frame(camera, scene, ground)
     names, colors = a2d2_classes()
-    label_rgb = frame.label_bgr[..., ::-1]
     # the rear face centre (x = 10 m, z = -0.9 + 0.75) in the distorted image, as the format notes say
     centre_view = transform_points(np.array([[10.0, 0.0, GROUND_Z_M + 0.75]]), camera.vehicle_to_view)
     optical = np.array([[-centre_view[0, 1], -centre_view[0, 2], centre_view[0, 0]]])

@@ -20,16 +20,15 @@ from mtl_perception_ros.core.boxes import points_in_boxes, transform_boxes
 from mtl_perception_ros.core.camera import transform_points
 from training.data.a2d2_calibration import (CAMERA_NAMES, a2d2_camera, camera_file_token, camera_folder,
                                             load_calibration)
-from training.synthetic.geometry import SceneArrays, frame_geometry
 from training.synthetic.ground import GroundMap
 from training.synthetic.lidar import LidarRig
-from training.synthetic.render import MAX_CANVAS_PX, CameraRig, render_camera, scene_look
+from training.synthetic.render import MAX_CANVAS_PX, CameraRig
 from training.synthetic.shapes import ShapeBuilder, a2d2_classes, class_index
 from training.synthetic.synthesize import CAMERA_OFFSET_US, TSTAMP_JITTER_US, Synthesizer, main, synthesize
 from training.synthetic.world import (GROUND_Z_M, Scene, SceneObject, generate_scene, random_layout,
                                       random_lighting)
 from training.synthetic.writer import camera_json, frame_paths, frame_stem
-from test_synthesize import load_json, load_npz
+from test_synthesize import load_json, load_npz, render_first_frame
 
 SEED, SCENES, FRAMES = 3, 2, 2
 KINDS = {'camera': ('png', 'json'), 'lidar': ('npz',), 'label': ('png',), 'label3D': ('json',)}
@@ -399,13 +398,8 @@ def _box_scene(x: float, y: float) -> tuple[Scene, GroundMap]:
 def test_fisheye_render_labels_a_box_at_its_lens_projection(cameras, camera_name, x, y):
     camera = cameras[camera_name]
     scene, ground = _box_scene(x, y)
-    arrays = SceneArrays.from_scene(scene)
-    geometry = frame_geometry(scene, arrays, 0)
-    rig = CameraRig.build(camera)
-    look = scene_look(rig, arrays, scene.lighting, np.random.default_rng(0))
-    frame = render_camera(rig, look, arrays, geometry, ground, np.random.default_rng(0))
+    rig, frame, label_rgb = render_first_frame(camera, scene, ground)
     names, colors = a2d2_classes()
-    label_rgb = frame.label_bgr[..., ::-1]
     # the face towards the camera: its centre, 0.75 m above the ground, through the fisheye lens
     towards = rig.position[:2] - np.array([x, y])
     towards = towards / np.abs(towards).max()
