@@ -155,3 +155,22 @@ def test_show_draws_every_camera_of_a_surround_sample_on_the_grid_around_the_car
     # the grid around the car: 80 x 80 output cells at 6 px (+ a 22 px title), then a row of six cameras
     assert picture.shape[0] > 80 * 6 + 22 + 48 and picture.shape[1] >= 6 * 80
     assert 'wrote' in capsys.readouterr().out
+
+
+def test_a_raw_surround_bag_has_every_cameras_topics_and_the_whole_rig_on_tf_static(surround, tmp_path):
+    from mtl_perception_ros.bags.reader import BagReader
+    from mtl_perception_ros.bags.topics import camera_topics
+    root, _ = surround
+    counts = export_bag(root / 'chunks', tmp_path / 'raw', split='val', log=lambda *a: None)
+    reader_chunk = ChunkReader(next((root / 'chunks').glob('val_*.npz')))
+    with BagReader(tmp_path / 'raw') as bag:
+        assert json.loads(bag.custom_data['mtl_perception.cameras']) == list(CAMERA_NAMES)
+        for index, camera in enumerate(CAMERA_NAMES):
+            topics = camera_topics(camera)
+            assert counts[topics.image] == counts[topics.camera_info] == counts[topics.gt_semantic] == 2
+            assert topics.compressed_image not in bag.topics
+            # vehicle -> camera on /tf_static is the chunk's calibration of that view
+            np.testing.assert_allclose(bag.vehicle_to_camera(topics.frame), reader_chunk.frame(0).views[index]
+                                       .vehicle_to_camera, atol=1e-9)
+        images = {m.topic: m for m in bag.decoded([camera_topics('rear_center').image])}
+    assert next(iter(images.values())).data.shape == (1208, 1920, 3)
