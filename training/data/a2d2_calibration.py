@@ -41,6 +41,12 @@ def camera_file_token(name: str) -> str:
     return name.replace('_', '')
 
 
+def in_rig_order(names) -> list[str]:
+    """Camera names sorted in A2D2's rig order (CAMERA_NAMES), any other name after them, alphabetically."""
+    return sorted(names, key=lambda name: (CAMERA_NAMES.index(name), '') if name in CAMERA_NAMES
+                  else (len(CAMERA_NAMES), name))
+
+
 def view_to_vehicle(view: dict) -> np.ndarray:
     """4x4 transform of an A2D2 view {origin, x-axis, y-axis} into the vehicle frame."""
     try:

@@ -476,11 +476,11 @@ class A2D2Reader:
                     degraded.append(('camera_part_dropped', f'{files.name}:{view.camera}', 'no camera PNG'))
                 continue
             if view.label is None:
-                degraded.append(('missing_label', f'{files.name}:{view.camera}' if views else files.name, ''))
+                where = files.name if view is reference else f'{files.name}:{view.camera}'
+                degraded.append(('missing_label', where, ''))
                 class_map = None
             else:
-                class_map = self._read_class_map(view.label, camera, degraded) if view is reference else \
-                    part(view, self._read_class_map, view.label, camera, degraded)
+                class_map = part(view, self._read_class_map, view.label, camera, degraded)
             views.append(CameraView(name=view.camera, image=image, class_map=class_map,
                                     camera_matrix=camera.camera_matrix.copy(),
                                     vehicle_to_camera=camera.vehicle_to_camera.copy(), timestamp_us=timestamp_us))

@@ -40,6 +40,7 @@ from mtl_perception_ros.core.atomic_file import atomic_write_json, json_ready
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.labels import LabelSet
+from training.data.a2d2_calibration import in_rig_order
 from training.data.dataset import model_arguments
 from training.evaluation.detection_metrics import RANGE_BANDS_M, SECTORS_DEG, DetectionAccumulator, DetectionMetrics
 from training.provenance import describe
@@ -266,13 +267,7 @@ def evaluate(model: torch.nn.Module, loader, *, grid: BevGrid, detection_labels:
     return EvaluationResult(det_acc.compute(), seg.compute(), losses, len(all_frames), predictions,
                             {band: acc.compute() for band, acc in band_accs.items()},
                             {name: acc.compute() for name, acc in sector_accs.items()},
-                            {name: by_camera[name].compute() for name in sorted(by_camera, key=_camera_order)})
-
-
-def _camera_order(name: str):
-    """A2D2's rig order first, then any other camera name alphabetically."""
-    from training.data.a2d2_calibration import CAMERA_NAMES
-    return (CAMERA_NAMES.index(name), '') if name in CAMERA_NAMES else (len(CAMERA_NAMES), name)
+                            {name: by_camera[name].compute() for name in in_rig_order(by_camera)})
 
 
 def _band_name(band) -> str:

@@ -59,6 +59,7 @@ from mtl_perception_ros.messages.outputs import detection2d_array
 from mtl_perception_ros.messages.pointcloud2 import array_to_pointcloud2
 from mtl_perception_ros.messages.stamps import header_msg
 from mtl_perception_ros.messages.transforms import transform_stamped
+from training.data.a2d2_calibration import in_rig_order
 from training.data.chunks import V1_CAMERA, ChunkReader
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 from training.data.manifest import SPLITS
@@ -173,14 +174,18 @@ def plan_timeline(by_scene: dict[str, list[FrameRef]], scene_gap_s: float = SCEN
 def bag_cameras(files) -> list[str] | None:
     """The cameras of the chunks in rig order, or None when they hold the front-center camera alone
     (the one-camera layout)."""
-    from training.data.a2d2_calibration import CAMERA_NAMES
-
     names = set()
     for path in files:
         names.update(str(name) for name in ChunkReader(path).array('camera_names'))
-    if names <= {V1_CAMERA}:
-        return None
-    return sorted(names, key=lambda n: (CAMERA_NAMES.index(n), '') if n in CAMERA_NAMES else (len(CAMERA_NAMES), n))
+    return None if names <= {V1_CAMERA} else in_rig_order(names)
+
+
+def _views_and_topics(frame, cameras: list[str] | None):
+    """(CameraView, bags.topics.CameraTopics) of the frame's views that go into the bag: the first
+    one on the one-camera topics (`cameras` None), else each view on its own camera's topics."""
+    if cameras is None:
+        return [(frame.views[0], bt.camera_topics(None))]
+    return [(view, bt.camera_topics(view.name)) for view in frame.views]
 
 
 def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int, compressed: bool = False,
@@ -196,8 +201,7 @@ def frame_messages(frame, class_names, lidar_ns: int, camera_ns: int, compressed
         (lidar_ns, bt.POINTS_TOPIC, array_to_pointcloud2(points, bt.POINT_FIELDS, lidar_header, new=bag_message)),
         (lidar_ns, bt.GT_DETECTIONS_TOPIC, detection2d_array(boxes, class_names, frame.box_classes, np.ones(len(boxes)),
                                                              lidar_header, frame.track_ids, new=bag_message))]
-    for view in (frame.views if cameras is not None else frame.views[:1]):
-        topics = bt.camera_topics(None if cameras is None else view.name)
+    for view, topics in _views_and_topics(frame, cameras):
         view_ns = camera_ns
         if view.timestamp_us >= 0 and frame.camera_timestamp_us >= 0:
             view_ns += (int(view.timestamp_us) - int(frame.camera_timestamp_us)) * 1000
@@ -272,11 +276,10 @@ def write_bag(plans: list[ScenePlan], out, box_labels: LabelSet, semantic_labels
             messages = frame_messages(frame, box_labels.names, int(plan.lidar_ns[i]), int(plan.camera_ns[i]),
                                       compressed, cameras)
             changed = False
-            for view in (frame.views if cameras is not None else frame.views[:1]):
-                frame_id = bt.camera_topics(None if cameras is None else view.name).frame
+            for view, topics in _views_and_topics(frame, cameras):
                 matrix = np.asarray(view.vehicle_to_camera, dtype=np.float64)
-                if frame_id not in calibration or not np.array_equal(calibration[frame_id], matrix):
-                    calibration[frame_id], changed = matrix, True
+                if topics.frame not in calibration or not np.array_equal(calibration[topics.frame], matrix):
+                    calibration[topics.frame], changed = matrix, True
             if changed:   # every camera known so far, so the latest /tf_static message holds the whole rig
                 messages.insert(0, (starts[k], bt.TF_STATIC_TOPIC, sensor_transforms(dict(calibration), starts[k])))
             for timestamp, topic, msg in messages:

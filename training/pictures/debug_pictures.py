@@ -52,7 +52,7 @@ def debug_picture(batch: dict, outputs: dict, grid: BevGrid, detection_labels: L
         predicted = torch.sigmoid(heatmap_logits)[0].cpu().numpy()
         detections = decode_detections(heatmap_logits, outputs['bbox_reg'][index:index + 1].detach().float().contiguous(),
                                        grid, score_threshold=score_threshold)[0]
-        view = int(batch['first_view'][index]) if 'first_view' in batch else index   # the sample's first camera
+        view = int(batch['first_view'][index])   # the sample's first camera
         class_map = batch['class_map'][view].cpu().numpy().astype(np.uint8)
         predicted_classes = semantic_prediction(outputs['sem_logits'][view:view + 1].detach(),
                                                 class_map.shape)[0].cpu().numpy()
