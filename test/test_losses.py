@@ -61,6 +61,9 @@ def test_l1_at_object_centres():
     weights = [0.0] * 7 + [1.0]   # only cos yaw: (7 + 3) / 2 = 5
     assert regression_l1_loss(reg, target, ind, mask, weights).item() == pytest.approx(5.0)
     assert regression_l1_loss(reg, target, ind, torch.zeros_like(mask)).item() == 0.0
+    # slot weights (targets' reg_weight): a weighted mean, (1 * 28 + 0.5 * 4) / 1.5 = 20
+    slot_weights = torch.tensor([[1.0, 0.5, 7.0]])            # the empty slot's weight does not count
+    assert regression_l1_loss(reg, target, ind, mask, slot_weights=slot_weights).item() == pytest.approx(20.0)
 
 
 def test_cross_entropy_ignores_255():

@@ -97,3 +97,45 @@ def test_no_boxes_gives_empty_targets_and_bad_classes_are_rejected():
     assert targets.heatmap.max() == 0 and not targets.mask.any()
     with pytest.raises(ValueError, match=r'\[0, 4\)'):
         build_targets(np.array([box(5, 0)]), np.array([4]), GRID, 4)
+
+
+def test_reg_radius_regresses_each_box_from_the_cells_around_its_centre():
+    from mtl_perception_ros.core.box_coding import decode_regression
+    # a truck whose centre cell is (10, 32), and a pedestrian 2.2 m to its left at (10, 34): the
+    # cell between them, (10, 33), is nearer the truck's centre (0.8 vs 1.4 cells) and goes to it.
+    boxes = np.array([box(10.3, 0.7, length=10.0, width=2.5), box(10.3, 2.9, length=0.6, width=0.6)])
+    plain = build_targets(boxes, np.array([1, 2]), GRID, num_classes=4)
+    dense = build_targets(boxes, np.array([1, 2]), GRID, num_classes=4, reg_radius=1)
+    assert len(dense.mask) == 9 * len(plain.mask)
+    np.testing.assert_array_equal(dense.heatmap, plain.heatmap)     # the heatmap does not change
+    for name in ('reg', 'ind', 'cls'):                              # the centre slots come first, as before
+        np.testing.assert_array_equal(getattr(dense, name)[:2], getattr(plain, name)[:2])
+    valid = dense.mask
+    rows, cols = dense.ind[valid] // 64, dense.ind[valid] % 64
+    decoded = decode_regression(dense.reg[valid], rows, cols, GRID)
+    owner = dense.cls[valid]
+    # every slot decodes its own box exactly, whichever cell it sits in
+    np.testing.assert_allclose(decoded[:, :2], boxes[np.where(owner == 1, 0, 1), :2], atol=1e-5)
+    cells = {(int(r), int(c)): int(k) for r, c, k in zip(rows, cols, owner)}
+    assert len(cells) == valid.sum()                                # no cell has two slots
+    assert cells[(10, 33)] == 1 and cells[(10, 34)] == 2 and cells[(10, 32)] == 1
+    assert sum(k == 1 for k in cells.values()) == 9                 # the truck's full 3 x 3
+    assert sum(k == 2 for k in cells.values()) == 6                 # the pedestrian loses column 33
+    # loss weights: 1 at the centres, the box's heatmap Gaussian elsewhere (radius 2: sigma 5/6)
+    weight = dict(zip(zip(rows.tolist(), cols.tolist()), dense.weight[valid].tolist()))
+    assert weight[(10, 32)] == 1.0 and weight[(10, 34)] == 1.0
+    assert weight[(11, 35)] == pytest.approx(math.exp(-2 / (2 * (5 / 6) ** 2)), rel=1e-5)
+    np.testing.assert_array_equal(dense.weight[~valid], 0.0)
+    with pytest.raises(ValueError, match='reg_radius'):
+        build_targets(boxes, np.array([1, 2]), GRID, num_classes=4, reg_radius=-1)
+
+
+def test_reg_radius_stays_inside_the_grid_and_never_takes_another_box_centre():
+    # a box in the corner cell (0, 0) and one in the cell next to it: (0, 1) stays the second's
+    boxes = np.array([box(0.5, -31.5, 0.6, 0.6), box(0.5, -30.4, 0.6, 0.6)])
+    dense = build_targets(boxes, np.array([2, 3]), GRID, num_classes=4, reg_radius=2)
+    rows, cols = dense.ind[dense.mask] // 64, dense.ind[dense.mask] % 64
+    assert rows.min() >= 0 and cols.min() >= 0
+    owners = dict(zip(zip(rows.tolist(), cols.tolist()), dense.cls[dense.mask].tolist()))
+    assert owners[(0, 0)] == 2 and owners[(0, 1)] == 3
+    assert len(owners) == dense.mask.sum()

@@ -26,7 +26,7 @@ from mtl_perception_ros.core.labels import IGNORE_INDEX
 from training.data.augment import AugmentConfig, augment_frame
 from training.data.chunks import ChunkReader
 from training.data.frame import CameraView, Frame
-from training.data.targets import MAX_OBJECTS, MIN_RADIUS, build_targets
+from training.data.targets import MAX_OBJECTS, MIN_RADIUS, REG_RADIUS, build_targets
 
 # The process that imported this module: a forked DataLoader worker has another pid.
 _IMPORTED_IN_PID = os.getpid()
@@ -50,6 +50,7 @@ class DatasetConfig:
     chunk_cache_size: int = 4
     frame_cache_mb: float = 0.0      # > 0: resized images shared by the workers (training.data.frame_cache)
     heatmap_min_radius: int = MIN_RADIUS   # smallest Gaussian radius of a heatmap target, output cells
+    reg_radius: int = REG_RADIUS     # box regression also at cells up to this far from the centre cell
     cameras: tuple[str, ...] | None = None  # the cameras a sample uses, by name (None: every view of the frame)
     views_per_sample: int = 0        # training (augment): a random subset of this many views per sample (0: all)
 
@@ -140,8 +141,8 @@ def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator
     Keys, V = the sample's camera views: points (N, 4) float32 inside the grid; image (V, 3, H, W)
     uint8; camera_matrix (V, 3, 3) and vehicle_to_camera (V, 4, 4) float32; camera_valid (V,) bool;
     class_map (V, H, W) int64 (255 ignore); camera_names: list of V names; heatmap (C, h, w)
-    float32, reg (M, 8) float32, ind (M,) int64, mask (M,) bool, cls (M,) int64
-    (training.data.targets); gt_boxes (G, 7) float32 and gt_classes (G,) int64: the boxes whose
+    float32, reg (S, 8) float32, ind (S,) int64, mask (S,) bool, cls (S,) int64, reg_weight (S,)
+    float32 (training.data.targets: S regression slots); gt_boxes (G, 7) float32 and gt_classes (G,) int64: the boxes whose
     centre lies in the grid; name: str. Augments when config.augment (needs `rng`), which also
     picks config.views_per_sample random views.
     """
@@ -157,7 +158,7 @@ def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator
     boxes = np.asarray(frame.boxes, dtype=np.float32).reshape(-1, 7)
     box_classes = np.asarray(frame.box_classes, dtype=np.int64).reshape(-1)
     targets = build_targets(boxes, box_classes, grid, config.num_box_classes, config.max_objects,
-                            min_radius=config.heatmap_min_radius)
+                            min_radius=config.heatmap_min_radius, reg_radius=config.reg_radius)
     in_grid = ((boxes[:, 0] >= grid.x_min_m) & (boxes[:, 0] < grid.x_max_m)
                & (boxes[:, 1] >= grid.y_min_m) & (boxes[:, 1] < grid.y_max_m))
     views = frame.views
@@ -175,6 +176,7 @@ def prepare_sample(frame: Frame, config: DatasetConfig, rng: np.random.Generator
         'ind': torch.from_numpy(targets.ind),
         'mask': torch.from_numpy(targets.mask),
         'cls': torch.from_numpy(targets.cls),
+        'reg_weight': torch.from_numpy(targets.weight),
         'gt_boxes': torch.from_numpy(np.ascontiguousarray(boxes[in_grid])),
         'gt_classes': torch.from_numpy(box_classes[in_grid]),
         'name': frame.name,

@@ -1,7 +1,9 @@
 """CenterPoint detection targets on the BEV output grid.
 
 Per class a heatmap with a Gaussian at each box centre (CenterPoint / CornerNet radius), and per
-object the regression vector (mtl_perception_ros.core.box_coding) at its centre cell.
+object the regression vector (mtl_perception_ros.core.box_coding) at its centre cell and, with
+`reg_radius` r > 0, at the cells up to r away from it (each cell's own offset to the centre), so a
+heatmap peak that lands a cell off still decodes the true centre.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from mtl_perception_ros.core.boxes import BOX_DIM
 MIN_OVERLAP = 0.1
 MIN_RADIUS = 2
 MAX_OBJECTS = 128
+REG_RADIUS = 0
 
 
 @dataclass
@@ -23,8 +26,11 @@ class BevTargets:
     """Targets of one frame; (H, W) = grid.output_shape, M = max_objects.
 
     - heatmap (C, H, W) float32 in [0, 1], exactly 1 at each object's centre cell.
-    - reg (M, 8) float32 regression vectors; ind (M,) int64 flat cell index row * W + col;
-      mask (M,) bool: slot holds an object; cls (M,) int64 class of the slot (0 where empty).
+    - S = M * (2 r + 1)**2 regression slots (r = reg_radius; S = M for r = 0), the centre cells
+      first in object order: reg (S, 8) float32 regression vectors relative to the slot's cell;
+      ind (S,) int64 flat cell index row * W + col; mask (S,) bool: slot holds a target; cls (S,)
+      int64 class of the slot (0 where empty); weight (S,) float32 of the slot in the regression
+      loss: 1 at centres, the object's heatmap Gaussian at its other cells, 0 where empty.
     """
 
     heatmap: np.ndarray
@@ -32,6 +38,7 @@ class BevTargets:
     ind: np.ndarray
     mask: np.ndarray
     cls: np.ndarray
+    weight: np.ndarray
 
 
 def gaussian_radius(length_cells, width_cells, min_overlap: float = MIN_OVERLAP):
@@ -80,12 +87,15 @@ def draw_gaussian(heatmap: np.ndarray, row: int, col: int, radius: int) -> None:
 
 def build_targets(boxes: np.ndarray, classes: np.ndarray, grid: BevGrid, num_classes: int,
                   max_objects: int = MAX_OBJECTS, min_overlap: float = MIN_OVERLAP,
-                  min_radius: int = MIN_RADIUS) -> BevTargets:
+                  min_radius: int = MIN_RADIUS, reg_radius: int = REG_RADIUS) -> BevTargets:
     """CenterPoint targets of (N, 7) boxes with (N,) class ids in [0, num_classes).
 
     Boxes whose centre falls outside the output grid are skipped; beyond `max_objects`
     in-grid boxes the rest are dropped (in input order). Radius per box:
     max(min_radius, int(gaussian_radius(length, width in output cells))).
+    `reg_radius` r: also regress each box from the cells within r (Chebyshev) of its centre cell,
+    capped at the box's heatmap radius. A cell that is some box's centre cell stays that box's
+    alone; any other cell goes to the box whose centre is nearest to the cell's centre.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM)
     classes = np.asarray(classes, dtype=np.int64).reshape(-1)
@@ -94,12 +104,16 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, grid: BevGrid, num_cla
     if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
         raise ValueError(f'build_targets: box classes must lie in [0, {num_classes}), '
                          f'got {sorted(set(classes.tolist()))}')
+    if reg_radius < 0:
+        raise ValueError(f'build_targets: reg_radius must be >= 0, got {reg_radius}')
     height, width = grid.output_shape
     heatmap = np.zeros((num_classes, height, width), dtype=np.float32)
-    reg = np.zeros((max_objects, REG_DIM), dtype=np.float32)
-    ind = np.zeros(max_objects, dtype=np.int64)
-    mask = np.zeros(max_objects, dtype=bool)
-    cls = np.zeros(max_objects, dtype=np.int64)
+    slots = max_objects * (2 * reg_radius + 1) ** 2
+    reg = np.zeros((slots, REG_DIM), dtype=np.float32)
+    ind = np.zeros(slots, dtype=np.int64)
+    mask = np.zeros(slots, dtype=bool)
+    cls = np.zeros(slots, dtype=np.int64)
+    weight = np.zeros(slots, dtype=np.float32)
 
     box_reg, row_col, in_grid = encode_regression(boxes, grid)
     keep = np.flatnonzero(in_grid)[:max_objects]
@@ -114,4 +128,47 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, grid: BevGrid, num_cla
     ind[:count] = row_col[keep, 0] * width + row_col[keep, 1]
     mask[:count] = True
     cls[:count] = classes[keep]
-    return BevTargets(heatmap=heatmap, reg=reg, ind=ind, mask=mask, cls=cls)
+    weight[:count] = 1.0
+    if reg_radius > 0 and count:
+        owner, rows, cols, gauss = _neighbour_cells(box_reg[keep, :2] + row_col[keep], row_col[keep],
+                                                    np.minimum(radii, reg_radius), radii, height, width)
+        extra = len(owner)
+        reg[count:count + extra] = box_reg[keep][owner]
+        reg[count:count + extra, 0] += row_col[keep][owner, 0] - rows
+        reg[count:count + extra, 1] += row_col[keep][owner, 1] - cols
+        ind[count:count + extra] = rows * width + cols
+        mask[count:count + extra] = True
+        cls[count:count + extra] = classes[keep][owner]
+        weight[count:count + extra] = gauss
+    return BevTargets(heatmap=heatmap, reg=reg, ind=ind, mask=mask, cls=cls, weight=weight)
+
+
+def _neighbour_cells(centres: np.ndarray, centre_cells: np.ndarray, radii: np.ndarray,
+                     heatmap_radii: np.ndarray, height: int, width: int):
+    """The non-centre cells within each box's radius that the box owns (see build_targets).
+
+    centres (K, 2) continuous (row, col) of the box centres; centre_cells (K, 2) their cells;
+    radii (K,) int reach; heatmap_radii (K,) their heatmap Gaussians' radii. Returns (owner, rows,
+    cols, gaussian): owner (E,) box index into the K boxes, the cells, and the box's heatmap
+    Gaussian value at each cell.
+    """
+    reach = int(radii.max())
+    offsets = np.arange(-reach, reach + 1)
+    d_row, d_col = (a.reshape(-1) for a in np.meshgrid(offsets, offsets, indexing='ij'))
+    ring = (d_row != 0) | (d_col != 0)
+    d_row, d_col = d_row[ring], d_col[ring]
+    owner = np.repeat(np.arange(len(radii)), len(d_row))
+    d_row, d_col = np.tile(d_row, len(radii)), np.tile(d_col, len(radii))
+    rows, cols = centre_cells[owner, 0] + d_row, centre_cells[owner, 1] + d_col
+    valid = ((np.maximum(np.abs(d_row), np.abs(d_col)) <= radii[owner])
+             & (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width))
+    flat = rows * width + cols
+    valid &= ~np.isin(flat, centre_cells[:, 0] * width + centre_cells[:, 1])
+    owner, rows, cols, flat, d_row, d_col = (a[valid] for a in (owner, rows, cols, flat, d_row, d_col))
+    distance = np.hypot(rows + 0.5 - centres[owner, 0], cols + 0.5 - centres[owner, 1])
+    order = np.lexsort((owner, distance, flat))            # per cell: nearest centre first (ties: first box)
+    _, first = np.unique(flat[order], return_index=True)
+    chosen = np.sort(order[first])
+    sigma = (2 * heatmap_radii[owner[chosen]] + 1) / 6.0
+    gaussian = np.exp(-(d_row[chosen] ** 2 + d_col[chosen] ** 2) / (2 * sigma * sigma))
+    return owner[chosen], rows[chosen], cols[chosen], gaussian.astype(np.float32)

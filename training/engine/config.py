@@ -29,6 +29,7 @@ DEFAULT_CONFIG: dict = {
         'chunk_cache_size': 4,
         'frame_cache_mb': 2048,        # per process and split: resized images decoded once (0 = off)
         'heatmap_min_radius': 2,       # smallest Gaussian radius of the heatmap targets (output cells)
+        'reg_radius': 0,               # box regression also at cells up to this far from each centre cell
         'cameras': None,               # cameras a sample uses, by A2D2 name (null: every view of the frame)
         'views_per_sample': 0,         # training: a random subset of this many views per sample (0: all)
     },

@@ -84,7 +84,8 @@ def read_chunk_folder(chunk_dir, splits=('train', 'val')) -> ChunkFolder:
 def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: int = 128,
                  augment: bool = False, augment_config: dict | None = None,
                  chunk_cache_size: int = 4, frame_cache_mb: float = 0.0,
-                 heatmap_min_radius: int = MIN_RADIUS, cameras=None, views_per_sample: int = 0) -> ChunkDataset:
+                 heatmap_min_radius: int = MIN_RADIUS, reg_radius: int = 0, cameras=None,
+                 views_per_sample: int = 0) -> ChunkDataset:
     """A ChunkDataset whose samples fit the model: its BEV grid, input size and class count."""
     from training.data.augment import AugmentConfig
     if not paths:
@@ -101,7 +102,7 @@ def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: i
                            num_box_classes=len(detection_labels), max_objects=int(max_objects),
                            augment=bool(augment), augment_config=augment_values,
                            chunk_cache_size=int(chunk_cache_size), frame_cache_mb=float(frame_cache_mb or 0),
-                           heatmap_min_radius=int(heatmap_min_radius),
+                           heatmap_min_radius=int(heatmap_min_radius), reg_radius=int(reg_radius),
                            cameras=None if cameras is None else tuple(str(c) for c in cameras),
                            views_per_sample=int(views_per_sample or 0))
     return ChunkDataset([Path(p) for p in paths], config)

@@ -55,19 +55,24 @@ def gather_at_centres(feature_map: torch.Tensor, ind: torch.Tensor) -> torch.Ten
 
 
 def regression_l1_loss(reg: torch.Tensor, target: torch.Tensor, ind: torch.Tensor, mask: torch.Tensor,
-                       code_weights: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
-    """L1 between predicted reg (B,8,H,W) at the centres `ind` (B,M) and target (B,M,8).
+                       code_weights: torch.Tensor | Sequence[float] | None = None,
+                       slot_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between predicted reg (B,8,H,W) at the cells `ind` (B,M) and target (B,M,8).
 
     Summed over the 8 parameters (each times its code weight, default 1) and averaged over the
-    objects (mask (B,M) True), as CenterPoint; 0 when there is no object.
+    slots (mask (B,M) True), as CenterPoint; with `slot_weights` (B,M) a weighted mean (the
+    targets' reg_weight: centres 1, cells around them less); 0 when there is no object.
     """
     pred = gather_at_centres(reg.float(), ind)                        # (B, M, 8)
     error = (pred - target.float()).abs()
     if code_weights is not None:
         error = error * torch.as_tensor(code_weights, dtype=error.dtype, device=error.device)
-    valid = mask.bool().unsqueeze(-1)
-    total = torch.where(valid, error, torch.zeros_like(error)).sum()  # where: NaN-safe in empty slots
-    return total / mask.sum().clamp(min=1).to(total.dtype)
+    valid = mask.bool()
+    slot = valid.to(error.dtype) if slot_weights is None else torch.where(
+        valid, slot_weights.to(error.dtype), torch.zeros_like(error[..., 0]))
+    # where: NaN-safe in empty slots; every object's centre slot weighs 1, so the sum is >= 1
+    total = torch.where(valid.unsqueeze(-1), error * slot.unsqueeze(-1), torch.zeros_like(error)).sum()
+    return total / slot.sum().clamp(min=1)
 
 
 def semantic_cross_entropy(sem_logits: torch.Tensor, class_map: torch.Tensor,
@@ -157,7 +162,7 @@ class MultiTaskLoss(nn.Module):
         raw = {
             'heatmap': heatmap_focal_loss(outputs['bbox_heatmap'], targets['heatmap']),
             'reg': regression_l1_loss(outputs['bbox_reg'], targets['reg'], targets['ind'], targets['mask'],
-                                      self.reg_code_weights),
+                                      self.reg_code_weights, targets.get('reg_weight')),
         }
         class_map = targets.get('class_map')
         raw['sem'] = (semantic_cross_entropy(outputs['sem_logits'], class_map, self.class_weights)

@@ -486,6 +486,7 @@ def build_data(config: dict, ctx: DistContext) -> RunData:
     dataset_args = dict(model_config=model_cfg, detection_labels=folder.detection_labels,
                         max_objects=data_cfg['max_objects'], chunk_cache_size=data_cfg['chunk_cache_size'],
                         frame_cache_mb=data_cfg['frame_cache_mb'], heatmap_min_radius=data_cfg['heatmap_min_radius'],
+                        reg_radius=data_cfg['reg_radius'],
                         cameras=data_cfg['cameras'], views_per_sample=data_cfg['views_per_sample'])
     train_set = make_dataset(folder.files[data_cfg['train_split']], augment=data_cfg['augment'],
                              augment_config=data_cfg['augment_config'], **dataset_args)
