@@ -73,6 +73,17 @@ def test_a_sample_is_resized_cropped_and_has_targets(chunk_dir):
     assert sample['gt_boxes'].shape == (2, 7) and sample['gt_classes'].tolist() == [0, 2]
 
 
+def test_reg_radius_gives_a_sample_the_slots_around_each_centre(chunk_dir):
+    import dataclasses
+    plain = ChunkDataset(chunk_dir, CONFIG)[0]
+    dense = ChunkDataset(chunk_dir, dataclasses.replace(CONFIG, reg_radius=1))[0]
+    assert plain['reg_weight'].tolist() == [1.0, 1.0] + [0.0] * 6
+    assert dense['reg'].shape == (72, 8) and dense['reg_weight'].shape == (72,)
+    assert dense['mask'].sum() == 18                      # two objects far apart: 3 x 3 cells each
+    assert dense['ind'][:2].tolist() == plain['ind'][:2].tolist()
+    torch.testing.assert_close(dense['heatmap'], plain['heatmap'])
+
+
 def test_a_frame_without_class_map_is_all_ignore(chunk_dir):
     sample = ChunkDataset(chunk_dir, CONFIG)[2]
     assert (sample['class_map'] == 255).all()

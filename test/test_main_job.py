@@ -62,3 +62,15 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-4000:]
     assert 'already there' in again.stdout and 'resumed' in again.stdout + again.stderr
+
+    # a run and a bag made from other chunks (or another config) are made again, not reused
+    (run_dir / '.job_inputs').write_text('manifest=0000 config=0000\n')
+    (tmp_path / 'bags/.job_inputs').write_text('manifest=0000\n')
+    third = subprocess.run(['bash', str(REPO / 'scripts/main_job.sh'), str(venv), '--ci'], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stdout[-4000:]
+    assert 'made from other chunks or another config: training again' in third.stdout
+    assert 'resumed' not in third.stdout + third.stderr
+    assert (run_dir / '.job_inputs').read_text() != 'manifest=0000 config=0000\n'
+    assert (tmp_path / 'bags/.job_inputs').read_text().startswith('manifest=') and \
+        (tmp_path / 'bags/.job_inputs').read_text() != 'manifest=0000\n'

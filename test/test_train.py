@@ -22,6 +22,7 @@ from training.engine.config import ConfigError, load_config
 from training.engine.lr_schedule import lr_factor
 from training.engine.training_state import capture_rng_state, restore_rng_state
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = 'training/configs/tiny_ci.yaml'
 
 
@@ -136,6 +137,23 @@ def test_a_finished_run_is_not_overwritten_without_resume(finished_run, chunks, 
 
 
 # ----------------------------------------------------------------------------- learning, resume
+
+@pytest.mark.parametrize('name', ['short', 'long', 'surround', 'tiny_ci'])
+def test_every_shipped_config_loads(name):
+    config = load_config(REPO / f'training/configs/{name}.yaml')
+    assert config['data']['reg_radius'] in (0, 1)
+    if name == 'short':   # what make run trains with (docs/training.md#ablations)
+        assert config['data']['reg_radius'] == 1
+        assert config['data']['augment_config'] == {'rotation_max_rad': 0.15, 'scale_range': [0.95, 1.05]}
+
+
+def test_training_with_boxes_regressed_around_their_centres(chunks, tmp_path):
+    out = tmp_path / 'dense'
+    assert run_training(chunks, out, 'train.epochs=1', 'data.reg_radius=1', 'train.picture_every_steps=0') == 0
+    assert (out / 'model_best.pt').exists()
+    reg = [e['train']['reg'] for e in history(out)]
+    assert all(np.isfinite(reg)) and reg[0] > 0
+
 
 def test_the_loss_falls_when_overfitting_two_frames(tmp_path):
     write_toy_chunks(tmp_path / 'chunks', scenes=2, frames=2, val_scenes=1, seed=3)
