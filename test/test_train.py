@@ -226,6 +226,11 @@ def test_overrides_are_parsed_as_yaml_and_unknown_keys_are_named():
     assert config['data']['chunks'] == '/data/x'
     with pytest.raises(ConfigError, match="unknown key 'optim.learning_rate'"):
         load_config(TINY, ['optim.learning_rate=1'])
+    for bad, message in (('loss.class_weight_c=1.0', 'class_weight_c must be a number > 1'),
+                         ('data.reg_radius=-1', 'reg_radius must be an integer >= 0'),
+                         ('data.reg_radius=1.5', 'reg_radius must be an integer >= 0')):
+        with pytest.raises(ConfigError, match=message):
+            load_config(TINY, [bad])
     with pytest.raises(ConfigError, match='schedule.name'):
         load_config(TINY, ['schedule.name=linear'])
 

@@ -39,6 +39,7 @@ DEFAULT_CONFIG: dict = {
         'reg_weight': 0.25,
         'lambda_sem': 1.0,
         'class_weights': True,         # ENet weights from the manifest's train pixel histogram
+        'class_weight_c': 1.02,        # ENet's c in 1 / log(c + f): larger = flatter weights
         'uncertainty_weighting': False,
         'reg_code_weights': None,
     },
@@ -177,5 +178,12 @@ def check_config(config: dict) -> None:
     for key in ('epochs', 'batch_size'):
         if not isinstance(train[key], int) or train[key] < 1:
             raise ConfigError(f'train.{key} must be an integer >= 1, got {train[key]!r}')
+    c = config['loss']['class_weight_c']
+    if not (isinstance(c, (int, float)) and not isinstance(c, bool) and c > 1):
+        raise ConfigError(f'loss.class_weight_c must be a number > 1 (weights are 1 / log(c + f)), got {c!r}')
+    for key in ('reg_radius', 'heatmap_min_radius'):
+        value = config['data'][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f'data.{key} must be an integer >= 0, got {value!r}')
     if not (isinstance(config['optim']['lr'], (int, float)) and config['optim']['lr'] > 0):
         raise ConfigError(f'optim.lr must be a number > 0, got {config["optim"]["lr"]!r}')

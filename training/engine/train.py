@@ -129,7 +129,7 @@ def build_criterion(loss_cfg: dict, folder, num_sem_classes: int) -> MultiTaskLo
     if loss_cfg['class_weights']:
         counts = train_pixel_counts(folder, num_sem_classes)
         if counts.sum() > 0:
-            class_weights = semantic_class_weights(counts)
+            class_weights = semantic_class_weights(counts, float(loss_cfg['class_weight_c']))
         else:
             LOG.warning('loss.class_weights: the train split has no labelled pixels; using no class weights')
     return MultiTaskLoss(heatmap_weight=loss_cfg['heatmap_weight'], reg_weight=loss_cfg['reg_weight'],
