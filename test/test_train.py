@@ -144,6 +144,7 @@ def test_every_shipped_config_loads(name):
     assert config['data']['reg_radius'] in (0, 1)
     if name == 'short':   # what make run trains with (docs/training.md#ablations)
         assert config['data']['reg_radius'] == 1
+        assert config['loss']['class_weight_c'] == 1.01
         assert config['data']['augment_config'] == {'rotation_max_rad': 0.15, 'scale_range': [0.95, 1.05]}
 
 
@@ -365,3 +366,16 @@ def test_evaluating_perfect_outputs_gives_full_scores(chunks):
     assert result.map == pytest.approx(1.0)
     assert result.miou == 1.0 and result.segmentation['pixel_accuracy'] == 1.0
     assert result.score('combined') == pytest.approx(1.0)
+
+
+def test_class_weight_c_sets_the_enet_weights_of_the_criterion():
+    from types import SimpleNamespace
+    from training.engine.losses import semantic_class_weights
+    folder = SimpleNamespace(train_pixel_counts=np.array([900, 90, 10]))
+    for c in (1.01, 1.02, 1.1):
+        loss_cfg = dict(load_config(TINY)['loss'], class_weight_c=c)
+        criterion = train.build_criterion(loss_cfg, folder, 3)
+        torch.testing.assert_close(criterion.class_weights, semantic_class_weights([900, 90, 10], c))
+    # a smaller c makes the rare class weigh more against the common one
+    steep, flat = (semantic_class_weights([900, 90, 10], c) for c in (1.01, 1.1))
+    assert steep[2] / steep[0] > flat[2] / flat[0]
