@@ -101,6 +101,7 @@ def test_the_surround_bag_goes_through_the_nodes_frame_path_with_six_cameras(sur
 
 @pytest.mark.ros
 def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_context, ros_process, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
     from vision_msgs.msg import Detection2DArray
     root, _ = surround
     checkpoint = root / 'run' / 'model_best.pt'
@@ -110,6 +111,16 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
     watcher = rclpy_context.create_node('surround_watcher')
     detections = []
     watcher.create_subscription(Detection2DArray, '/mtl_perception/detections', detections.append, 50)
+    status = {}
+
+    def on_diagnostics(message):
+        for entry in message.status:
+            if 'mtl_perception' in entry.name:
+                status.update({kv.key: kv.value for kv in entry.values})
+    watcher.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 50)
+
+    def busy() -> int:
+        return int(status.get('dropped_busy', 0))
     outputs = ('/mtl_perception/detections',
                *(f'/mtl_perception/{camera}/semantic/labels' for camera in CAMERA_NAMES))
     node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, tmp_path / 'recorded',
@@ -120,7 +131,12 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
         str(root / 'bag'), '--rate', '0.1', '--qos', 'reliable', '--wait-for-subscribers', '20',
         '--topics', *topics], name='player')
     try:
-        rclpy_context.spin_until(lambda: len(detections) >= 2 and player.poll() is not None, 90, '2 detection messages')
+        # Both frames, or one and a busy drop: the first frame's six pairs can wait for the second
+        # frame's images (an image stamped before the cloud needs the next one to prove the match), and
+        # then both frames leave together; the node's one-frame slot keeps the newer one when its worker
+        # has not taken the older yet (counted as dropped_busy, which a loaded machine makes likely).
+        rclpy_context.spin_until(lambda: player.poll() is not None and len(detections) + busy() >= 2
+                                 and len(detections) >= 1, 90, '2 detection messages (or 1 and a busy drop)')
     except AssertionError as error:
         raise AssertionError(f'{error}; got {len(detections)}\nnode:\n{node.output()[-4000:]}\n'
                              f'player:\n{player.output()[-2000:]}') from None
@@ -129,16 +145,19 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
     assert recorder.interrupt() == 0, recorder.output()
     assert node.interrupt() == 0, node.output()
     live = read_recorded(tmp_path / 'recorded', ['car', 'truck', 'pedestrian', 'cyclist'], cameras=list(CAMERA_NAMES))
-    assert len(live.frames) == 2
-    # every camera fused and published in both frames
-    assert sorted(camera for camera, _ in live.class_maps) == sorted(CAMERA_NAMES * 2), node.output()[-3000:]
+    print(f'six-camera replay: {len(detections)} detection messages, {busy()} frame(s) dropped as busy')
+    assert len(live.frames) == len(detections) == 2 - busy(), status
+    # every camera fused and published in every frame the node processed
+    assert sorted(camera for camera, _ in live.class_maps) == sorted(CAMERA_NAMES * len(live.frames)), \
+        node.output()[-3000:]
     params = load_node_params(params_path)
     from mtl_perception_ros.core.inference import PerceptionInference
     offline = predict_offline(root / 'bag', PerceptionInference(checkpoint, device='cpu',
                                                                 score_threshold=params['score_threshold']), params)
-    for a, b in zip(sorted(offline.frames, key=lambda f: f.cloud_stamp_ns),
-                    sorted(live.frames, key=lambda f: f.cloud_stamp_ns)):
-        assert a.cloud_stamp_ns == b.cloud_stamp_ns
+    assert len(offline.frames) == 2
+    by_stamp = {frame.cloud_stamp_ns: frame for frame in offline.frames}
+    for b in live.frames:
+        a = by_stamp[b.cloud_stamp_ns]
         np.testing.assert_allclose(b.boxes[:, [0, 1, 3, 4, 6]], a.boxes[:, [0, 1, 3, 4, 6]], atol=1e-4)
         for (camera, stamp), class_map in a.class_maps.items():
             assert (live.class_maps[(camera, stamp)] == class_map).mean() > 0.999
