@@ -125,7 +125,15 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
                *(f'/mtl_perception/{camera}/semantic/labels' for camera in CAMERA_NAMES))
     node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, tmp_path / 'recorded',
                                              subscribers=1, output_topics=outputs)
-    topics = ['/points', '/tf_static', *(f'/{c}/image_raw/compressed' for c in CAMERA_NAMES),
+    # /tf_static first, by a player that waits for the node's subscription and for its ack, as a rig
+    # publishes its static transforms before the sensors run (one player for everything sometimes
+    # left the node without any transform under CI load)
+    tf_player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
+        str(root / 'bag'), '--qos', 'reliable', '--wait-for-subscribers', '20', '--topics', '/tf_static'],
+        name='tf_player')
+    assert tf_player.popen.wait(timeout=60) == 0, tf_player.output()
+    assert 'published /tf_static 1' in tf_player.output(), tf_player.output()
+    topics = ['/points', *(f'/{c}/image_raw/compressed' for c in CAMERA_NAMES),
               *(f'/{c}/camera_info' for c in CAMERA_NAMES)]
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(root / 'bag'), '--rate', '0.1', '--qos', 'reliable', '--wait-for-subscribers', '20',
