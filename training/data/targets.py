@@ -117,29 +117,30 @@ def build_targets(boxes: np.ndarray, classes: np.ndarray, grid: BevGrid, num_cla
 
     box_reg, row_col, in_grid = encode_regression(boxes, grid)
     keep = np.flatnonzero(in_grid)[:max_objects]
+    box_reg, cells, classes = box_reg[keep], row_col[keep], classes[keep]
     count = len(keep)
     sizes_cells = boxes[keep, 3:5] / grid.out_cell_m
     radii = np.maximum(min_radius, gaussian_radius(sizes_cells[:, 0], sizes_cells[:, 1],
                                                    min_overlap).astype(np.int64))
-    for (row, col), radius, class_id in zip(row_col[keep], radii, classes[keep]):
+    for (row, col), radius, class_id in zip(cells, radii, classes):
         draw_gaussian(heatmap[class_id], int(row), int(col), int(radius))
 
-    reg[:count] = box_reg[keep]
-    ind[:count] = row_col[keep, 0] * width + row_col[keep, 1]
+    reg[:count] = box_reg
+    ind[:count] = cells[:, 0] * width + cells[:, 1]
     mask[:count] = True
-    cls[:count] = classes[keep]
+    cls[:count] = classes
     weight[:count] = 1.0
     if reg_radius > 0 and count:
-        owner, rows, cols, gauss = _neighbour_cells(box_reg[keep, :2] + row_col[keep], row_col[keep],
+        owner, rows, cols, gauss = _neighbour_cells(box_reg[:, :2] + cells, cells,
                                                     np.minimum(radii, reg_radius), radii, height, width)
-        extra = len(owner)
-        reg[count:count + extra] = box_reg[keep][owner]
-        reg[count:count + extra, 0] += row_col[keep][owner, 0] - rows
-        reg[count:count + extra, 1] += row_col[keep][owner, 1] - cols
-        ind[count:count + extra] = rows * width + cols
-        mask[count:count + extra] = True
-        cls[count:count + extra] = classes[keep][owner]
-        weight[count:count + extra] = gauss
+        extra = slice(count, count + len(owner))
+        reg[extra] = box_reg[owner]
+        reg[extra, 0] += cells[owner, 0] - rows
+        reg[extra, 1] += cells[owner, 1] - cols
+        ind[extra] = rows * width + cols
+        mask[extra] = True
+        cls[extra] = classes[owner]
+        weight[extra] = gauss
     return BevTargets(heatmap=heatmap, reg=reg, ind=ind, mask=mask, cls=cls, weight=weight)
 
 

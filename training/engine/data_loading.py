@@ -20,7 +20,7 @@ from mtl_perception_ros.core.labels import LabelSet
 from training.data.dataset import ChunkDataset, DatasetConfig, collate_samples, init_worker
 from training.data.label_mapping import DEFAULT_BOX_CLASSES, DEFAULT_SEMANTIC_CLASSES
 from training.data.manifest import MANIFEST_NAME, load_manifest
-from training.data.targets import MIN_RADIUS
+from training.data.targets import MIN_RADIUS, REG_RADIUS
 from training.engine.config import ConfigError
 
 
@@ -84,7 +84,7 @@ def read_chunk_folder(chunk_dir, splits=('train', 'val')) -> ChunkFolder:
 def make_dataset(paths, model_config, detection_labels: LabelSet, max_objects: int = 128,
                  augment: bool = False, augment_config: dict | None = None,
                  chunk_cache_size: int = 4, frame_cache_mb: float = 0.0,
-                 heatmap_min_radius: int = MIN_RADIUS, reg_radius: int = 0, cameras=None,
+                 heatmap_min_radius: int = MIN_RADIUS, reg_radius: int = REG_RADIUS, cameras=None,
                  views_per_sample: int = 0) -> ChunkDataset:
     """A ChunkDataset whose samples fit the model: its BEV grid, input size and class count."""
     from training.data.augment import AugmentConfig
