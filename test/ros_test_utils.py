@@ -345,19 +345,34 @@ NODE_OUTPUT_TOPICS = ('/mtl_perception/detections', '/mtl_perception/camera/sema
 
 def start_node_and_recorder(context: 'RosTestContext', start_process, params_path, recorded,
                             subscribers: int = 1, ready_timeout_s: float = 60.0,
-                            output_topics=NODE_OUTPUT_TOPICS):
+                            output_topics=NODE_OUTPUT_TOPICS, env=None):
     """The node on a params file and mtl_bag_record on its outputs (`output_topics`) and /diagnostics
     into `recorded`: (node, recorder) RosProcesses once the node said 'ready' and each output topic
     has `subscribers` subscribers (the recorder's, plus any the caller made first). `start_process`
-    is the conftest's ros_process fixture."""
+    is the conftest's ros_process fixture, `env` the environment of both processes (None: its default)."""
     node = start_process(console_script('mtl_perception_node', 'mtl_perception_ros.ros.node') + [
-        '--ros-args', '--params-file', str(params_path)], name='node')
+        '--ros-args', '--params-file', str(params_path)], name='node', env=env)
     assert context.spin_until(lambda: (node.assert_running() or True) and 'ready' in node.output(),
                               ready_timeout_s, 'the node to be ready'), node.output()
     recorder = start_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
-        '--topics', *output_topics, '/diagnostics', '--out', str(recorded)], name='recorder')
+        '--topics', *output_topics, '/diagnostics', '--out', str(recorded)], name='recorder', env=env)
+    # matched as the node's publishers see it (its /diagnostics `subscribers.<topic>`): the node computes
+    # an output only for matched subscribers, and a graph query from a third participant can see the
+    # recorder's subscription seconds before the node's publisher has matched it
+    from diagnostic_msgs.msg import DiagnosticArray
+    matched = {}
+
+    def on_diagnostics(message):
+        for entry in message.status:
+            if entry.name.endswith(': mtl_perception'):
+                matched.update({kv.key[len('subscribers.'):]: int(kv.value) for kv in entry.values
+                                if kv.key.startswith('subscribers.')})
     probe = context.create_node('recorder_probe')
-    context.spin_until(lambda: (recorder.assert_running() or True)
-                       and all(probe.count_subscribers(topic) >= subscribers for topic in output_topics),
-                       30, 'the recorder to subscribe')
+    probe.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    try:
+        context.spin_until(lambda: (recorder.assert_running() or True)
+                           and all(matched.get(topic, 0) >= subscribers for topic in output_topics),
+                           30, 'the node to match the recorder on every output')
+    except AssertionError as error:
+        raise AssertionError(f'{error}: matched {matched}\nrecorder:\n{recorder.output()[-2000:]}') from None
     return node, recorder

@@ -100,7 +100,7 @@ def test_the_surround_bag_goes_through_the_nodes_frame_path_with_six_cameras(sur
 
 
 @pytest.mark.ros
-def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_context, ros_process, tmp_path):
+def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_context, ros_process, ros_env, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from vision_msgs.msg import Detection2DArray
     root, _ = surround
@@ -123,21 +123,25 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
         return int(status.get('dropped_busy', 0))
     outputs = ('/mtl_perception/detections',
                *(f'/mtl_perception/{camera}/semantic/labels' for camera in CAMERA_NAMES))
+    # twelve 2.3 MB class maps per frame: the shipped profile carries them through shared memory, as
+    # docs/node.md asks of every process that sends or receives full-size images (over fragmented UDP
+    # reliable delivery can stall for seconds and a camera's maps reached the recorder after it stopped)
+    env = dict(ros_env, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config/fastdds_large_images.xml'))
     node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, tmp_path / 'recorded',
-                                             subscribers=1, output_topics=outputs)
+                                             subscribers=1, output_topics=outputs, env=env)
     # /tf_static first, by a player that waits for the node's subscription and for its ack, as a rig
     # publishes its static transforms before the sensors run (one player for everything sometimes
     # left the node without any transform under CI load)
     tf_player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(root / 'bag'), '--qos', 'reliable', '--wait-for-subscribers', '20', '--topics', '/tf_static'],
-        name='tf_player')
+        name='tf_player', env=env)
     assert tf_player.popen.wait(timeout=60) == 0, tf_player.output()
     assert 'published /tf_static 1' in tf_player.output(), tf_player.output()
     topics = ['/points', *(f'/{c}/image_raw/compressed' for c in CAMERA_NAMES),
               *(f'/{c}/camera_info' for c in CAMERA_NAMES)]
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(root / 'bag'), '--rate', '0.1', '--qos', 'reliable', '--wait-for-subscribers', '20',
-        '--topics', *topics], name='player')
+        '--topics', *topics], name='player', env=env)
     try:
         # Both frames, or one and a busy drop: the first frame's six pairs can wait for the second
         # frame's images (an image stamped before the cloud needs the next one to prove the match), and
@@ -157,7 +161,8 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
     assert len(live.frames) == len(detections) == 2 - busy(), status
     # every camera fused and published in every frame the node processed
     assert sorted(camera for camera, _ in live.class_maps) == sorted(CAMERA_NAMES * len(live.frames)), \
-        node.output()[-3000:]
+        f"{node.output()[-3000:]}\nrecorder:\n{recorder.output()[-2000:]}\n" \
+        f"{ {k: v for k, v in status.items() if k.startswith(('subscribers.', 'fused.', 'skipped.'))} }"
     params = load_node_params(params_path)
     from mtl_perception_ros.core.inference import PerceptionInference
     offline = predict_offline(root / 'bag', PerceptionInference(checkpoint, device='cpu',

@@ -178,6 +178,10 @@ class MtlPerceptionNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.camera_outputs = {camera: _CameraOutputs(self, camera, latched) for camera in self.cameras}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # outputs are computed only for matched subscribers: /diagnostics says who is matched
+        self._outputs = [self.pub_detections, self.pub_detections_3d, self.pub_markers, self.pub_tracks,
+                         *(pub for outputs in self.camera_outputs.values()
+                           for pub in (outputs.labels, outputs.color, outputs.overlay, outputs.label_info))]
         # markers straight from the box arrays to CDR bytes (~1 ms for 300 boxes instead of ~20 ms)
         try:
             self._marker_bytes = BoxMarkerSerializer.for_installed_messages()
@@ -441,6 +445,7 @@ class MtlPerceptionNode(Node):
             values['tracking.confirmed_tracks'] = str(self.tracker.num_confirmed)
             values['tracking.resets'] = str(self.tracker.resets)
         values.update(_sync_values(sync_stats))
+        values.update({f'subscribers.{pub.topic_name}': str(pub.get_subscription_count()) for pub in self._outputs})
         for stage, (p50, p95) in sorted(latency.items()):
             values[f'latency_ms.{stage}.p50'] = f'{p50:.1f}'
             values[f'latency_ms.{stage}.p95'] = f'{p95:.1f}'
