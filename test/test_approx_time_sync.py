@@ -435,6 +435,20 @@ def test_reset_forgets_pending_messages_and_history():
     assert_conserved(sync)
 
 
+def test_flush_emits_the_sets_still_waiting_for_a_later_message_then_starts_afresh():
+    """Before a jump of the stamps: A1000 + B999 wait for a later B that could be nearer; no later
+    message of that time base will come, so flush emits them, and a lone pending A is unmatched."""
+    sync = ApproximateTimeSync(2, slop_s=0.01, reorder_tolerance_s=[0.0, 0.005])
+    assert feed(sync, [(1, 999, 'B999'), (0, 1000, 'A1000'), (0, 1100, 'A1100')]) == []
+    assert sync.flush() == [('A1000', 'B999')]
+    assert dropped(sync, 'unmatched') == [1, 0] and dropped(sync, 'reset') == [0, 0]
+    assert sync.stats()['pending'] == [0, 0]
+    # the history is gone too: older stamps (the next recording) pair as after reset()
+    assert feed(sync, [(0, 0, 'A0'), (1, 1, 'B1'), (0, 100, 'A100'), (1, 10, 'B10')]) == [('A0', 'B1')]
+    assert sync.flush() == [] and dropped(sync, 'unmatched') == [2, 1]     # B10 was still buffered
+    assert_conserved(sync)
+
+
 @pytest.mark.parametrize('kwargs, error', [
     (dict(num_streams=1, slop_s=0.1), ValueError),
     (dict(num_streams=2, slop_s=-0.1), ValueError),

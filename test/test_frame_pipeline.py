@@ -136,6 +136,24 @@ def test_a_30_s_jump_back_resets_and_every_pair_after_it_is_processed(inference,
     assert story.pipeline.sync_stats()['dropped']['out_of_order_late'] == [0, 0]
 
 
+def test_scenes_whose_stamps_jump_back_keep_their_last_frame(inference, scene):
+    """A bag of several recordings (the synthetic test bags: scene after scene, each with its own
+    stamps). The camera is stamped 4 ms before its cloud, so each pair waits for the next image to
+    prove it is the nearest one; at the jump the last pair of the scene pairs with what it has instead
+    of being dropped with the reset. Before: 9 of each scene's 10 frames."""
+    story = Story(inference, scene, tracking=False)
+    for start in (1000.0, 500.0, 200.0):
+        for i in range(10):
+            story.image_at(start + i * 0.1 - CAMERA_DELAY_S)
+            story.points(start + i * 0.1)
+            story.clock += 0.1
+    story.points(100.0)     # the next scene's first cloud: the third scene's last frame leaves too
+    stamps = [r.points_stamp_ns for r in story.results]
+    assert stamps == [ns(start + i * 0.1) for start in (1000.0, 500.0, 200.0) for i in range(10)]
+    assert all(r.image_stamps_ns['image'] == r.points_stamp_ns - ns(CAMERA_DELAY_S) for r in story.results)
+    assert story.counts['time.resets'] == 3 and story.pipeline.sync_stats()['dropped']['reset'] == [0, 0]
+
+
 def test_one_image_stamped_20_years_ahead_is_an_outlier_and_pairs_go_on(inference, scene):
     """Before: 0 of the following pairs (the synchronizer's newest image stamp was 2046)."""
     story = Story(inference, scene)

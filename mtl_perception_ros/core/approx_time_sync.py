@@ -48,7 +48,8 @@ Drop reasons (counted per stream in `stats()['dropped']`)
     'out_of_order_late' stamped more than `reorder_tolerance_s` before the newest message
                         already received on its stream, or not newer than the stream's last
                         emitted message.
-    'reset'             pending when `reset()` was called.
+    'reset'             pending when `reset()` was called (`flush()` first emits what it can and
+                        counts the rest as 'unmatched').
 
 Out-of-order arrival: a stream with `reorder_tolerance_s = tau > 0` holds each message until a
 message stamped at least tau later has arrived on it (a reorder buffer), then hands its messages
@@ -190,17 +191,37 @@ class ApproximateTimeSync:
             if len(self._buffer[i]) + len(self._queue[i]) > self._queue_size[i]:
                 self._evict_oldest(i)
             self._release(i)
-            emitted = self._match()
-            if emitted:
-                self._emitted_sets += len(emitted)
-                if self._callback is not None:
-                    self._delivering = True
-                    try:
-                        for msgs in emitted:
-                            self._callback(*msgs)
-                    finally:
-                        self._delivering = False
-            return emitted
+            return self._deliver(self._match())
+
+    def flush(self) -> list[tuple]:
+        """No later message of the present time base will come (its stamps are about to jump): emit
+        the sets the pending messages still form, as if every stream had received a message much
+        later, drop what is left as 'unmatched' and start afresh as `reset()` does. Returns the sets,
+        oldest first (the last frame before a jump, which would otherwise wait for a later message
+        that never comes)."""
+        with self._lock:
+            if self._delivering:
+                raise RuntimeError('ApproximateTimeSync.flush() called from its own callback')
+            for i in range(self._n):
+                self._queue[i].extend(self._buffer[i])      # buffered ones are newer than the queue's
+                self._buffer[i] = []
+                self._newest[i] = float('inf')               # no later arrival can tighten a set
+            emitted = self._match()                          # ends with every queue empty
+            self._reset_state()
+            return self._deliver(emitted)
+
+    def _deliver(self, emitted: list) -> list:
+        """Count the sets and hand them to the callback (lock held)."""
+        if emitted:
+            self._emitted_sets += len(emitted)
+            if self._callback is not None:
+                self._delivering = True
+                try:
+                    for msgs in emitted:
+                        self._callback(*msgs)
+                finally:
+                    self._delivering = False
+        return emitted
 
     def is_pending(self, stream_index: int, msg) -> bool:
         """Whether `msg` (the object given to `add()`, compared by identity) still waits on stream

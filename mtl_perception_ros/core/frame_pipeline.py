@@ -43,7 +43,9 @@ Time policy, per stream, on each header stamp (counters in `counts()`):
   step back is left to the synchronizer (dropped as out_of_order_late).
 - `clock_jumped()` (the node: its ROS clock went back, /clock under use_sim_time): reset
   (`time.clock_jump`).
-A reset (`time.resets`) empties the synchronizer, forgets every stream's stamps (the next
+A reset (`time.resets`) first pairs each waiting cloud with the images it has within slop (the
+last frame before the jump would otherwise wait for images that never come; not at a clock jump,
+where the node forgets its transforms), then empties the synchronizer, forgets every stream's stamps (the next
 message of each stream starts its new time base, so the other streams' jump is no second
 reset) and the camera timeout's history, and restarts tracking (new track ids) at the next
 processed frame; frames paired before the reset and processed after it are dropped
@@ -256,6 +258,7 @@ class FramePipeline:
         self._sync_base: dict = {}             # camera -> counters of its synchronizers replaced by update()
         self._syncs = self._make_syncs(self.config)
         self._open: list[_OpenCloud] = []     # clouds the synchronizers still hold, in arrival order
+        self._flushed: list[PairedFrame] = []  # frames a reset completed, handed out by the next _add
         self._epoch = 0
         self._tracker_epoch = 0
         self._streams = {name: _StreamTime() for name in self.config.streams}
@@ -346,8 +349,8 @@ class FramePipeline:
     def clock_jumped(self, message: str = 'the clock went back') -> None:
         """The caller's clock jumped (e.g. /clock went back under use_sim_time): reset."""
         events = []
-        with self._pairing:
-            self._reset('time.clock_jump', message, events)
+        with self._pairing:     # the node forgets its transforms at a clock jump: no frame of before it is kept
+            self._reset('time.clock_jump', message, events, flush=False)
         self._emit(events)
 
     @property
@@ -363,12 +366,14 @@ class FramePipeline:
             return [c for c in self.config.cameras if c in self._silent]
 
     def _add(self, stream: str, stamp_ns: int, payload, receipt_s: float) -> list[PairedFrame]:
-        events, frames = [], []
+        events = []
         with self._pairing:
             self._arrivals += 1
             message = _Message(int(stamp_ns), payload, float(receipt_s), self._arrivals)
-            for name, admitted in self._admit(stream, message, events):
-                frames += self._take(name, admitted, events)
+            admitted = self._admit(stream, message, events)
+            frames, self._flushed = self._flushed, []       # a reset's last frames go first
+            for name, released in admitted:
+                frames += self._take(name, released, events)
         self._emit(events)
         return frames
 
@@ -419,15 +424,19 @@ class FramePipeline:
     def _pair(self, camera: str, index: int, message: '_Message') -> None:
         """Offer a cloud (index 0) or an image of `camera` (index 1) to the camera's synchronizer."""
         sync = self._syncs[camera]
-        for cloud_message, image_message in sync.add(index, message.stamp_ns, message):
+        self._attach(camera, sync.add(index, message.stamp_ns, message))
+        for cloud in self._open:     # clouds this synchronizer dropped will not pair with this camera
+            if camera in cloud.waiting and not sync.is_pending(0, cloud.message):
+                cloud.waiting.discard(camera)
+
+    def _attach(self, camera: str, pairs) -> None:
+        """The (cloud, image) pairs a synchronizer of `camera` emitted: each image joins its open cloud."""
+        for cloud_message, image_message in pairs:
             for cloud in self._open:
                 if cloud.message is cloud_message:
                     cloud.images[camera] = image_message
                     cloud.waiting.discard(camera)
                     break
-        for cloud in self._open:     # clouds this synchronizer dropped will not pair with this camera
-            if camera in cloud.waiting and not sync.is_pending(0, cloud.message):
-                cloud.waiting.discard(camera)
 
     def _settle(self) -> list[PairedFrame]:
         """The open clouds every camera has decided on, in arrival order: fused with the images they
@@ -532,13 +541,22 @@ class FramePipeline:
                               n=len(state.ahead))
             state.ahead = []
 
-    def _reset(self, counter: str, message: str, events: list) -> None:
+    def _reset(self, counter: str, message: str, events: list, flush: bool = True) -> None:
         """Empty the synchronizer, forget the streams' stamps (held outliers are dropped) and the camera
-        timeout's history; tracking restarts at the next processed frame (epoch)."""
+        timeout's history; tracking restarts at the next processed frame (epoch). With `flush`, the
+        clouds still waiting pair with the images they have first (`_flushed`: the last frame before a
+        jump of the stamps would otherwise wait for images that never come)."""
         for name in self._streams:
             self._drop_held(name, events)
-        for sync in self._syncs.values():
-            sync.reset()
+        for camera, sync in self._syncs.items():
+            if flush:
+                self._attach(camera, sync.flush())
+            else:
+                sync.reset()
+        if flush:
+            for cloud in self._open:
+                cloud.waiting.clear()
+            self._flushed += self._settle()
         self._open = []
         self._silent = set()
         self._epoch += 1
