@@ -9,7 +9,8 @@ cloud), --backends and --threads (its inference_threads; 0 = all cores but one),
 compares them side by side at the end, with the node's memory (RSS at the end, and its peak).
 
   .venv/bin/python benchmarks/bench_node_latency.py [--checkpoint model.pt] [--image_hw 1208 1920]
-      [--cameras 1 3 6] [--backends torch onnxruntime] [--threads 2 0] [--detections_only]
+      [--cameras 1 3 6] [--backends torch onnxruntime] [--threads 2 0] [--precisions fp32 bf16 int8]
+      [--detections_only]
 Without --checkpoint a randomly initialised network of the default (deploy) ModelConfig is used:
 same cost as a trained one. Backend onnxruntime needs the checkpoint's ONNX export: made here
 (training.export.to_onnx) when it is missing.
@@ -69,9 +70,13 @@ def main():
                         choices=('torch', 'onnxruntime', 'tensorrt'))
     parser.add_argument('--threads', type=int, nargs='+', default=[0],
                         help="the node's inference_threads, one run each (0 = all cores but one)")
-    parser.add_argument('--precisions', nargs='+', default=['fp32'], choices=('fp32', 'fp16', 'bf16'),
-                        help="the node's precision, one run each")
+    parser.add_argument('--precisions', nargs='+', default=['fp32'], choices=('fp32', 'fp16', 'bf16', 'int8'),
+                        help="the node's precision, one run each (int8: onnxruntime only, after "
+                             "training.export.to_int8 of --checkpoint)")
     args = parser.parse_args()
+    if 'int8' in args.precisions and (args.checkpoint is None or 'onnxruntime' not in args.backends):
+        parser.error('--precisions int8 needs backend onnxruntime and a --checkpoint whose export has int8 graphs '
+                     '(python -m training.export.to_int8 --checkpoint CKPT --chunks CHUNK_DIR)')
     profile = None if args.default_transport else REPO / 'config/fastdds_large_images.xml'
     if profile is not None:   # for this process's participant and the node's (inherited)
         os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
@@ -89,6 +94,8 @@ def main():
         for count in args.cameras:
             for backend in args.backends:
                 for precision in args.precisions:
+                    if precision == 'int8' and backend != 'onnxruntime':
+                        continue        # int8 graphs run in ONNX Runtime only
                     for threads in args.threads:
                         values, sent, rss = run_node(args, count, checkpoint, workdir, profile, backend, threads,
                                                      precision)

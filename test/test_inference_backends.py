@@ -18,7 +18,7 @@ require_modules('onnxruntime', 'onnxscript')   # `make setup` installs them
 
 from mtl_perception_ros.core.inference import PerceptionInference  # noqa: E402
 from mtl_perception_ros.core.inference_backends import (BackendError, available_cpus, default_onnx_dir,  # noqa: E402
-                                                        resolve_threads)
+                                                        file_sha256, resolve_threads)
 from sensor_samples import IMAGE_HW, REPO, make_small_checkpoint, synthetic_cloud, synthetic_image  # noqa: E402
 
 OPTICAL = np.array([0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]).reshape(4, 4)
@@ -100,6 +100,35 @@ def test_a_missing_foreign_or_failed_export_is_refused_with_what_to_run(exported
     (failed / 'onnx_export.json').write_text(json.dumps(report))
     with pytest.raises(BackendError, match='check against torch failed'):
         PerceptionInference(exported, device='cpu', backend='onnxruntime', onnx_dir=failed)
+
+
+def test_int8_runs_only_checked_graphs_of_the_present_export_on_onnxruntime(exported, tmp_path):
+    """Each refusal names what to do; the graphs themselves are made and scored in
+    test_regression_gate.py (training.export.to_int8 needs a trained model and chunks)."""
+    with pytest.raises(BackendError, match='precision int8 runs the quantized graphs .* not backend torch'):
+        PerceptionInference(exported, device='cpu', backend='torch', precision='int8')
+    with pytest.raises(BackendError, match=r'no int8 graphs .*training\.export\.to_int8 --checkpoint'):
+        PerceptionInference(exported, device='cpu', backend='onnxruntime', precision='int8')
+    onnx_dir = tmp_path / 'int8_onnx'
+    shutil.copytree(default_onnx_dir(exported), onnx_dir)
+    for name in ('camera', 'bev'):     # stand-ins: the fp32 graphs under the int8 names
+        shutil.copy(onnx_dir / f'{name}.onnx', onnx_dir / f'{name}_int8.onnx')
+    report = json.loads((onnx_dir / 'onnx_export.json').read_text())
+    sources = {name: file_sha256(onnx_dir / name) for name in ('camera.onnx', 'bev.onnx')}
+
+    def run(**entry):
+        report['int8'] = {'ok': True, 'from_sha256': sources, **entry}
+        (onnx_dir / 'onnx_export.json').write_text(json.dumps(report))
+        return PerceptionInference(exported, device='cpu', backend='onnxruntime', precision='int8',
+                                   onnx_dir=onnx_dir)
+    assert run().precision == 'int8'
+    with pytest.raises(BackendError, match='failed their check against fp32'):
+        run(ok=False)
+    with pytest.raises(BackendError, match='bev_int8.onnx was made from another bev.onnx'):
+        run(from_sha256={**sources, 'bev.onnx': '0' * 64})
+    (onnx_dir / 'camera_int8.onnx').unlink()
+    with pytest.raises(BackendError, match='camera_int8.onnx is missing'):
+        run()
 
 
 def test_tensorrt_needs_cuda_and_built_engines(exported):

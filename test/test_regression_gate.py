@@ -6,6 +6,9 @@ After an intended change of quality: `python -m training.evaluation.regression_g
 --checkpoint output/runs/short/model_best.pt` (docs/training.md#regression-gate)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -118,3 +121,27 @@ def test_the_node_replaying_the_gate_bag_publishes_the_golden_metrics(gate_set, 
     measured = gate.score_evaluation(score(live, truth, info.detection_labels, info.semantic_labels))
     assert measured['frames_without_output'] == 0, (live.counts, node.output()[-3000:])
     assert gate.compare(measured, values, 'node') == [], node.output()[-3000:]
+
+
+def test_int8_graphs_of_the_gate_checkpoint_score_the_golden_metrics(gate_set, golden, tmp_path):
+    """training.export.to_int8 as a user runs it (after the fp32 export), then the node's frame path on
+    ONNX Runtime int8: within the gate's tolerance of the torch golden figures. (The gate set has one
+    split, so calibration and check frames are the gate frames.)"""
+    pytest.importorskip('onnxruntime.quantization')
+    _, chunks, bag = gate_set
+    values, checkpoint = golden
+    onnx_dir = tmp_path / 'onnx'
+    command = [sys.executable, '-m', 'training.export.to_onnx', '--checkpoint', str(checkpoint), '--frames', '1',
+               '--out', str(onnx_dir)]
+    done = subprocess.run(command, cwd=gate.REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, '-m', 'training.export.to_int8', '--checkpoint', str(checkpoint),
+                           '--chunks', str(chunks), '--onnx-dir', str(onnx_dir), '--split', 'test',
+                           '--check-split', 'test'], cwd=gate.REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((onnx_dir / 'onnx_export.json').read_text())['int8']
+    assert report['ok'] and report['calibration']['samples'] == {'image': 12, 'canvas': 12}
+    assert report['check']['class_map_agreement'] > 0.98 and report['check']['detections_fp32'] > 10
+    measured = gate.score_node_path(checkpoint, bag, backend='onnxruntime', precision='int8', onnx_dir=onnx_dir)
+    assert measured['frames_without_output'] == 0
+    assert gate.compare(measured, values, 'node') == []

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mtl_perception_ros.core.checkpoint import load_checkpoint
 from mtl_perception_ros.core.decode import decode_detections
-from mtl_perception_ros.core.inference_backends import make_branches, resolve_threads
+from mtl_perception_ros.core.inference_backends import PRECISIONS, make_branches, resolve_threads
 from mtl_perception_ros.core.model_input import model_input
 from mtl_perception_ros.core.semantic_map import SemanticMap
 
@@ -65,7 +65,8 @@ class PerceptionInference:
     """Loads a checkpoint once and runs single frames.
 
     precision: 'fp32', 'fp16' or 'bf16' (half precisions on CUDA; on the CPU bf16 with backend
-    torch where the CPU has it natively, else fp32; `precision` says what runs). backend: 'torch', 'onnxruntime' or 'tensorrt'
+    torch where the CPU has it natively, else fp32; `precision` says what runs), or 'int8' (backend
+    onnxruntime on the CPU: the export's checked int8 graphs). backend: 'torch', 'onnxruntime' or 'tensorrt'
     (core.inference_backends; `onnx_dir` = the export, default next to the checkpoint; `max_views`
     = most cameras per frame, for TensorRT's profile). threads: CPU threads of torch, OpenCV and
     ONNX Runtime in this process (0 = all cores but one; None = leave the libraries' defaults).
@@ -79,8 +80,8 @@ class PerceptionInference:
         self.device = pick_device(device)
         self.model, self.info = load_checkpoint(checkpoint_path, map_location='cpu')
         self.model.to(self.device).eval()
-        if precision not in ('fp32', 'fp16', 'bf16'):
-            raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.threads = None if threads is None else resolve_threads(threads)
         if self.threads is not None:
             torch.set_num_threads(self.threads)

@@ -8,7 +8,9 @@ same way for every backend (its `branches` argument), so there is one forward.
 
 - `torch`: the checkpoint's own modules (fp16 / bf16 autocast on CUDA).
 - `onnxruntime`: the export's camera.onnx and bev.onnx in an ONNX Runtime session: the CPU
-  execution provider on the CPU, the CUDA one on a CUDA device (fp32 graphs).
+  execution provider on the CPU, the CUDA one on a CUDA device (fp32 graphs); with precision
+  int8 on the CPU, camera_int8.onnx and bev_int8.onnx, quantized ahead of time and checked against
+  the fp32 graphs by training.export.to_int8 (int8_graphs refuses them otherwise).
 - `tensorrt`: the same graphs through ONNX Runtime's TensorRT execution provider (fp32 or fp16,
   bf16 where the TensorRT build has it), with TensorRT engines built AHEAD of time by
   `mtl_perception_build_engines` (core/tensorrt_engines.py) and cached by model hash, GPU and
@@ -31,8 +33,11 @@ import torch
 from mtl_perception_ros.core.model import fold_batch_norms
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 CAMERA_FILE = 'camera.onnx'
 BEV_FILE = 'bev.onnx'
+CAMERA_INT8_FILE = 'camera_int8.onnx'     # training.export.to_int8 (backend onnxruntime, precision int8)
+BEV_INT8_FILE = 'bev_int8.onnx'
 REPORT_FILE = 'onnx_export.json'
 CPU_PROVIDER, CUDA_PROVIDER, TENSORRT_PROVIDER = ('CPUExecutionProvider', 'CUDAExecutionProvider',
                                                   'TensorrtExecutionProvider')
@@ -138,6 +143,28 @@ def read_export_report(onnx_dir, checkpoint_path=None) -> dict:
     return report
 
 
+def int8_graphs(onnx_dir, report: dict, checkpoint_path=None) -> tuple[str, str]:
+    """The int8 camera and BEV graphs of an export, when training.export.to_int8 made them from its
+    present fp32 graphs and its check passed; else BackendError naming the command to run."""
+    onnx_dir = Path(onnx_dir)
+    command = (f'python -m training.export.to_int8 --checkpoint {checkpoint_path or "MODEL.pt"} --chunks CHUNK_DIR '
+               f'--onnx-dir {onnx_dir}')
+    entry = report.get('int8')
+    if not entry:
+        raise BackendError(f'{onnx_dir} has no int8 graphs (precision int8): make them with `{command}`')
+    if not entry.get('ok', False):
+        raise BackendError(f'{onnx_dir}: the int8 graphs failed their check against fp32 ({onnx_dir / REPORT_FILE}, '
+                           '"int8"): they are not used; run with precision fp32')
+    files = (CAMERA_INT8_FILE, BEV_INT8_FILE)
+    for fp32_name, int8_name in zip((CAMERA_FILE, BEV_FILE), files):
+        if not (onnx_dir / int8_name).is_file():
+            raise BackendError(f'{onnx_dir / int8_name} is missing: make it again with `{command}`')
+        if entry.get('from_sha256', {}).get(fp32_name) != file_sha256(onnx_dir / fp32_name):
+            raise BackendError(f'{onnx_dir / int8_name} was made from another {fp32_name}: make it again with '
+                               f'`{command}`')
+    return files
+
+
 def _onnxruntime():
     try:
         import onnxruntime
@@ -153,11 +180,14 @@ class OnnxRuntimeBranches:
     device: the torch device the rest of the model runs on; inputs and outputs are torch tensors
     there. On the CPU they are handed over without copies (numpy views); on CUDA through IO
     binding of the tensors' device memory. providers: the execution providers in priority order
-    with their options, as onnxruntime.InferenceSession takes them; name: the backend's name."""
+    with their options, as onnxruntime.InferenceSession takes them; name: the backend's name; files:
+    the camera and BEV graphs in onnx_dir (the fp32 ones, or the int8 ones of training.export.to_int8)."""
 
-    def __init__(self, onnx_dir, device: torch.device, providers, threads: int = 1, name: str = 'onnxruntime'):
+    def __init__(self, onnx_dir, device: torch.device, providers, threads: int = 1, name: str = 'onnxruntime',
+                 files: tuple[str, str] = (CAMERA_FILE, BEV_FILE)):
         onnxruntime = _onnxruntime()
         self.name = name
+        self.threads = int(threads)
         self.device = torch.device(device)
         wanted = [p if isinstance(p, str) else p[0] for p in providers]
         missing = [p for p in wanted if p not in onnxruntime.get_available_providers()]
@@ -174,8 +204,8 @@ class OnnxRuntimeBranches:
         # the executor need between the two graphs (2x slower end to end on 2 cores)
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         onnx_dir = Path(onnx_dir)
-        self.camera = onnxruntime.InferenceSession(str(onnx_dir / CAMERA_FILE), options, providers=list(providers))
-        self.bev = onnxruntime.InferenceSession(str(onnx_dir / BEV_FILE), options, providers=list(providers))
+        self.camera = onnxruntime.InferenceSession(str(onnx_dir / files[0]), options, providers=list(providers))
+        self.bev = onnxruntime.InferenceSession(str(onnx_dir / files[1]), options, providers=list(providers))
         self.providers = tuple(self.camera.get_providers())
 
     def camera_branch(self, image: torch.Tensor):
@@ -213,10 +243,14 @@ def make_branches(backend: str, model, checkpoint_path, device: torch.device, pr
     """(branches, precision in effect) for `backend` (BACKENDS); BackendError when it cannot run here.
 
     precision: 'fp32' | 'fp16' | 'bf16' as asked; on the CPU torch runs bf16 where the CPU has it
-    (cpu_precision) and fp32 otherwise, onnxruntime's graphs are fp32, tensorrt builds its engines
-    in the precision asked."""
+    (cpu_precision) and fp32 otherwise, onnxruntime runs the fp32 graphs (or on the CPU with
+    'int8' the checked int8 ones: int8_graphs), tensorrt builds its engines in the precision asked."""
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision == 'int8' and (backend != 'onnxruntime' or device.type != 'cpu'):
+        raise BackendError(f'precision int8 runs the quantized graphs of training.export.to_int8 with backend '
+                           f'onnxruntime on the CPU, not backend {backend} on {device.type} (on CUDA: backend '
+                           'tensorrt with fp16)')
     if backend == 'torch':
         return TorchBranches(model, device), precision if device.type == 'cuda' else cpu_precision(precision)
     onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir(checkpoint_path)
@@ -225,6 +259,9 @@ def make_branches(backend: str, model, checkpoint_path, device: torch.device, pr
         if device.type == 'cuda' and precision != 'fp32':
             raise BackendError(f'backend onnxruntime runs the fp32 graphs of the export; precision {precision} '
                                'needs backend tensorrt (engines in that precision) or torch (autocast)')
+        if precision == 'int8':
+            return OnnxRuntimeBranches(onnx_dir, device, [CPU_PROVIDER], threads,
+                                       files=int8_graphs(onnx_dir, report, checkpoint_path)), 'int8'
         providers = [CPU_PROVIDER] if device.type == 'cpu' else [(CUDA_PROVIDER, {'device_id': device.index or 0}),
                                                                   CPU_PROVIDER]
         return OnnxRuntimeBranches(onnx_dir, device, providers, threads), 'fp32'

@@ -147,8 +147,9 @@ SCHEMA: tuple[ParameterSpec, ...] = (
     _p('device', STR, 'auto', '`auto` = CUDA when available, else CPU.',
        choices=('auto', 'cpu', 'cuda', 'cuda:N'), pattern=r'auto|cpu|cuda(:[0-9]+)?'),
     _p('precision', STR, 'fp32', 'Inference precision: `fp16` / `bf16` on CUDA; on the CPU `bf16` with backend '
-       'torch where the CPU has it natively (AVX512-BF16, AMX), else fp32 (/diagnostics says which runs).',
-       choices=('fp32', 'fp16', 'bf16')),
+       'torch where the CPU has it natively (AVX512-BF16, AMX), else fp32 (/diagnostics says which runs); `int8` '
+       'with backend onnxruntime on the CPU (graphs made ahead by training.export.to_int8).',
+       choices=('fp32', 'fp16', 'bf16', 'int8')),
     _p('backend', STR, 'torch', 'Who runs the dense networks: `torch`, `onnxruntime` (the ONNX export; CPU, or '
        'CUDA with onnxruntime-gpu) or `tensorrt` (engines built ahead by mtl_perception_build_engines).',
        choices=('torch', 'onnxruntime', 'tensorrt')),

@@ -55,6 +55,13 @@ def decoding(params: Mapping) -> dict:
             'nms_radius_m': float(params['nms_radius_m']) if params['nms_radius_m'] > 0 else None}
 
 
+def inference_backend(params: Mapping) -> dict:
+    """backend, precision and onnx_dir ('' -> None: next to the checkpoint) as PerceptionInference
+    takes them: the node and offline replays run the model on the same backend."""
+    return {'backend': str(params['backend']), 'precision': str(params['precision']),
+            'onnx_dir': str(params['onnx_dir']) or None}
+
+
 def tracking_gates(params: Mapping, class_names) -> tuple[dict, float, list[str]]:
     """(class id -> gate m for the model's `class_names`, default gate m, the names of
     tracking_gate_classes that are not classes of the model: they are ignored)."""

@@ -127,9 +127,8 @@ class MtlPerceptionNode(Node):
 
         try:
             self.inference = PerceptionInference(
-                p['model_path'], device=p['device'], precision=p['precision'], **pipeline_parameters.decoding(p),
-                backend=p['backend'], onnx_dir=p['onnx_dir'] or None, threads=p['inference_threads'],
-                max_views=len(p['cameras']))
+                p['model_path'], device=p['device'], **pipeline_parameters.inference_backend(p),
+                **pipeline_parameters.decoding(p), threads=p['inference_threads'], max_views=len(p['cameras']))
         except BackendError as error:
             raise StartupError(f"cannot run backend {p['backend']} (parameters backend, onnx_dir, device, "
                                f"precision): {error}") from None

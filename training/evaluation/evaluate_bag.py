@@ -501,7 +501,8 @@ def main(argv=None) -> int:
         if not args.recorded:
             from mtl_perception_ros.core.inference import PerceptionInference
             inference = PerceptionInference(
-                args.checkpoint, device=args.device, **pipeline_parameters.decoding(params))
+                args.checkpoint, device=args.device, **pipeline_parameters.inference_backend(params),
+                **pipeline_parameters.decoding(params), max_views=len(params['cameras']))
             inference.checkpoint_path = args.checkpoint
             detection_labels, semantic_labels, grid = (inference.detection_labels, inference.semantic_labels,
                                                        inference.grid)

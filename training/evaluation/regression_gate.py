@@ -107,14 +107,15 @@ def score_evaluation(evaluation) -> dict:
             'frames_without_output': int(evaluation.counts['gt_frames_without_prediction'])}
 
 
-def score_node_path(checkpoint, bag) -> dict:
-    """Metrics of the node's frame path (offline, no DDS) over the gate bag."""
+def score_node_path(checkpoint, bag, **backend) -> dict:
+    """Metrics of the node's frame path (offline, no DDS) over the gate bag; `backend`: PerceptionInference's
+    backend, precision, onnx_dir (default: torch, fp32)."""
     from mtl_perception_ros.core.inference import PerceptionInference
     from training.evaluation.evaluate_bag import predict_offline, read_ground_truth, score
 
     params = node_params(checkpoint)
     inference = PerceptionInference(checkpoint, device='cpu', score_threshold=params['score_threshold'],
-                                    max_detections=params['max_detections'])
+                                    max_detections=params['max_detections'], **backend)
     predictions = predict_offline(bag, inference, params, log=lambda *args: None)
     truth = read_ground_truth(bag, inference.info.detection_labels.names, inference.grid)
     return score_evaluation(score(predictions, truth, inference.info.detection_labels,
