@@ -154,6 +154,29 @@ def test_scenes_whose_stamps_jump_back_keep_their_last_frame(inference, scene):
     assert story.counts['time.resets'] == 3 and story.pipeline.sync_stats()['dropped']['reset'] == [0, 0]
 
 
+def test_the_last_pair_before_a_gap_is_fused_when_the_camera_falls_silent(inference, scene):
+    """A bag of scenes with a pause between them (stamps and clock move on by 3 s): the camera is
+    stamped before its cloud, so each scene's last pair waits for a later image when the next
+    scene's first cloud finds the camera silent. That pair leaves fused; the new cloud runs
+    LiDAR-only (a known limit: its image comes just after it). Before: the pair was dropped."""
+    story = Story(inference, scene, tracking=False)
+    for start in (1000.0, 1004.0):
+        for i in range(5):
+            if start == 1004.0 and i == 0:      # the next scene's first cloud comes before its image
+                story.points(start)
+                story.image_at(start - CAMERA_DELAY_S)
+            else:
+                story.image_at(start + i * 0.1 - CAMERA_DELAY_S)
+                story.points(start + i * 0.1)
+            story.clock += 0.1
+        story.clock += 3.0
+    fused = [r.points_stamp_ns for r in story.results if not r.lidar_only]
+    assert fused == [ns(1000.0 + i * 0.1) for i in range(5)] + [ns(1004.0 + i * 0.1) for i in range(1, 4)]
+    assert [r.points_stamp_ns for r in story.results if r.lidar_only] == [ns(1004.0)]
+    assert story.counts['camera_silent.image'] == 1
+    assert story.pipeline.sync_stats()['dropped']['reset'] == [0, 0]
+
+
 def test_one_image_stamped_20_years_ahead_is_an_outlier_and_pairs_go_on(inference, scene):
     """Before: 0 of the following pairs (the synchronizer's newest image stamp was 2046)."""
     story = Story(inference, scene)

@@ -20,7 +20,8 @@ the executor thread would delay every later callback.
 Pairing. Clouds and images go through an ApproximateTimeSync (core/approx_time_sync.py; one
 stream 'points' plus one per camera). A camera is silent when no image of it was accepted for
 camera_timeout_s both by header stamps and by the receipt clock (before its first image: since
-the first cloud): then clouds skip the synchronizer and run LiDAR-only. Both measures, because
+the first cloud): then clouds skip the synchronizer and run LiDAR-only (its pairs still waiting
+leave with the images they have: no later image will prove a nearer one). Both measures, because
 stamps alone would call a jump of the stamps a dropout and the clock alone a slowly replayed bag.
 The stamps are that stream's own accepted ones, never an outlier's.
 
@@ -409,7 +410,8 @@ class FramePipeline:
         """`camera` sent nothing for camera_timeout_s: leave it out of pairing until its next image."""
         self._silent.add(camera)
         self.count(f'camera_silent.{camera}')
-        self._syncs[camera].reset()
+        # its pending pairs are final (no later image to prove a nearer one): they leave, not dropped
+        self._attach(camera, self._syncs[camera].flush())
         for cloud in self._open:
             cloud.waiting.discard(camera)
         timeout = self.config.camera_timeout_s
