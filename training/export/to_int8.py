@@ -60,10 +60,11 @@ class _RecordingBranches:
 
 
 def spread_frames(chunk_paths, count: int) -> list:
-    """(chunk path, frame index) of up to `count` frames spread evenly over the chunks' frames."""
+    """(ChunkReader, frame index) of up to `count` frames spread evenly over the chunks' frames."""
     from training.data.chunks import ChunkReader
 
-    frames = [(path, index) for path in chunk_paths for index in range(len(ChunkReader(path)))]
+    readers = [ChunkReader(path) for path in chunk_paths]
+    frames = [(reader, index) for reader in readers for index in range(len(reader))]
     if len(frames) <= count:
         return frames
     return [frames[int(i)] for i in np.linspace(0, len(frames) - 1, count).round()]
@@ -71,14 +72,9 @@ def spread_frames(chunk_paths, count: int) -> list:
 
 def read_frames(chunk_paths, count: int):
     """(points (N, 4), [(image, K, vehicle_to_camera), ...]) of `spread_frames`, as the node gets them."""
-    from training.data.chunks import ChunkReader
-
-    readers = {}
-    for path, index in spread_frames(chunk_paths, count):
-        reader = readers.setdefault(path, ChunkReader(path))
-        frame = reader.frame(index)
+    for reader, index in spread_frames(chunk_paths, count):
         views = [(v.image, v.camera_matrix, v.vehicle_to_camera) for v in reader.views(index) if v.image is not None]
-        yield frame.points, views
+        yield reader.points(index), views
 
 
 def calibration_inputs(checkpoint, frames) -> dict:
@@ -130,15 +126,20 @@ def check_int8(checkpoint, onnx_dir, frames, score_threshold: float) -> dict:
     """int8 against fp32 graphs (both ONNX Runtime, the node's inference path) on `frames`."""
     from mtl_perception_ros.core.inference import PerceptionInference
 
-    common = dict(device='cpu', backend='onnxruntime', onnx_dir=onnx_dir, score_threshold=score_threshold)
-    fp32 = PerceptionInference(checkpoint, **common)
-    int8 = PerceptionInference(checkpoint, **common)     # the same path with the graphs not yet accepted
-    int8.branches = OnnxRuntimeBranches(onnx_dir, fp32.device, [CPU_PROVIDER], fp32.branches.threads,
-                                        files=(CAMERA_INT8_FILE, BEV_INT8_FILE))
+    inference = PerceptionInference(checkpoint, device='cpu', backend='onnxruntime', onnx_dir=onnx_dir,
+                                    score_threshold=score_threshold)
+    fp32 = inference.branches
+    # the same path with the int8 graphs, which the backend does not accept before this check
+    int8 = OnnxRuntimeBranches(onnx_dir, inference.device, [CPU_PROVIDER], fp32.threads,
+                               files=(CAMERA_INT8_FILE, BEV_INT8_FILE))
+
+    def run(branches, points, views):
+        inference.branches = branches
+        return inference.run_views(points, views)
     equal = pixels = matched = fp32_count = int8_count = count = 0
     worst_score = 0.0
     for points, views in frames:
-        want, got = fp32.run_views(points, views), int8.run_views(points, views)
+        want, got = run(fp32, points, views), run(int8, points, views)
         for want_map, got_map in zip(want.class_maps, got.class_maps):
             equal += int((want_map == got_map).sum())
             pixels += want_map.size
