@@ -343,6 +343,15 @@ def console_script(name: str, module: str) -> list[str]:
 NODE_OUTPUT_TOPICS = ('/mtl_perception/detections', '/mtl_perception/camera/semantic/labels')
 
 
+def perception_values(array) -> dict:
+    """Key/values of the perception node's DiagnosticStatus in a diagnostic_msgs/DiagnosticArray ({}
+    when the array holds none)."""
+    for entry in array.status:
+        if entry.name.endswith(': mtl_perception'):
+            return {kv.key: kv.value for kv in entry.values}
+    return {}
+
+
 def start_node_and_recorder(context: 'RosTestContext', start_process, params_path, recorded,
                             subscribers: int = 1, ready_timeout_s: float = 60.0,
                             output_topics=NODE_OUTPUT_TOPICS, env=None):
@@ -363,10 +372,8 @@ def start_node_and_recorder(context: 'RosTestContext', start_process, params_pat
     matched = {}
 
     def on_diagnostics(message):
-        for entry in message.status:
-            if entry.name.endswith(': mtl_perception'):
-                matched.update({kv.key[len('subscribers.'):]: int(kv.value) for kv in entry.values
-                                if kv.key.startswith('subscribers.')})
+        matched.update({key[len('subscribers.'):]: int(value) for key, value in perception_values(message).items()
+                        if key.startswith('subscribers.')})
     probe = context.create_node('recorder_probe')
     probe.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     try:

@@ -137,10 +137,10 @@ def test_a_30_s_jump_back_resets_and_every_pair_after_it_is_processed(inference,
 
 
 def test_scenes_whose_stamps_jump_back_keep_their_last_frame(inference, scene):
-    """A bag of several recordings (the synthetic test bags: scene after scene, each with its own
-    stamps). The camera is stamped 4 ms before its cloud, so each pair waits for the next image to
-    prove it is the nearest one; at the jump the last pair of the scene pairs with what it has instead
-    of being dropped with the reset. Before: 9 of each scene's 10 frames."""
+    """A bag of several recordings, each with its own stamps, played in a row. The camera is stamped
+    4 ms before its cloud, so each pair waits for the next image to prove it is the nearest one; at
+    the jump the last pair of the scene pairs with what it has instead of being dropped with the
+    reset. Before: that pair was dropped."""
     story = Story(inference, scene, tracking=False)
     for start in (1000.0, 500.0, 200.0):
         for i in range(10):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_test_utils import console_script, require_ros
+from ros_test_utils import console_script, perception_values, require_ros
 
 require_ros('diagnostic_msgs.msg', 'vision_msgs.msg')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -86,8 +86,8 @@ class Harness:
 
     def last_status(self) -> dict:
         """Key/values of the perception node's latest DiagnosticStatus ({} before the first)."""
-        statuses = [s for d in self.received['diagnostics'] for s in d.status if 'mtl_perception' in s.name]
-        return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
+        statuses = [values for values in map(perception_values, self.received['diagnostics']) if values]
+        return statuses[-1] if statuses else {}
 
     def settled_status(self, process, timeout_s: float = 30.0) -> dict:
         """The latest status once the node has handled everything sent so far: two diagnostics in a

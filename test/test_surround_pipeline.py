@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ros_test_utils import console_script, start_node_and_recorder
+from ros_test_utils import console_script, perception_values, start_node_and_recorder
 from sensor_samples import write_params_yaml
 from training.data.a2d2_calibration import CAMERA_NAMES
 from training.data.chunks import ChunkReader
@@ -113,11 +113,8 @@ def test_the_node_replays_the_surround_bag_with_six_cameras(surround, rclpy_cont
     watcher.create_subscription(Detection2DArray, '/mtl_perception/detections', detections.append, 50)
     status = {}
 
-    def on_diagnostics(message):
-        for entry in message.status:
-            if 'mtl_perception' in entry.name:
-                status.update({kv.key: kv.value for kv in entry.values})
-    watcher.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 50)
+    watcher.create_subscription(DiagnosticArray, '/diagnostics',
+                                lambda message: status.update(perception_values(message)), 50)
 
     def busy() -> int:
         return int(status.get('dropped_busy', 0))
