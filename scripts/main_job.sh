@@ -24,7 +24,7 @@ cd "$repo"
 # 84 scenes x 6 frames: val 0.1 (9 scenes, 54 frames), test 0.4 (34 scenes, 204 frames, >= 80
 # distinct objects of each class), train the rest (41 scenes, 246 frames); docs/training.md
 if $ci; then
-  out=${MTL_OUTPUT:-output/ci}; scenes=3; frames=3; config=training/configs/tiny_ci.yaml; rate=0.5
+  out=${MTL_OUTPUT:-output/ci}; scenes=3; frames=3; config=training/configs/tiny_ci.yaml; rate=0.25
 else
   out=${MTL_OUTPUT:-output}; scenes=84; frames=6; config=training/configs/short.yaml; rate=0.25
 fi
@@ -117,7 +117,11 @@ else
     >"$logs/node.log" 2>&1 &
   node_pid=$!; pids+=("$node_pid")
   wait_for "$logs/node.log" "ready" 180 "$node_pid"
+  # one answer per cloud of the bag on each output, then 2.5 s more for a /diagnostics after the last frame
+  bag_frames=$("$py" -c 'import sys; from mtl_perception_ros.bags.reader import BagReader
+with BagReader(sys.argv[1]) as bag: print(bag.topics["/points"][1])' "$out/bags/test")
   "$bin/mtl_bag_record" --topics /mtl_perception/detections /mtl_perception/camera/semantic/labels /diagnostics \
+    --until /mtl_perception/detections="$bag_frames" /mtl_perception/camera/semantic/labels="$bag_frames" --linger 2.5 \
     --out "$recorded" >"$logs/recorder.log" 2>&1 &
   recorder_pid=$!; pids+=("$recorder_pid")
   wait_for "$logs/recorder.log" "recording /mtl_perception/camera/semantic/labels" 60 "$recorder_pid"
@@ -125,7 +129,10 @@ else
   sleep 1
   "$bin/mtl_bag_play" "$out/bags/test" --rate "$rate" --qos reliable --wait-for-subscribers 60 \
     --topics /points /camera/image_raw 2>&1 | tee "$logs/player.log"
-  sleep 3   # the last frame's outputs and one more /diagnostics reach the recorder
+  # The recorder stops by itself once every frame is answered; a frame the node dropped never is.
+  for _ in $(seq 150); do kill -0 "$recorder_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$recorder_pid" 2>/dev/null && echo "not every one of the $bag_frames frames was answered within 30 s" \
+    "(the report counts what is missing); $logs/node.log"
   stop "$recorder_pid" "$node_pid"
   pids=(); trap - EXIT; set +m
   tracking_args=()

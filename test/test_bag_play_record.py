@@ -7,6 +7,7 @@ recorder stores exactly what a publisher sends, latched topics included.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -255,3 +256,46 @@ def test_recorder_stops_after_duration_and_refuses_existing_folders(ros_process,
         '--topics', '/never', '--out', str(out)], name='again')
     assert again.popen.wait(timeout=30) == 1
     assert 'exists' in again.output()
+
+
+def test_recorder_stops_once_each_until_topic_has_its_count(rclpy_context, ros_process, tmp_path):
+    """`--until T=N --linger S`: stops by itself after N messages on each topic and S more seconds,
+    recording what arrives meanwhile (a replay's answers and one more /diagnostics)."""
+    node = rclpy_context.create_node('bag_until_test')
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    fast = node.create_publisher(PointCloud2, '/until/fast', reliable)
+    slow = node.create_publisher(PointCloud2, '/until/slow', reliable)
+    out = tmp_path / 'until'
+    recorder = ros_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
+        '--topics', '/until/fast', '/until/slow', '--out', str(out), '--until', '/until/fast=3', '/until/slow=2',
+        '--linger', '1.0'], name='recorder')
+    rclpy_context.spin_until(lambda: (recorder.assert_running() or True) and fast.get_subscription_count() > 0
+                             and slow.get_subscription_count() > 0, 30, 'the recorder to subscribe')
+    cloud = array_to_pointcloud2(np.zeros((4, 4), np.float32), header=Header(frame_id='vehicle'))
+    for _ in range(5):
+        fast.publish(cloud)
+    assert fast.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
+    time.sleep(1.5)
+    assert recorder.poll() is None, 'stopped before /until/slow had 2 messages:\n' + recorder.output()
+    sent_at = time.monotonic()
+    slow.publish(cloud)
+    slow.publish(cloud)
+    fast.publish(cloud)                               # within --linger: recorded too
+    assert recorder.popen.wait(timeout=30) == 0, recorder.output()
+    assert time.monotonic() - sent_at >= 1.0, recorder.output()
+    assert 'reached /until/fast 3, /until/slow 2; recording 1 s more' in recorder.output()
+    with BagReader(out) as reader:
+        assert {t: n for t, (_, n) in reader.topics.items()} == {'/until/fast': 6, '/until/slow': 2}
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--until', '/a'], "expected TOPIC=N"),
+    (['--until', '/a=0'], "expected TOPIC=N"),
+    (['--until', '/b=2'], "not recorded: ['/b']"),
+    (['--until', '/a=2', '--linger', '-1'], '--linger must be >= 0'),
+])
+def test_recorder_refuses_bad_until_arguments(tmp_path, args, message):
+    result = subprocess.run(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
+        '--topics', '/a', '--out', str(tmp_path / 'never'), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+    assert not (tmp_path / 'never').exists()

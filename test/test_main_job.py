@@ -48,7 +48,8 @@ def test_main_job_reduced_size_produces_every_output(tmp_path):
     assert f'report: {report}/report.md' in result.stdout
     metrics = json.loads((report / 'metrics.json').read_text())
     counts = metrics['counts']
-    assert counts['gt_frames'] == counts['recorded.detections'] == counts['class_maps_scored'] > 0
+    logs = ''.join(f'--- {log.name}:\n' + log.read_text()[-3000:] for log in sorted((tmp_path / 'logs').glob('*.log')))
+    assert counts['gt_frames'] == counts['recorded.detections'] == counts['class_maps_scored'] > 0, (counts, logs)
     assert counts['gt_frames_without_prediction'] == 0 and int(counts['node.processed']) == counts['gt_frames']
     assert metrics['source'].startswith('recorded') and metrics['latency_ms']
     assert metrics['tracking'] is not None and 'overall' in metrics['tracking']['metrics']

@@ -165,14 +165,15 @@ def test_a_bag_replayed_twice_under_use_sim_time_gives_output_on_both_passes(
     counts = []
     for replay in range(2):
         before = len(harness.received['detections'])
-        player = play(ros_process, toy_bag, f'player{replay}', '--clock')
+        # half speed: a node on a busy machine answers every cloud (at 10 Hz it dropped 19 of 30 once in CI)
+        player = play(ros_process, toy_bag, f'player{replay}', '--clock', '--rate', '0.5')
         assert harness.spin_until(lambda: player.poll() is not None, 30.0, node), player.output()
         assert player.popen.wait(timeout=10) == 0, player.output()
         harness.spin_until(lambda: False, 0.5, node)        # the last answers
         counts.append(len(harness.received['detections']) - before)
     values = harness.last_status()
     print(f'detections per pass: {counts}; ' + str({k: v for k, v in values.items() if k.startswith('time.')}))
-    assert counts[0] >= BAG_FRAMES // 2 and counts[1] >= BAG_FRAMES // 2, (counts, node.output())
+    assert counts[0] >= BAG_FRAMES // 2 and counts[1] >= BAG_FRAMES // 2, (counts, values, node.output())
     assert int(values.get('time.clock_jump', 0)) >= 1, values          # /clock went back 2.9 s
     assert int(values.get('time.resets', 0)) >= 1, values
     assert node.interrupt() == 0, node.output()

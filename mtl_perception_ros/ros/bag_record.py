@@ -1,7 +1,7 @@
 """mtl_bag_record: record topics into a rosbag2 (rclpy + rosbags; for where `ros2 bag record` is missing).
 
     mtl_bag_record --topics T [T ...] --out BAG_DIR [--duration S] [--storage sqlite3|mcap]
-        [--qos auto|reliable|best_effort]
+        [--qos auto|reliable|best_effort] [--until TOPIC=N ... [--linger S]]
 
 E.g. the node's outputs: `mtl_bag_record --topics /mtl_perception/detections
 /mtl_perception/detections_3d /diagnostics --out runs/replay_out --duration 60`.
@@ -13,7 +13,9 @@ the node clock's receive time (sim time under `--ros-args -p use_sim_time:=true`
 reliable, transient local when all of them are (so latched topics such as LabelInfo are caught);
 their offered profiles are stored in the bag. The bag is rosbag2 metadata version 8 (Humble and
 later read it); types are rosbags' plus vision_msgs plus any .msg an installed ROS prefix has.
-Stops after --duration seconds or on Ctrl-C (SIGINT) or SIGTERM, writes metadata.yaml and exits 0.
+Stops after --duration seconds, on Ctrl-C (SIGINT) or SIGTERM, or (--until) once each listed
+topic has N messages and --linger more seconds have passed (e.g. one answer per frame of a replayed
+bag and one more /diagnostics); writes metadata.yaml and exits 0.
 """
 from __future__ import annotations
 
@@ -121,6 +123,22 @@ class BagRecorder:
         return write
 
 
+def parse_until(items) -> dict[str, int]:
+    """['/a=3', 'b=4'] -> {'/a': 3, 'b': 4}; ValueError with the bad item."""
+    wanted = {}
+    for item in items or ():
+        topic, _, count = item.rpartition('=')
+        if not topic or not count.isdigit() or int(count) < 1:
+            raise ValueError(f'--until {item!r}: expected TOPIC=N with N >= 1')
+        wanted[topic] = int(count)
+    return wanted
+
+
+def reached(counts: dict[str, int], wanted: dict[str, int]) -> bool:
+    """Every wanted topic has at least its count (False when nothing is wanted)."""
+    return bool(wanted) and all(counts.get(topic, 0) >= n for topic, n in wanted.items())
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog='mtl_bag_record', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -131,7 +149,21 @@ def parse_args(argv):
     parser.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
     parser.add_argument('--qos', choices=('auto', 'reliable', 'best_effort'), default='auto',
                         help='subscriber reliability (auto: match the publishers)')
-    return parser.parse_args(argv)
+    parser.add_argument('--until', nargs='+', metavar='TOPIC=N', default=[],
+                        help='stop once each of these topics has N messages (topics as in --topics)')
+    parser.add_argument('--linger', type=float, default=0.0, metavar='S',
+                        help='with --until: record S seconds more once the counts are reached')
+    options = parser.parse_args(argv)
+    try:
+        options.until = parse_until(options.until)
+    except ValueError as error:
+        parser.error(str(error))
+    unknown = sorted(set(options.until) - set(options.topics))
+    if unknown:
+        parser.error(f'--until names topics that are not recorded: {unknown}')
+    if options.linger < 0:
+        parser.error(f'--linger must be >= 0, got {options.linger}')
+    return options
 
 
 def main(args=None) -> int:
@@ -147,6 +179,7 @@ def main(args=None) -> int:
     recorder = BagRecorder(node, options.topics, bag, options.qos)
     logger = node.get_logger()
     deadline = None if options.duration is None else time.monotonic() + options.duration
+    wanted = {absolute_topic(t, node.get_namespace()): n for t, n in options.until.items()}
 
     def cleanup():
         for subscription in recorder.subscriptions.values():
@@ -161,6 +194,12 @@ def main(args=None) -> int:
                 recorder.discover()
                 next_discovery = time.monotonic() + DISCOVERY_PERIOD_S
             rclpy.spin_once(node, timeout_sec=0.05)
+            if wanted and reached(bag.counts, wanted):
+                logger.info('reached ' + ', '.join(f'{t} {n}' for t, n in wanted.items())
+                            + (f'; recording {options.linger:g} s more' if options.linger else ''))
+                wanted = {}
+                linger_end = time.monotonic() + options.linger
+                deadline = linger_end if deadline is None else min(deadline, linger_end)
     logger.info(f'wrote {options.out}: ' + (', '.join(f'{t} {n}' for t, n in bag.counts.items()) or 'no messages')
                 + (f'; never published: {recorder.waiting}' if recorder.waiting else ''))
     return 0
