@@ -354,17 +354,21 @@ def perception_values(array) -> dict:
 
 def start_node_and_recorder(context: 'RosTestContext', start_process, params_path, recorded,
                             subscribers: int = 1, ready_timeout_s: float = 60.0,
-                            output_topics=NODE_OUTPUT_TOPICS, env=None):
+                            output_topics=NODE_OUTPUT_TOPICS, env=None, answers: int | None = None):
     """The node on a params file and mtl_bag_record on its outputs (`output_topics`) and /diagnostics
     into `recorded`: (node, recorder) RosProcesses once the node said 'ready' and each output topic
     has `subscribers` subscribers (the recorder's, plus any the caller made first). `start_process`
-    is the conftest's ros_process fixture, `env` the environment of both processes (None: its default)."""
+    is the conftest's ros_process fixture, `env` the environment of both processes (None: its default).
+    `answers`: the recorder stops by itself once every output topic has that many messages, and 2.5 s
+    later (one more /diagnostics): see `wait_for_recorder`."""
     node = start_process(console_script('mtl_perception_node', 'mtl_perception_ros.ros.node') + [
         '--ros-args', '--params-file', str(params_path)], name='node', env=env)
     assert context.spin_until(lambda: (node.assert_running() or True) and 'ready' in node.output(),
                               ready_timeout_s, 'the node to be ready'), node.output()
     recorder = start_process(console_script('mtl_bag_record', 'mtl_perception_ros.ros.bag_record') + [
-        '--topics', *output_topics, '/diagnostics', '--out', str(recorded)], name='recorder', env=env)
+        '--topics', *output_topics, '/diagnostics', '--out', str(recorded),
+        *(['--until', *(f'{topic}={answers}' for topic in output_topics), '--linger', '2.5'] if answers else [])],
+        name='recorder', env=env)
     # matched as the node's publishers see it (its /diagnostics `subscribers.<topic>`): the node computes
     # an output only for matched subscribers, and a graph query from a third participant can see the
     # recorder's subscription seconds before the node's publisher has matched it
@@ -383,3 +387,14 @@ def start_node_and_recorder(context: 'RosTestContext', start_process, params_pat
     except AssertionError as error:
         raise AssertionError(f'{error}: matched {matched}\nrecorder:\n{recorder.output()[-2000:]}') from None
     return node, recorder
+
+
+def wait_for_recorder(recorder, node, timeout_s: float = 60.0) -> None:
+    """A recorder started with `answers` has stopped by itself (every answer recorded), within timeout_s."""
+    try:
+        code = recorder.popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        recorder.interrupt()
+        raise AssertionError(f'the recorder did not get every answer in {timeout_s:.0f} s:\n{recorder.output()}'
+                             f'\nnode:\n{node.output()[-4000:]}') from None
+    assert code == 0, recorder.output()

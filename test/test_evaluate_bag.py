@@ -3,7 +3,6 @@ by stamp, and agreement with the outputs of the real node replaying the same bag
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import yaml
 
 from mtl_perception_ros.core.inference import PerceptionInference
 from mtl_perception_ros.core.labels import LabelSet
-from ros_test_utils import console_script, start_node_and_recorder
+from ros_test_utils import console_script, start_node_and_recorder, wait_for_recorder
 from sensor_samples import make_small_checkpoint, write_params_yaml
 from training.data.chunks import ChunkReader
 from training.evaluation.evaluate_bag import (BagPredictions, FramePrediction, GroundTruth, bev_to_boxes, load_node_params,
@@ -164,7 +163,8 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
     watcher.create_subscription(Image, '/mtl_perception/camera/semantic/labels', lambda m: None, 50)
     # the recorder (and this watcher) subscribe to the outputs before anything plays
     recorded = tmp_path / 'recorded'
-    node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, recorded, subscribers=2)
+    node, recorder = start_node_and_recorder(rclpy_context, ros_process, params_path, recorded, subscribers=2,
+                                             answers=FRAMES)
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag), '--rate', '0.25', '--qos', 'reliable', '--wait-for-subscribers', '20',
         '--topics', '/points', '/camera/image_raw'], name='player')
@@ -177,8 +177,7 @@ def test_recorded_node_outputs_score_like_the_offline_evaluation(toy_bag, tmp_pa
         raise AssertionError(f'{error}; got {len(detections)}\nnode:\n{node.output()[-4000:]}\n'
                              f'player:\n{player.output()[-2000:]}') from None
     assert player.popen.wait(timeout=10) == 0, player.output()
-    time.sleep(1.5)                                   # one more diagnostics period reaches the recorder
-    assert recorder.interrupt() == 0, recorder.output()
+    wait_for_recorder(recorder, node)                 # every answer and one more /diagnostics
     assert node.interrupt() == 0, node.output()
 
     params = load_node_params(params_path)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
+from mtl_perception_ros.bags.reader import BagReader
 from mtl_perception_ros.core.checkpoint import load_checkpoint
-from ros_test_utils import console_script, start_node_and_recorder
+from ros_test_utils import console_script, start_node_and_recorder, wait_for_recorder
 from sensor_samples import write_params_yaml
 from training.evaluation import regression_gate as gate
 
@@ -104,15 +104,17 @@ def test_the_node_replaying_the_gate_bag_publishes_the_golden_metrics(gate_set, 
     document['/**']['ros__parameters'].update(model_path=str(checkpoint), input_qos='reliable')
     params = write_params_yaml(tmp_path / 'params.yaml', document)
     recorded = tmp_path / 'recorded'
-    node, recorder = start_node_and_recorder(rclpy_context, ros_process, params, recorded, ready_timeout_s=90)
+    with BagReader(bag) as reader:
+        frames = reader.topics['/points'][1]
+    node, recorder = start_node_and_recorder(rclpy_context, ros_process, params, recorded, ready_timeout_s=90,
+                                             answers=frames)
     # 0.67 s between full-size pairs: no pair is dropped as busy even on a loaded CI machine (a drop
     # would cost a frame's detections and move the figures)
     player = ros_process(console_script('mtl_bag_play', 'mtl_perception_ros.ros.bag_play') + [
         str(bag), '--rate', '0.15', '--qos', 'reliable', '--wait-for-subscribers', '30',
         '--topics', '/points', '/camera/image_raw'], name='player')
     assert player.popen.wait(timeout=120) == 0, player.output()
-    time.sleep(3)                       # the last frame's outputs and one more /diagnostics
-    assert recorder.interrupt() == 0, recorder.output()
+    wait_for_recorder(recorder, node)   # the last frame's outputs and one more /diagnostics
     assert node.interrupt() == 0, node.output()
 
     _, info = load_checkpoint(checkpoint)
