@@ -149,6 +149,17 @@ def test_cli_with_ground_truth_detections_prints_writes_json_and_pictures(tracke
     assert cv2.imread(str(plots / 'a.png')).shape == (22 + 512, 512, 3)
 
 
+def test_cli_confirm_score_confirms_confident_tracks_in_their_first_frame(tracked_chunks, tmp_path, capsys):
+    json_path = tmp_path / 'tracking.json'
+    assert main(['--gt-detections', '--chunks', str(tracked_chunks), '--json', str(json_path), '--confirm-score',
+                 '0.5', '--no-progress']) == 0
+    assert 'birth after 2 hits (at once from score 0.5)' in capsys.readouterr().out
+    overall = json.loads(json_path.read_text())['metrics']['overall']
+    assert (overall['num_gt'], overall['fn'], overall['fp'], overall['idsw']) == (13, 0, 0, 0)   # GT scores 1
+    assert main(['--gt-detections', '--chunks', str(tracked_chunks), '--confirm-score', '-1', '--no-progress']) == 2
+    assert 'confirm_score must be finite and >= 0' in capsys.readouterr().err
+
+
 def test_cli_with_a_checkpoint_runs_the_model_over_the_scenes(tracked_chunks, tmp_path, capsys):
     from sensor_samples import make_small_checkpoint
     checkpoint = make_small_checkpoint(tmp_path / 'small.pt')      # grid x 0..32 m, y -16..16 m

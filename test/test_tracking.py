@@ -46,6 +46,20 @@ def test_constant_velocity_objects_keep_their_ids_and_velocities_converge():
     assert not last.coasting.any()
 
 
+def test_a_confident_new_detection_is_confirmed_at_once_a_weak_one_waits_its_hits():
+    tracker = Tracker(TrackerConfig(birth_hits=2, confirm_score=0.7))
+    first = frame(tracker, [box(10, 0), box(20, 5)], [CAR, CAR], 0.0, scores=[0.8, 0.5])
+    assert first.track_ids.tolist() == [1] and first.boxes[0, 0] == 10.0       # 0.8 >= 0.7: an id at once
+    assert first.detection_track_ids(2).tolist() == [1, -1]
+    second = frame(tracker, [box(10, 0), box(20, 5)], [CAR, CAR], DT, scores=[0.8, 0.5])
+    assert second.track_ids.tolist() == [1, 2]                                  # 0.5: after birth_hits = 2
+    # a confident detection of a tentative track's object in its 2nd frame confirms through hits, as before
+    late = frame(tracker, [box(10, 0), box(20, 5), box(30, -5)], [CAR, CAR, CAR], 2 * DT, scores=[0.8, 0.5, 0.3])
+    assert late.track_ids.tolist() == [1, 2]
+    off = Tracker(TrackerConfig(birth_hits=2))                                  # confirm_score 0: off
+    assert len(frame(off, [box(10, 0)], [CAR], 0.0, scores=[0.99])) == 0
+
+
 def test_noise_free_velocity_is_exact_after_a_few_frames():
     tracker = Tracker(TrackerConfig(birth_hits=1))
     for k in range(10):
@@ -244,6 +258,8 @@ def test_bad_inputs_raise_clear_errors_and_non_finite_rows_are_ignored():
         TrackerConfig(association='nearest')
     with pytest.raises(ValueError, match='gates'):
         TrackerConfig(gates_m={0: -1.0})
+    with pytest.raises(ValueError, match='confirm_score'):
+        TrackerConfig(confirm_score=float('nan'))
     tracker = Tracker(TrackerConfig(birth_hits=1))
     tracks = frame(tracker, [box(np.nan, 0), box(10, 0)], [CAR, CAR], 0.0)
     assert tracks.track_ids.tolist() == [1] and tracker.num_tracks == 1

@@ -206,6 +206,8 @@ SCHEMA: tuple[ParameterSpec, ...] = (
        range=ABOVE_0, read_only=False),
     _p('tracking_birth_hits', INT, 2, 'Consecutive frames with a detection before a new track gets an id.',
        unit='frames', range=Range(1, 1000)),
+    _p('tracking_confirm_score', FLOAT, 0.0, 'A new track whose first detection scores at least this gets its id '
+       'at once, without waiting tracking_birth_hits frames; 0 = off.', range=UNIT_INTERVAL),
     _p('tracking_death_misses', INT, 3, 'Consecutive frames without a detection that end a track; until then '
        'it coasts on its prediction and keeps its id.', unit='frames', range=Range(1, 1000)),
     _p('tracking_association', STR, 'hungarian', '`hungarian` (least total distance) or `greedy` (highest '

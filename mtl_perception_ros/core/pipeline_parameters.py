@@ -80,7 +80,7 @@ def tracking_config(params: Mapping, class_names) -> tuple[TrackerConfig, list[s
     gates_m, default_gate_m, unknown = tracking_gates(params, class_names)
     config = TrackerConfig(gates_m=gates_m, default_gate_m=default_gate_m, birth_hits=params['tracking_birth_hits'],
                            death_misses=params['tracking_death_misses'], association=params['tracking_association'],
-                           max_gap_s=params['tracking_max_gap_s'])
+                           max_gap_s=params['tracking_max_gap_s'], confirm_score=params['tracking_confirm_score'])
     return config, unknown
 
 

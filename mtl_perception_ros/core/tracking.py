@@ -29,7 +29,9 @@ metres). 'hungarian': scipy.optimize.linear_sum_assignment, most matches first, 
 summed distance. 'greedy': detections by descending score, each to its nearest free track.
 Lifecycle: a detection matched to no track (and scoring >= birth_score) starts a tentative
 track. It is confirmed once matched in birth_hits consecutive frames (a tentative track is
-deleted at its first miss) and then gets its id: increasing integers from 1 in order of
+deleted at its first miss), or at once when confirm_score > 0 and its first detection scores at
+least that (a confident detector need not wait: in short scenes the wait is most of the misses),
+and then gets its id: increasing integers from 1 in order of
 confirmation, never reused during the tracker's life (reset() included). A confirmed track
 that is not matched coasts (predicted without update, reported with coasting=True and its id)
 and is deleted at death_misses consecutive misses. predict_only(stamp_s) is a frame without
@@ -79,6 +81,7 @@ class TrackerConfig:
     association: str = 'hungarian'       # or 'greedy'
     max_gap_s: float = 1.0               # a longer time between frames resets the tracker
     birth_score: float = 0.0             # detections below this update tracks but start none
+    confirm_score: float = 0.0           # > 0: a new track scoring at least this is confirmed at once
     position_std_m: float = 0.3          # detection centre noise (Kalman measurement noise)
     accel_std_mps2: float = 3.0          # white-noise acceleration (Kalman process noise)
     initial_velocity_std_mps: float = 10.0
@@ -101,6 +104,8 @@ class TrackerConfig:
                 problems.append(f'{name} must be > 0, got {getattr(self, name)}')
         if not float(self.accel_std_mps2) >= 0 or not float(self.heading_from_velocity_mps) >= 0:
             problems.append('accel_std_mps2 and heading_from_velocity_mps must be >= 0')
+        if not (float(self.confirm_score) >= 0 and math.isfinite(float(self.confirm_score))):
+            problems.append(f'confirm_score must be finite and >= 0 (0: off), got {self.confirm_score}')
         for name in ('size_alpha', 'yaw_alpha'):
             if not 0.0 < float(getattr(self, name)) <= 1.0:
                 problems.append(f'{name} must be in (0, 1], got {getattr(self, name)}')
@@ -239,7 +244,10 @@ class Tracker:
         self._add_tracks(boxes[born], classes[born], scores[born], input_index[born])
 
         state = self._state          # _select and _add_tracks replace the arrays
-        new = np.nonzero((state['ids'] <= 0) & (state['hits'] >= self.config.birth_hits))[0]
+        ready = state['hits'] >= self.config.birth_hits
+        if self.config.confirm_score > 0:    # hits == 1 without an id: born in this frame
+            ready |= (state['hits'] == 1) & (state['scores'] >= self.config.confirm_score)
+        new = np.nonzero((state['ids'] <= 0) & ready)[0]
         state['ids'][new] = np.arange(self._next_id, self._next_id + len(new))
         self._next_id += len(new)
         return self._confirmed()

@@ -235,6 +235,9 @@ def main(argv=None) -> int:
     parser.add_argument('--association', default='hungarian', choices=ASSOCIATIONS)
     parser.add_argument('--birth-hits', type=int, default=TrackerConfig.birth_hits)
     parser.add_argument('--death-misses', type=int, default=TrackerConfig.death_misses)
+    parser.add_argument('--confirm-score', type=float, default=TrackerConfig.confirm_score,
+                        help='a new track scoring at least this is confirmed at once (0: off; the node\'s '
+                             'tracking_confirm_score)')
     parser.add_argument('--max-distance-m', type=float, default=2.0, help='GT <-> track match distance')
     parser.add_argument('--gt-detections', action='store_true', help='feed the tracker the GT boxes, no model')
     parser.add_argument('--gt-noise-m', type=float, default=0.0)
@@ -293,15 +296,21 @@ def main(argv=None) -> int:
         detections, detection_result = _model_detections(args, folder, dataset, model, info)
         source = f'{args.checkpoint} (epoch {info.extra.get("epoch", "?")}), score >= {args.score_threshold}'
         score_threshold = args.score_threshold
-    config = TrackerConfig(gates_m=gates_for_class_names(class_names), association=args.association,
-                           birth_hits=args.birth_hits, death_misses=args.death_misses)
+    try:
+        config = TrackerConfig(gates_m=gates_for_class_names(class_names), association=args.association,
+                               birth_hits=args.birth_hits, death_misses=args.death_misses,
+                               confirm_score=args.confirm_score)
+    except ValueError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     evaluation = evaluate_tracking(frames, detections, class_names, config, score_threshold, args.max_distance_m,
                                    grid)
 
     print(f'detections: {source}')
     print(f'chunks: {args.chunks} split {args.split}'
           + (f' ({unknown_ids} in-grid boxes without a track id left out)' if unknown_ids else ''))
-    print(f'tracker: {config.association}, birth after {config.birth_hits} hits, death after '
+    print(f'tracker: {config.association}, birth after {config.birth_hits} hits'
+          + (f' (at once from score {config.confirm_score:g})' if config.confirm_score > 0 else '') + ', death after '
           f'{config.death_misses} misses, gates {config.gates_m} m; matched to GT at {args.max_distance_m} m')
     if detection_result is not None:
         print(f'detection mAP {format_number(detection_result.map)} (score >= 0.05, as training.evaluation.evaluate)')
