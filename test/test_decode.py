@@ -123,3 +123,99 @@ def test_decode_rejects_maps_that_do_not_match_the_grid():
         decode_detections(torch.zeros(1, 4, 32, 32), torch.zeros(1, 8, 32, 32), GRID)
     with pytest.raises(ValueError, match='8 channels'):
         decode_detections(torch.zeros(1, 4, 64, 64), torch.zeros(1, 7, 64, 64), GRID)
+
+
+# ----------------------------------------------------------------------------- decode_detections_np
+
+def strong_peaks_maps(rng, num_classes=3, peaks=12):
+    """Background logits well below 0.3 plus `peaks` strong peaks of distinct scores, some on the
+    borders and corners of the map (where the max-pool's -inf padding matters), random regression."""
+    height, width = GRID.output_shape
+    logits = rng.normal(-5.0, 0.7, (num_classes, height, width)).astype(np.float32)
+    cells = [(0, 0), (0, width - 1), (height - 1, 0), (height - 1, width - 1), (0, 17), (40, width - 1)]
+    cells += [tuple(rng.integers(1, height - 1, 2)) for _ in range(peaks - len(cells))]
+    for i, (row, col) in enumerate(cells):
+        logits[i % num_classes, row, col] = 3.0 - 0.45 * i       # sigmoid 0.95 .. 0.1, no two equal
+    reg = rng.normal(0.0, 1.0, (8, height, width)).astype(np.float32)
+    return logits, reg
+
+
+def assert_same_detections(det_np, det_torch):
+    assert len(det_np) == len(det_torch)
+    np.testing.assert_array_equal(det_np.classes, det_torch.classes)
+    np.testing.assert_allclose(det_np.scores, det_torch.scores, rtol=1e-6)
+    np.testing.assert_allclose(det_np.boxes, det_torch.boxes, rtol=1e-5, atol=1e-5)
+    assert det_np.boxes.dtype == np.float32 and det_np.classes.dtype == np.int64 and det_np.scores.dtype == np.float32
+
+
+def decode_both(logits, reg, **options):
+    from mtl_perception_ros.core.decode import decode_detections_np
+    [expected] = decode_detections(torch.from_numpy(logits[None]), torch.from_numpy(reg[None]), GRID, **options)
+    return decode_detections_np(logits, reg, GRID, **options), expected
+
+
+@pytest.mark.parametrize('options', [{}, {'score_threshold': 0.5}, {'score_threshold': 0.05},
+                                     {'max_detections': 5}, {'max_detections': 0}, {'nms_radius_m': 3.0},
+                                     {'nms_radius_m': {0: 2.0, 2: 5.0}, 'score_threshold': 0.05}],
+                         ids=lambda options: ','.join(f'{k}={v}' for k, v in options.items()) or 'defaults')
+def test_numpy_decoding_gives_the_torch_detections(options):
+    logits, reg = strong_peaks_maps(np.random.default_rng(len(str(options))))
+    det_np, det_torch = decode_both(logits, reg, **options)
+    assert_same_detections(det_np, det_torch)
+    if options.get('max_detections') == 5:
+        assert len(det_np) == 5                     # fewer than the 9 peaks above 0.3: top-K cuts
+    elif not options:
+        assert len(det_np) == 9
+
+
+def test_numpy_decoding_suppresses_near_peaks_like_torch():
+    """Peaks two and four cells apart in the same class and across classes: NMS by one radius and
+    by a per-class one drops the same boxes in both."""
+    logits = np.full((2,) + GRID.output_shape, -8.0, np.float32)
+    reg = np.zeros((8,) + GRID.output_shape, np.float32)
+    reg[7] = 1.0
+    for i, (cls, row, col) in enumerate([(0, 10, 10), (0, 12, 10), (0, 10, 14), (1, 10, 12), (1, 30, 30),
+                                         (1, 31, 32)]):
+        logits[cls, row, col] = 3.0 - 0.3 * i
+    # Zero offsets: cell (r, c) decodes to (r, c - 32) m, so the pairs are 2, 4 and 2.2 m apart.
+    for radius, survivors in ((3.0, 4), (5.0, 3), ({1: 3.0}, 5), ({0: 4.5, 1: 0.0}, 4)):
+        det_np, det_torch = decode_both(logits, reg, nms_radius_m=radius)
+        assert_same_detections(det_np, det_torch)
+        assert len(det_np) == survivors, radius
+
+
+def test_a_plateau_keeps_all_its_cells_in_both():
+    """Equal neighbours are all peaks (torch.topk orders them in no set way: compared as sets)."""
+    logits = np.full((2,) + GRID.output_shape, -8.0, np.float32)
+    reg = np.random.default_rng(0).normal(size=(8,) + GRID.output_shape).astype(np.float32)
+    logits[1, 0, 0] = logits[1, 0, 1] = logits[1, 1, 0] = 2.0
+    logits[0, 20, 20] = 1.0
+    det_np, det_torch = decode_both(logits, reg)
+    assert len(det_np) == len(det_torch) == 4
+
+    def as_set(det):
+        return sorted(zip(det.classes.tolist(), np.round(det.scores, 6).tolist(), map(tuple, det.boxes.round(4))))
+    assert as_set(det_np) == as_set(det_torch)
+
+
+def test_numpy_decoding_refuses_maps_of_the_wrong_shape():
+    from mtl_perception_ros.core.decode import decode_detections_np
+    with pytest.raises(ValueError, match=r'one frame, bbox_heatmap \[C, H, W\]'):
+        decode_detections_np(np.zeros((1, 4, 64, 64)), np.zeros((1, 8, 64, 64)), GRID)
+    with pytest.raises(ValueError, match='64x64'):
+        decode_detections_np(np.zeros((4, 32, 32)), np.zeros((8, 32, 32)), GRID)
+    with pytest.raises(ValueError, match='8 channels'):
+        decode_detections_np(np.zeros((4, 64, 64)), np.zeros((7, 64, 64)), GRID)
+    with pytest.raises(ValueError, match='max_detections must be >= 0'):
+        decode_detections_np(np.zeros((4, 64, 64)), np.zeros((8, 64, 64)), GRID, max_detections=-1)
+
+
+def test_decode_regression_of_numpy_arrays_and_tensors_agree():
+    reg = np.random.default_rng(3).normal(size=(50, 8)).astype(np.float32)
+    reg[0, 3] = 9.0                                      # a log size past MAX_LOG_SIZE is clamped in both
+    rows, cols = np.arange(50) % 64, (np.arange(50) * 7) % 64
+    boxes = decode_regression(reg, rows, cols, GRID)
+    boxes_torch = decode_regression(torch.from_numpy(reg), torch.from_numpy(rows), torch.from_numpy(cols), GRID)
+    assert boxes.dtype == np.float32 and boxes_torch.dtype == torch.float32
+    np.testing.assert_allclose(boxes, boxes_torch.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.isclose(boxes[0, 3], np.exp(5.0))

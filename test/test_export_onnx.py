@@ -79,6 +79,7 @@ def test_the_check_fails_when_the_graphs_are_not_the_models(exported):
     assert not result.ok
     assert result.max_abs_diff['bbox_heatmap'] > result.allowed['bbox_heatmap']
     assert result.max_abs_diff['sem_logits'] <= result.allowed['sem_logits']
+    assert result.max_abs_diff['pillar_canvas'] <= result.allowed['pillar_canvas']   # the NumPy pillar step
 
 
 def test_command_line_writes_both_graphs_and_a_report(exported, tmp_path):
@@ -89,6 +90,13 @@ def test_command_line_writes_both_graphs_and_a_report(exported, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / 'onnx_export.json').read_text())
     assert report['check']['ok'] and report['check']['frames'] == 2
+    assert report['check']['max_abs_diff']['pillar_canvas'] < 1e-4
+    # what the torch-free runtime reads: the checkpoint's metadata and the folded pillar encoder
+    from mtl_perception_ros.core.onnx_inference import read_runtime_files
+    info, weight, bias = read_runtime_files(out, checkpoint)
+    assert info.model_config == exported[2].model_config and info.detection_labels == exported[2].detection_labels
+    assert weight.shape == (9 + info.model_config.camera_feature_channels + 1, info.model_config.pillar_channels)
+    assert bias.shape == (info.model_config.pillar_channels,)
     assert [g['file'] for g in report['graphs']] == [CAMERA_FILE, BEV_FILE]
     assert report['graphs'][0]['inputs']['image'] == ['batch', 3, *report['image_hw']]
     assert report['detection_classes'] == ['car', 'truck', 'pedestrian', 'cyclist']

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -63,6 +64,67 @@ def test_onnxruntime_gives_the_detections_and_class_maps_of_torch(exported, came
             assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
     lidar_only = onnx.run_views(points, [])
     assert lidar_only.lidar_only and lidar_only.class_maps == []
+
+
+@pytest.mark.parametrize('cameras', [0, 1, 2])
+def test_the_torch_free_runtime_gives_the_detections_and_class_maps_of_torch(exported, cameras):
+    """OnnxPerceptionInference: ONNX Runtime with the pillar step and decoding in NumPy."""
+    from mtl_perception_ros.core.onnx_inference import OnnxPerceptionInference
+    reference = PerceptionInference(exported, device='cpu', score_threshold=0.1)
+    onnx = OnnxPerceptionInference(exported, score_threshold=0.1, threads=1)
+    assert (onnx.backend, onnx.precision, onnx.execution_providers, onnx.threads) == \
+        ('onnxruntime', 'fp32', ('CPUExecutionProvider',), 1)
+    assert onnx.info.model_config == reference.info.model_config
+    assert onnx.detection_labels == reference.detection_labels and onnx.semantic_labels == reference.semantic_labels
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        points = synthetic_cloud(rng)
+        points[:, 3] /= 255.0
+        frame_views = views(rng, cameras)
+        want, got = reference.run_views(points, frame_views), onnx.run_views(points, frame_views)
+        assert len(want.boxes) > 0 and got.lidar_only == want.lidar_only == (cameras == 0)
+        np.testing.assert_array_equal(got.classes, want.classes)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        assert len(got.class_maps) == cameras
+        for got_map, want_map in zip(got.class_maps, want.class_maps):
+            assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
+    assert set(got.timings_ms) == {'preprocess', 'model', 'postprocess'}
+
+
+def test_the_torch_free_runtime_never_imports_torch(exported):
+    script = (
+        'import sys, numpy as np\n'
+        'from mtl_perception_ros.core.onnx_inference import open_inference\n'
+        f'inference, note = open_inference({str(exported)!r}, device="cpu", backend="onnxruntime")\n'
+        'inference.warm_up(1)\n'
+        'image = np.zeros((*inference.info.image_hw, 3), np.uint8)\n'
+        'k = np.array([[400.0, 0, 128], [0, 400, 80], [0, 0, 1]])\n'
+        't = np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]])\n'
+        'result = inference(np.zeros((10, 4), np.float32), image, k, t)\n'
+        'print(type(inference).__name__, repr(note), result.class_map.shape, "torch" in sys.modules)\n')
+    done = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == 'OnnxPerceptionInference' and done.stdout.split()[-1] == 'False', done.stdout
+
+
+def test_an_export_without_the_runtime_files_runs_with_torch_and_says_why(exported, tmp_path):
+    from mtl_perception_ros.core.onnx_files import BackendError as Refusal
+    from mtl_perception_ros.core.onnx_inference import OnnxPerceptionInference, open_inference
+    onnx_dir = tmp_path / 'old_onnx'
+    shutil.copytree(default_onnx_dir(exported), onnx_dir)
+    (onnx_dir / 'pillars.npz').unlink()
+    inference, note = open_inference(exported, device='cpu', backend='onnxruntime', onnx_dir=onnx_dir)
+    assert isinstance(inference, PerceptionInference) and inference.backend == 'onnxruntime'
+    assert 'torch is loaded for the pillar step' in note and 'training.export.to_onnx' in note
+    torch_run, note = open_inference(exported, device='cpu', backend='torch')
+    assert isinstance(torch_run, PerceptionInference) and note == ''
+    (onnx_dir / 'pillars.npz').write_bytes(b'not an npz')
+    with pytest.raises(Refusal, match='unreadable model_info.json / pillars.npz'):
+        OnnxPerceptionInference(exported, onnx_dir=onnx_dir)
+    np.savez(onnx_dir / 'pillars.npz', weight=np.zeros((4, 3), np.float32), bias=np.zeros(3, np.float32))
+    with pytest.raises(Refusal, match='do not fit the model'):
+        OnnxPerceptionInference(exported, onnx_dir=onnx_dir)
 
 
 def test_a_half_precision_on_the_cpu_runs_fp32_and_says_so(exported):
@@ -157,6 +219,10 @@ def test_the_node_runs_on_onnxruntime_and_says_which_backend_in_its_log_and_diag
         ('onnxruntime', 'fp32', 'CPUExecutionProvider', '1')
     assert int(status['processed']) >= 1 and harness.received['labels']
     assert 'backend onnxruntime, fp32 (CPUExecutionProvider), 1 CPU thread' in node.output()
+    # the torch-free runtime (core.onnx_inference): no libtorch mapped into the node process
+    maps = Path(f'/proc/{node.popen.pid}/maps')
+    if maps.exists():
+        assert 'libtorch' not in maps.read_text(), 'the node on onnxruntime loaded torch'
     assert node.interrupt() == 0, node.output()
 
 

@@ -8,12 +8,12 @@ One regression vector per box, stored at the output cell (row, col) that holds i
     sin yaw, cos yaw      heading, CCW about +z
 
 `encode_regression` runs on numpy (training targets); `decode_regression` runs on torch tensors on
-any device (the node decodes on the GPU) and on numpy arrays through the same torch code.
+any device (the node decodes on the GPU) and on numpy arrays, through one formula. Importing this
+module does not import torch (the ONNX Runtime path runs without it).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from mtl_perception_ros.core.bev_grid import BevGrid
 from mtl_perception_ros.core.boxes import BOX_DIM
@@ -51,22 +51,20 @@ def decode_regression(reg, rows, cols, grid: BevGrid):
     """(N, 8) regression vectors at output cells (rows, cols) -> (N, 7) boxes, vehicle frame.
 
     Torch tensors stay on their device and dtype; numpy arrays come back as numpy (same dtype
-    as `reg`). Log sizes are clamped to MAX_LOG_SIZE; yaw = atan2(sin, cos) in (-pi, pi].
+    as `reg`), without importing torch. Log sizes are clamped to MAX_LOG_SIZE; yaw = atan2(sin, cos)
+    in (-pi, pi].
     """
-    if isinstance(reg, np.ndarray):
-        boxes = _decode_regression_torch(torch.from_numpy(np.ascontiguousarray(reg)),
-                                         torch.as_tensor(np.asarray(rows)),
-                                         torch.as_tensor(np.asarray(cols)), grid)
-        return boxes.numpy()
-    return _decode_regression_torch(reg, torch.as_tensor(rows, device=reg.device),
-                                    torch.as_tensor(cols, device=reg.device), grid)
-
-
-def _decode_regression_torch(reg: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                             grid: BevGrid) -> torch.Tensor:
     if reg.shape[-1] != REG_DIM:
         raise ValueError(f'decode_regression: expected reg (..., {REG_DIM}), got {tuple(reg.shape)}')
-    x, y = grid.cell_to_xy(rows.to(reg.dtype) + reg[..., 0], cols.to(reg.dtype) + reg[..., 1])
-    sizes = torch.exp(reg[..., 3:6].clamp(max=MAX_LOG_SIZE))
-    yaw = torch.atan2(reg[..., 6], reg[..., 7])
-    return torch.cat([x[..., None], y[..., None], reg[..., 2:3], sizes, yaw[..., None]], dim=-1)
+    if isinstance(reg, np.ndarray):
+        xp = np
+        rows, cols = (np.asarray(index).astype(reg.dtype) for index in (rows, cols))
+    else:
+        import torch  # only for tensors: a numpy caller must not pay for importing torch
+        xp = torch
+        rows, cols = (torch.as_tensor(index, device=reg.device).to(reg.dtype) for index in (rows, cols))
+    # The same calls in numpy and torch (torch has numpy's arctan2, clip and concatenate(axis=)).
+    x, y = grid.cell_to_xy(rows + reg[..., 0], cols + reg[..., 1])
+    sizes = xp.exp(xp.clip(reg[..., 3:6], None, MAX_LOG_SIZE))
+    yaw = xp.arctan2(reg[..., 6], reg[..., 7])
+    return xp.concatenate([x[..., None], y[..., None], reg[..., 2:3], sizes, yaw[..., None]], axis=-1)

@@ -15,57 +15,19 @@ A node rebuilds the exact network from the file alone with `load_checkpoint`.
 """
 from __future__ import annotations
 
-import math
 import pickle
 import re
-import typing
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mtl_perception_ros.core.atomic_file import atomic_write
-from mtl_perception_ros.core.bev_grid import BevGrid
+from mtl_perception_ros.core.checkpoint_info import (  # noqa: F401 - part of this module's interface
+    FORMAT_NAME, FORMAT_VERSION, CheckpointError, CheckpointInfo, checkpoint_info)
 from mtl_perception_ros.core.labels import LabelSet
-from mtl_perception_ros.core.model import ModelConfig, MultiTaskNet
-
-FORMAT_NAME = 'mtl_perception_ros.core.checkpoint'
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError, RuntimeError):
-    """A checkpoint file is missing, unreadable, from another format or version, or inconsistent."""
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a checkpoint says besides its weights."""
-
-    path: Path
-    format_version: int
-    model_config: ModelConfig
-    semantic_labels: LabelSet
-    detection_labels: LabelSet
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def bev_grid(self) -> BevGrid:
-        return self.model_config.bev_grid
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(H, W) the image must be resized to (and camera_matrix scaled to) before the model."""
-        return self.model_config.image_hw
-
-    @property
-    def image_mean(self) -> tuple[float, float, float]:
-        return self.model_config.image_mean
-
-    @property
-    def image_std(self) -> tuple[float, float, float]:
-        return self.model_config.image_std
+from mtl_perception_ros.core.model import MultiTaskNet
 
 
 def _plain(value, where: str):
@@ -139,34 +101,10 @@ def read_checkpoint(path, map_location='cpu') -> tuple[dict, CheckpointInfo]:
     except Exception as error:  # pickle, zip and weights-only refusals all end here
         raise CheckpointError(f'{path}: not a loadable checkpoint: {load_failure_reason(error)}; '
                               'checkpoints hold only tensors and plain types') from None
-    if not isinstance(payload, dict) or payload.get('format') != FORMAT_NAME:
-        raise CheckpointError(f'{path}: not an mtl_perception_ros checkpoint (no format={FORMAT_NAME!r}); '
-                              'write checkpoints with mtl_perception_ros.core.checkpoint.save_checkpoint')
-    version = payload.get('format_version')
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f'{path}: format_version must be a positive integer, got {version!r}')
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f'{path}: format_version {version} is newer than this code reads '
-                              f'({FORMAT_VERSION}); update mtl_perception_ros')
-    for key, cls in (('model_config', ModelConfig), ('bev_grid', BevGrid)):
-        if key in payload:
-            _check_field_types(path, cls, payload[key], key)
-    try:
-        model_config = ModelConfig.from_dict({**payload['model_config'], 'bev_grid': payload['bev_grid']})
-        info = CheckpointInfo(path=path, format_version=version, model_config=model_config,
-                              semantic_labels=LabelSet.from_dict(payload['semantic_labels']),
-                              detection_labels=LabelSet.from_dict(payload['detection_labels']),
-                              extra=dict(payload.get('extra') or {}))
-        state_dict = payload['state_dict']
-    except (KeyError, TypeError, ValueError) as error:
-        missing = f'missing field {error}' if isinstance(error, KeyError) else str(error)
-        raise CheckpointError(f'{path}: bad checkpoint contents: {missing}') from None
-    if len(info.semantic_labels) != model_config.num_sem_classes:
-        raise CheckpointError(f'{path}: semantic_labels has {len(info.semantic_labels)} classes but '
-                              f'model_config.num_sem_classes is {model_config.num_sem_classes}')
-    if len(info.detection_labels) != model_config.num_det_classes:
-        raise CheckpointError(f'{path}: detection_labels has {len(info.detection_labels)} classes but '
-                              f'model_config.num_det_classes is {model_config.num_det_classes}')
+    info = checkpoint_info(path, payload)
+    if 'state_dict' not in payload:
+        raise CheckpointError(f"{path}: bad checkpoint contents: missing field 'state_dict'")
+    state_dict = payload['state_dict']
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f'{path}: state_dict must map parameter names to tensors')
     return state_dict, info
@@ -186,39 +124,6 @@ def load_failure_reason(error: Exception) -> str:
     lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(error).splitlines()]
     lines = [line for line in lines if line and 'weights_only' not in line]
     return f'{type(error).__name__}: {lines[0] if lines else "no message"}'
-
-
-def _type_problem(value, hint) -> str:
-    """'' when `value` (as torch.load returns it) fits the type hint `hint`, else what was expected."""
-    if hint is bool:
-        return '' if isinstance(value, bool) else 'true or false'
-    if hint is int:
-        return '' if isinstance(value, int) and not isinstance(value, bool) else 'an integer'
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return '' if ok else 'a finite number'
-    if typing.get_origin(hint) is tuple:
-        items = typing.get_args(hint)
-        kinds = {int: 'integers', float: 'numbers'}
-        if Ellipsis in items or any(item not in kinds for item in items):
-            return ''
-        expected = f'a list of {len(items)} {kinds[items[0]]}'
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            return expected
-        return expected if any(_type_problem(v, item) for v, item in zip(value, items)) else ''
-    return ''
-
-
-def _check_field_types(path: Path, cls, values, where: str) -> None:
-    """CheckpointError when a stored config dict has a field of the wrong type for dataclass `cls`."""
-    if not isinstance(values, dict):
-        raise CheckpointError(f'{path}: {where} must be a dict, got {type(values).__name__}')
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        problem = _type_problem(value, hints[name]) if name in hints else ''
-        if problem:
-            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + '...'
-            raise CheckpointError(f'{path}: {where}.{name} must be {problem}, got {shown}')
 
 
 def _state_dict_mismatch(model: torch.nn.Module, state_dict: dict) -> str:

@@ -10,7 +10,6 @@ optical frame. The dense networks run on the backend asked for (core.inference_b
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -20,32 +19,10 @@ import torch.nn.functional as F
 from mtl_perception_ros.core.checkpoint import load_checkpoint
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.inference_backends import PRECISIONS, make_branches, resolve_threads
+from mtl_perception_ros.core.inference_common import (  # noqa: F401 - InferenceResult: part of the interface
+    InferenceResult, class_map_on_cpu, one_view_call, warm_up_frames)
 from mtl_perception_ros.core.model_input import model_input
 from mtl_perception_ros.core.semantic_map import SemanticMap
-
-
-@dataclass
-class InferenceResult:
-    """One frame's output. boxes (N, 7) vehicle frame, classes (N,) int64, scores (N,) float32;
-    semantic_maps: one core.semantic_map.SemanticMap per camera view (None each when not asked
-    for), shown at the view's `class_map_hw` (default: its image's size); class_maps: those as
-    (H, W) uint8; class_map: the first view's (None without views); lidar_only: no camera was used
-    (no view given); timings_ms: per stage."""
-
-    boxes: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
-    semantic_maps: list
-    lidar_only: bool
-    timings_ms: dict = field(default_factory=dict)
-
-    @property
-    def class_maps(self) -> list:
-        return [None if m is None else m.labels() for m in self.semantic_maps]
-
-    @property
-    def class_map(self) -> np.ndarray | None:
-        return self.class_maps[0] if self.semantic_maps else None
 
 
 def pick_device(device: str = 'auto') -> torch.device:
@@ -107,25 +84,9 @@ class PerceptionInference:
 
     def warm_up(self, iterations: int = 2, num_points: int = 8000) -> None:
         """Run dummy frames so the first real one is not slowed by lazy initialisation."""
-        rng = np.random.default_rng(0)
-        points = np.column_stack([rng.uniform(1, 60, num_points), rng.uniform(-30, 30, num_points),
-                                  rng.uniform(-2, 1, num_points), rng.uniform(0, 1, num_points)]).astype(np.float32)
-        height, width = self.info.image_hw
-        image = np.zeros((height, width, 3), np.uint8)
-        camera_matrix = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], np.float64)
-        vehicle_to_camera = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], np.float64)
-        for _ in range(iterations):
-            self(points, image, camera_matrix, vehicle_to_camera, want_class_map=True)
+        warm_up_frames(self, iterations, num_points)
 
-    def __call__(self, points: np.ndarray, image_rgb: np.ndarray | None, camera_matrix: np.ndarray | None,
-                 vehicle_to_camera: np.ndarray | None, want_class_map: bool = True) -> InferenceResult:
-        """One camera (or none): `run_views` with the view (image_rgb, camera_matrix, vehicle_to_camera),
-        or LiDAR-only with image_rgb=None (the model was trained with camera dropout)."""
-        if image_rgb is None:
-            return self.run_views(points, [], want_class_map)
-        if camera_matrix is None or vehicle_to_camera is None:
-            raise ValueError('an image needs camera_matrix and vehicle_to_camera')
-        return self.run_views(points, [(image_rgb, camera_matrix, vehicle_to_camera)], want_class_map)
+    __call__ = one_view_call
 
     @torch.inference_mode()
     def run_views(self, points: np.ndarray, views, want_class_map: bool = True,
@@ -187,9 +148,7 @@ class PerceptionInference:
         as F.interpolate, ~4x faster)."""
         in_h, in_w = self.info.image_hw
         if self.device.type == 'cpu':
-            logits = np.ascontiguousarray(sem_logits[0].float().permute(1, 2, 0).numpy())   # (h, w, K)
-            logits = cv2.resize(logits, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
-            labels = torch.from_numpy(logits.reshape(in_h, in_w, -1)).argmax(dim=2).to(torch.uint8).numpy()
+            labels = class_map_on_cpu(sem_logits[0].float().numpy(), (in_h, in_w))
         else:
             logits = F.interpolate(sem_logits.float(), size=(in_h, in_w), mode='bilinear', align_corners=False)
             labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()

@@ -5,7 +5,7 @@ evaluation (training.evaluation.evaluate_bag): the same YAML builds the same pip
 `params` is a dict of validated values (core.parameters.validate_all).
 
     config = pipeline_config(params)
-    inference = PerceptionInference(path, device=params['device'], **decoding(params))
+    inference, note = open_inference(path, device=params['device'], **inference_backend(params), **decoding(params))
     tracker_config, unknown = tracking_config(params, inference.detection_labels.names)
     ...
     apply_changes(pipeline, params, changed)     # after validate_update: the run-time ones

@@ -28,7 +28,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from mtl_perception_ros.core import pipeline_parameters
-from mtl_perception_ros.core.checkpoint import CheckpointError
+from mtl_perception_ros.core.checkpoint_info import CheckpointError
 from mtl_perception_ros.core.frame_pipeline import FramePipeline
 from mtl_perception_ros.core.parameters import (CAMERA_SCHEMA, SCHEMA, ParameterError, camera_parameter,
                                                 ros_descriptor, validate_all, validate_update)
@@ -37,8 +37,8 @@ from mtl_perception_ros.messages.conversion_errors import ConversionError
 from mtl_perception_ros.messages.camera_image import camera_image_to_rgb
 from mtl_perception_ros.messages.image import ImageBuffer
 from mtl_perception_ros.messages.marker_serialization import BoxMarkerSerializer, MarkerLayoutError
-from mtl_perception_ros.core.inference import PerceptionInference
-from mtl_perception_ros.core.inference_backends import BackendError
+from mtl_perception_ros.core.onnx_files import BackendError
+from mtl_perception_ros.core.onnx_inference import open_inference
 from mtl_perception_ros.core.labels import blend
 from mtl_perception_ros.core.latency import latency_summary
 from mtl_perception_ros.messages.outputs import box_markers, detection2d_array, detection3d_array, label_info
@@ -126,9 +126,12 @@ class MtlPerceptionNode(Node):
         self._started = time.monotonic()
 
         try:
-            self.inference = PerceptionInference(
+            # backend onnxruntime on the CPU runs without torch (core.onnx_inference) where the export allows
+            self.inference, note = open_inference(
                 p['model_path'], device=p['device'], **pipeline_parameters.inference_backend(p),
                 **pipeline_parameters.decoding(p), threads=p['inference_threads'], max_views=len(p['cameras']))
+            if note:
+                self.get_logger().warn(note)
         except BackendError as error:
             raise StartupError(f"cannot run backend {p['backend']} (parameters backend, onnx_dir, device, "
                                f"precision): {error}") from None

@@ -499,10 +499,12 @@ def main(argv=None) -> int:
         params = load_node_params(args.params)
         bag_detection, bag_semantic = bag_label_sets(args.bag)
         if not args.recorded:
-            from mtl_perception_ros.core.inference import PerceptionInference
-            inference = PerceptionInference(
+            from mtl_perception_ros.core.onnx_inference import open_inference
+            inference, note = open_inference(
                 args.checkpoint, device=args.device, **pipeline_parameters.inference_backend(params),
                 **pipeline_parameters.decoding(params), max_views=len(params['cameras']))
+            if note:
+                print(f'note: {note}')
             inference.checkpoint_path = args.checkpoint
             detection_labels, semantic_labels, grid = (inference.detection_labels, inference.semantic_labels,
                                                        inference.grid)

@@ -108,14 +108,14 @@ def score_evaluation(evaluation) -> dict:
 
 
 def score_node_path(checkpoint, bag, **backend) -> dict:
-    """Metrics of the node's frame path (offline, no DDS) over the gate bag; `backend`: PerceptionInference's
-    backend, precision, onnx_dir (default: torch, fp32)."""
-    from mtl_perception_ros.core.inference import PerceptionInference
+    """Metrics of the node's frame path (offline, no DDS) over the gate bag; `backend`: open_inference's
+    backend, precision, onnx_dir (default: torch, fp32; onnxruntime runs torch-free where the export allows)."""
+    from mtl_perception_ros.core.onnx_inference import open_inference
     from training.evaluation.evaluate_bag import predict_offline, read_ground_truth, score
 
     params = node_params(checkpoint)
-    inference = PerceptionInference(checkpoint, device='cpu', score_threshold=params['score_threshold'],
-                                    max_detections=params['max_detections'], **backend)
+    inference, _ = open_inference(checkpoint, device='cpu', score_threshold=params['score_threshold'],
+                                  max_detections=params['max_detections'], **backend)
     predictions = predict_offline(bag, inference, params, log=lambda *args: None)
     truth = read_ground_truth(bag, inference.info.detection_labels.names, inference.grid)
     return score_evaluation(score(predictions, truth, inference.info.detection_labels,

@@ -10,18 +10,22 @@ Writes (each file atomically):
   (B,8,H,W)  (MultiTaskNet.bev_branch)
 - `onnx_export.json`: input/output names and shapes, opset, versions, the checkpoint's sha256,
   label sets, model config (BEV grid, input size) and the result of the check.
+- `model_info.json` (the checkpoint's metadata: model config, grid, label sets) and `pillars.npz`
+  (the pillar encoder's Linear + BatchNorm folded: weight (F, Cp), bias (Cp,)): what
+  core.onnx_inference needs to run the export with ONNX Runtime alone, torch never imported.
 
 The default folder, `<checkpoint stem>_onnx` next to the checkpoint, is where the node's backends
 onnxruntime and tensorrt look (parameter onnx_dir; mtl_perception_ros.core.inference_backends).
 Between the two graphs, the point -> pillar step (range mask, projection into the image,
 grid_sample of the camera features, PointNet and scatter-max; MultiTaskNet.lidar_canvas) has
-data-dependent shapes, so it stays in torch, as PointPillars deployments keep their scatter
-outside the exported networks: MultiTaskNet.forward with `branches=OnnxRuntimeBranches(...)`
-runs the whole model that way, as the node does.
+data-dependent shapes, so it stays outside the graphs, as PointPillars deployments keep their
+scatter outside the exported networks: MultiTaskNet.forward with `branches=OnnxRuntimeBranches(...)`
+runs the whole model that way in torch, core.onnx_inference in NumPy (core.lidar_canvas_np).
 
 The check: on `--frames` synthetic frames (points over the BEV grid, a random image, a
 forward-looking camera; seeded), ONNX Runtime's pipeline and MultiTaskNet.forward must agree
-on every output within |onnx - torch| <= atol + rtol * max|torch|. The command exits with 1
+on every output within |onnx - torch| <= atol + rtol * max|torch|, and so must the NumPy pillar
+canvas (`pillar_canvas`) with MultiTaskNet.lidar_canvas. The command exits with 1
 when they do not (the files stay, for inspection), 2 when the checkpoint cannot be read.
 Needs `onnx`, `onnxscript` and `onnxruntime` (installed by the set-up).
 """
@@ -39,13 +43,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl_perception_ros.core.atomic_file import atomic_write_json
+from mtl_perception_ros.core.atomic_file import atomic_write, atomic_write_json
 from mtl_perception_ros.core.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from mtl_perception_ros.core.checkpoint_info import FORMAT_NAME
+from mtl_perception_ros.core.onnx_files import METADATA_FILE, PILLARS_FILE
 from mtl_perception_ros.core.inference_backends import (BEV_FILE, CAMERA_FILE, CPU_PROVIDER, REPORT_FILE,
                                                         OnnxRuntimeBranches, default_onnx_dir, file_sha256)
-from mtl_perception_ros.core.model import MultiTaskNet
+from mtl_perception_ros.core.lidar_canvas_np import lidar_canvas_np
+from mtl_perception_ros.core.model import MultiTaskNet, folded_pillar_weights
 
 OUTPUTS = ('bbox_heatmap', 'bbox_reg', 'sem_logits')
+PILLAR_CANVAS = 'pillar_canvas'     # core.lidar_canvas_np against MultiTaskNet.lidar_canvas
 
 
 class _Stage(torch.nn.Module):
@@ -94,6 +102,20 @@ def export_onnx(model: MultiTaskNet, info: CheckpointInfo, out_dir) -> tuple[Pat
     return out_dir / CAMERA_FILE, out_dir / BEV_FILE
 
 
+def write_runtime_files(model: MultiTaskNet, info: CheckpointInfo, out_dir) -> tuple[Path, Path]:
+    """model_info.json and pillars.npz (module docstring) into out_dir, each atomically."""
+    out_dir = Path(out_dir)
+    config = model.cfg.to_dict()
+    grid = config.pop('bev_grid')
+    metadata = {'format': FORMAT_NAME, 'format_version': info.format_version, 'model_config': config,
+                'bev_grid': grid, 'semantic_labels': info.semantic_labels.to_dict(),
+                'detection_labels': info.detection_labels.to_dict(), 'extra': {}}
+    atomic_write_json(out_dir / METADATA_FILE, metadata)
+    weight, bias = folded_pillar_weights(model.eval().pillar_encoder)
+    atomic_write(out_dir / PILLARS_FILE, lambda stream: np.savez(stream, weight=weight, bias=bias))
+    return out_dir / METADATA_FILE, out_dir / PILLARS_FILE
+
+
 def synthetic_frames(model: MultiTaskNet, info: CheckpointInfo, count: int, seed: int = 0):
     """Seeded frames for the check: (points (P,4), image (1,3,Hi,Wi), K (1,3,3), T (1,4,4))."""
     rng = np.random.default_rng(seed)
@@ -131,16 +153,25 @@ def check_onnx(model: MultiTaskNet, info: CheckpointInfo, onnx_dir, frames: int 
     """Compare MultiTaskNet.forward with the graphs of onnx_dir in ONNX Runtime (CPU) against torch."""
     model = model.cpu().eval()
     branches = OnnxRuntimeBranches(onnx_dir, torch.device('cpu'), [CPU_PROVIDER], threads=torch.get_num_threads())
-    worst = {name: 0.0 for name in OUTPUTS}
-    allowed = {name: float('inf') for name in OUTPUTS}
+    weight, bias = folded_pillar_weights(model.pillar_encoder)
+    names = (*OUTPUTS, PILLAR_CANVAS)
+    worst = {name: 0.0 for name in names}
+    allowed = {name: float('inf') for name in names}
     for points, image, camera_matrix, vehicle_to_camera in synthetic_frames(model, info, frames, seed):
         inputs = (torch.from_numpy(points), torch.zeros(len(points), dtype=torch.long), torch.from_numpy(image),
                   torch.from_numpy(camera_matrix), torch.from_numpy(vehicle_to_camera))
         with torch.inference_mode():
             expected = model(*inputs)
             got = model(*inputs, branches=branches)
-        for name in OUTPUTS:
-            reference, value = expected[name].numpy(), got[name].numpy()
+            # the pillar step of the torch-free runtime (core.onnx_inference) against lidar_canvas
+            features, _ = model.camera_branch(inputs[2])
+            expected[PILLAR_CANVAS] = model.lidar_canvas(
+                inputs[0], inputs[1], 1, features, torch.ones(1, dtype=torch.bool), inputs[3], inputs[4],
+                info.image_hw, torch.zeros(1, dtype=torch.long))
+        got[PILLAR_CANVAS] = lidar_canvas_np(points, model.cfg.bev_grid, weight, bias, features.numpy(),
+                                             camera_matrix, vehicle_to_camera, info.image_hw)
+        for name in names:
+            reference, value = expected[name].numpy(), np.asarray(got[name])
             if value.shape != reference.shape:
                 raise ValueError(f'{name}: ONNX Runtime gives shape {value.shape}, torch {reference.shape}')
             worst[name] = max(worst[name], float(np.abs(value - reference).max()))
@@ -179,6 +210,7 @@ def main(argv=None) -> int:
         return 2
     options.out = options.out or str(default_onnx_dir(options.checkpoint))
     camera_path, bev_path = export_onnx(model, info, options.out)
+    runtime_files = write_runtime_files(model, info, options.out)
     result = check_onnx(model, info, options.out, options.frames, options.rtol, options.atol, options.seed)
     import onnxruntime
 
@@ -186,7 +218,8 @@ def main(argv=None) -> int:
         'checkpoint': str(Path(options.checkpoint).resolve()),
         'checkpoint_sha256': file_sha256(options.checkpoint),
         'graphs': [_graph_summary(camera_path), _graph_summary(bev_path)],
-        'between_the_graphs': 'MultiTaskNet.lidar_canvas (torch): points -> camera-painted pillar canvas',
+        'between_the_graphs': 'points -> camera-painted pillar canvas: MultiTaskNet.lidar_canvas (torch) or '
+                              'core.lidar_canvas_np with pillars.npz (ONNX Runtime alone)',
         'image_hw': list(info.image_hw), 'image_mean': list(info.image_mean), 'image_std': list(info.image_std),
         'model_config': model.cfg.to_dict(), 'semantic_classes': list(info.semantic_labels.names),
         'detection_classes': list(info.detection_labels.names),
@@ -195,9 +228,9 @@ def main(argv=None) -> int:
                   'max_abs_diff': result.max_abs_diff, 'allowed': result.allowed},
     }
     atomic_write_json(Path(options.out) / REPORT_FILE, report)
-    for name in OUTPUTS:
+    for name in result.max_abs_diff:
         print(f'{name:14s} max |onnx - torch| {result.max_abs_diff[name]:.2e} (allowed {result.allowed[name]:.2e})')
-    print(f'wrote {camera_path}, {bev_path}, {Path(options.out) / REPORT_FILE}')
+    print(f'wrote {camera_path}, {bev_path}, {", ".join(map(str, runtime_files))}, {Path(options.out) / REPORT_FILE}')
     if not result.ok:
         print('error: ONNX Runtime and torch disagree beyond the tolerance', file=sys.stderr)
         return 1
