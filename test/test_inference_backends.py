@@ -45,23 +45,31 @@ def views(rng, count: int):
     return [(synthetic_image(rng), k, OPTICAL) for _ in range(count)]
 
 
+def assert_same_outputs(reference, other, rng, cameras: int, frames: int = 2):
+    """`other` gives `reference`'s boxes, classes, scores and class maps on random frames with
+    `cameras` views; the last frame's points."""
+    for _ in range(frames):
+        points = synthetic_cloud(rng)
+        points[:, 3] /= 255.0
+        frame_views = views(rng, cameras)
+        want, got = reference.run_views(points, frame_views), other.run_views(points, frame_views)
+        assert len(want.boxes) > 0 and got.lidar_only == want.lidar_only == (cameras == 0)
+        np.testing.assert_array_equal(got.classes, want.classes)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        assert len(got.class_maps) == cameras
+        for got_map, want_map in zip(got.class_maps, want.class_maps):
+            assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
+        assert set(got.timings_ms) == {'preprocess', 'model', 'postprocess'}
+    return points
+
+
 @pytest.mark.parametrize('cameras', [1, 2])
 def test_onnxruntime_gives_the_detections_and_class_maps_of_torch(exported, cameras):
     reference = PerceptionInference(exported, device='cpu', score_threshold=0.1)
     onnx = PerceptionInference(exported, device='cpu', score_threshold=0.1, backend='onnxruntime')
     assert (onnx.backend, onnx.precision, onnx.execution_providers) == ('onnxruntime', 'fp32', ('CPUExecutionProvider',))
-    rng = np.random.default_rng(4)
-    for _ in range(2):
-        points = synthetic_cloud(rng)
-        points[:, 3] /= 255.0
-        frame_views = views(rng, cameras)
-        want, got = reference.run_views(points, frame_views), onnx.run_views(points, frame_views)
-        assert len(want.boxes) > 0
-        np.testing.assert_array_equal(got.classes, want.classes)
-        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
-        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
-        for got_map, want_map in zip(got.class_maps, want.class_maps):
-            assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
+    points = assert_same_outputs(reference, onnx, np.random.default_rng(4), cameras)
     lidar_only = onnx.run_views(points, [])
     assert lidar_only.lidar_only and lidar_only.class_maps == []
 
@@ -76,20 +84,7 @@ def test_the_torch_free_runtime_gives_the_detections_and_class_maps_of_torch(exp
         ('onnxruntime', 'fp32', ('CPUExecutionProvider',), 1)
     assert onnx.info.model_config == reference.info.model_config
     assert onnx.detection_labels == reference.detection_labels and onnx.semantic_labels == reference.semantic_labels
-    rng = np.random.default_rng(5)
-    for _ in range(2):
-        points = synthetic_cloud(rng)
-        points[:, 3] /= 255.0
-        frame_views = views(rng, cameras)
-        want, got = reference.run_views(points, frame_views), onnx.run_views(points, frame_views)
-        assert len(want.boxes) > 0 and got.lidar_only == want.lidar_only == (cameras == 0)
-        np.testing.assert_array_equal(got.classes, want.classes)
-        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
-        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
-        assert len(got.class_maps) == cameras
-        for got_map, want_map in zip(got.class_maps, want.class_maps):
-            assert got_map.shape == IMAGE_HW and (got_map == want_map).mean() > 0.999
-    assert set(got.timings_ms) == {'preprocess', 'model', 'postprocess'}
+    assert_same_outputs(reference, onnx, np.random.default_rng(5), cameras)
 
 
 def test_the_torch_free_runtime_never_imports_torch(exported):

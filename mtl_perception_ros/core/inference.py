@@ -20,7 +20,7 @@ from mtl_perception_ros.core.checkpoint import load_checkpoint
 from mtl_perception_ros.core.decode import decode_detections
 from mtl_perception_ros.core.inference_backends import PRECISIONS, make_branches, resolve_threads
 from mtl_perception_ros.core.inference_common import (  # noqa: F401 - InferenceResult: part of the interface
-    InferenceResult, class_map_on_cpu, one_view_call, warm_up_frames)
+    InferenceOutputs, InferenceResult, class_map_on_cpu)
 from mtl_perception_ros.core.model_input import model_input
 from mtl_perception_ros.core.semantic_map import SemanticMap
 
@@ -38,7 +38,7 @@ def pick_device(device: str = 'auto') -> torch.device:
     return resolved
 
 
-class PerceptionInference:
+class PerceptionInference(InferenceOutputs):
     """Loads a checkpoint once and runs single frames.
 
     precision: 'fp32', 'fp16' or 'bf16' (half precisions on CUDA; on the CPU bf16 with backend
@@ -66,12 +66,7 @@ class PerceptionInference:
         self.branches, self.precision = make_branches(backend, self.model, checkpoint_path, self.device, precision,
                                                       self.threads or torch.get_num_threads(), onnx_dir, max_views)
         self.backend = backend
-        self.score_threshold = float(score_threshold)
-        self.max_detections = int(max_detections)
-        self.nms_radius_m = nms_radius_m
-        self.grid = self.info.bev_grid
-        self.semantic_labels = self.info.semantic_labels
-        self.detection_labels = self.info.detection_labels
+        self._set_outputs(self.info, score_threshold, max_detections, nms_radius_m)
 
     @property
     def execution_providers(self) -> tuple:
@@ -81,12 +76,6 @@ class PerceptionInference:
     def _autocast(self):
         dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision) if self.backend == 'torch' else None
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
-    def warm_up(self, iterations: int = 2, num_points: int = 8000) -> None:
-        """Run dummy frames so the first real one is not slowed by lazy initialisation."""
-        warm_up_frames(self, iterations, num_points)
-
-    __call__ = one_view_call
 
     @torch.inference_mode()
     def run_views(self, points: np.ndarray, views, want_class_map: bool = True,

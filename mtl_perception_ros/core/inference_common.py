@@ -67,3 +67,24 @@ def class_map_on_cpu(sem_logits: np.ndarray, image_hw) -> np.ndarray:
     logits = np.ascontiguousarray(np.transpose(sem_logits, (1, 2, 0)), dtype=np.float32)   # (h, w, K)
     logits = cv2.resize(logits, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
     return logits.reshape(in_h, in_w, -1).argmax(axis=2).astype(np.uint8)
+
+
+class InferenceOutputs:
+    """The part of an inference class that is not the networks: the model's labels and grid (from
+    `info`, a CheckpointInfo), the decoding settings (changed between frames by
+    FramePipeline.configure_decoding), warm-up and the one-view call."""
+
+    def _set_outputs(self, info, score_threshold: float, max_detections: int, nms_radius_m: float | None) -> None:
+        self.info = info
+        self.score_threshold = float(score_threshold)
+        self.max_detections = int(max_detections)
+        self.nms_radius_m = nms_radius_m
+        self.grid = info.bev_grid
+        self.semantic_labels = info.semantic_labels
+        self.detection_labels = info.detection_labels
+
+    def warm_up(self, iterations: int = 2, num_points: int = 8000) -> None:
+        """Run dummy frames so the first real one is not slowed by lazy initialisation."""
+        warm_up_frames(self, iterations, num_points)
+
+    __call__ = one_view_call

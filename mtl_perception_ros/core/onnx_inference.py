@@ -23,7 +23,7 @@ import numpy as np
 
 from mtl_perception_ros.core.checkpoint_info import checkpoint_info
 from mtl_perception_ros.core.decode import decode_detections_np
-from mtl_perception_ros.core.inference_common import InferenceResult, class_map_on_cpu, one_view_call, warm_up_frames
+from mtl_perception_ros.core.inference_common import InferenceOutputs, InferenceResult, class_map_on_cpu
 from mtl_perception_ros.core.lidar_canvas_np import lidar_canvas_np
 from mtl_perception_ros.core.model_input import model_input
 from mtl_perception_ros.core.onnx_files import (BEV_FILE, CAMERA_FILE, CPU_PROVIDER, CUDA_PROVIDER, METADATA_FILE,
@@ -37,7 +37,7 @@ class RuntimeFilesMissing(BackendError):
     """The export has no model_info.json / pillars.npz (made before the torch-free runtime)."""
 
 
-class OnnxPerceptionInference:
+class OnnxPerceptionInference(InferenceOutputs):
     """An ONNX export run by ONNX Runtime on the CPU: PerceptionInference without torch.
 
     precision: 'int8' runs the export's checked int8 graphs (training.export.to_int8), any other
@@ -58,7 +58,7 @@ class OnnxPerceptionInference:
             raise FileNotFoundError(f'{checkpoint_path}: no such checkpoint file')
         onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir(checkpoint_path)
         report = read_export_report(onnx_dir, checkpoint_path)
-        self.info, self.pillar_weight, self.pillar_bias = read_runtime_files(onnx_dir, checkpoint_path)
+        info, self.pillar_weight, self.pillar_bias = read_runtime_files(onnx_dir, checkpoint_path)
         files = int8_graphs(onnx_dir, report, checkpoint_path) if precision == 'int8' else (CAMERA_FILE, BEV_FILE)
         self.precision = 'int8' if precision == 'int8' else 'fp32'
         self.threads = resolve_threads(threads or 0)
@@ -68,18 +68,7 @@ class OnnxPerceptionInference:
         self.camera = onnxruntime.InferenceSession(str(onnx_dir / files[0]), options, providers=[CPU_PROVIDER])
         self.bev = onnxruntime.InferenceSession(str(onnx_dir / files[1]), options, providers=[CPU_PROVIDER])
         self.execution_providers = tuple(self.camera.get_providers())
-        self.score_threshold = float(score_threshold)
-        self.max_detections = int(max_detections)
-        self.nms_radius_m = nms_radius_m
-        self.grid = self.info.bev_grid
-        self.semantic_labels = self.info.semantic_labels
-        self.detection_labels = self.info.detection_labels
-
-    def warm_up(self, iterations: int = 2, num_points: int = 8000) -> None:
-        """Run dummy frames so the first real one is not slowed by lazy initialisation."""
-        warm_up_frames(self, iterations, num_points)
-
-    __call__ = one_view_call
+        self._set_outputs(info, score_threshold, max_detections, nms_radius_m)
 
     def run_views(self, points: np.ndarray, views, want_class_map: bool = True, class_map_hw=None):
         """PerceptionInference.run_views: boxes from `points` fused with the camera `views`
